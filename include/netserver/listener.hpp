@@ -1,0 +1,69 @@
+#pragma once
+/// Listening sockets: the addresses a server is told to listen on and the bound sockets.
+/// Listeners are plain file descriptors bound by the parent before anything forks, so children,
+/// a re-exec'd server or systemd can share them.
+
+#include <sys/socket.h>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace netserver {
+
+/// One configured address: "127.0.0.1:8000", "*:8000", "[::1]:8000", "localhost:8000",
+/// "unix:/run/app.sock".
+struct ListenAddress {
+  enum class Kind { tcp, unix_socket };
+  Kind kind = Kind::tcp;
+  std::string host;          ///< "*" for every address; a literal or a name otherwise
+  std::uint16_t port = 0;    ///< 0: the kernel picks a free port
+  std::string path;          ///< unix socket path
+
+  /// Parses `text`; on failure returns false and says why in `problem`.
+  static bool parse(std::string_view text, ListenAddress& out, std::string& problem);
+  /// The address as written in the config: "127.0.0.1:8000", "[::1]:8000", "unix:/path".
+  std::string text() const;
+};
+
+/// A bound, listening socket. Owns its descriptor (close-on-exec, non-blocking); a unix socket's
+/// file is removed when the listener that created it is destroyed.
+class Listener {
+ public:
+  Listener(int fd, std::string name, int family, std::string unix_path = {});
+  ~Listener();
+  Listener(Listener&& other) noexcept;
+  Listener& operator=(Listener&& other) noexcept;
+  Listener(const Listener&) = delete;
+  Listener& operator=(const Listener&) = delete;
+
+  /// The descriptor.
+  int fd() const { return fd_; }
+  /// The bound address ("127.0.0.1:41234" when port 0 was asked for).
+  const std::string& name() const { return name_; }
+  /// AF_INET, AF_INET6 or AF_UNIX.
+  int family() const { return family_; }
+
+ private:
+  void reset();
+  int fd_ = -1;
+  std::string name_;
+  int family_ = AF_UNSPEC;
+  std::string unix_path_;
+};
+
+/// Binding options.
+struct BindOptions {
+  int backlog = 4096;   ///< listen(2) queue length (the kernel caps it at net.core.somaxconn)
+  int unix_mode = -1;   ///< chmod for unix socket files; -1 leaves the umask's choice
+};
+
+/// Binds and listens on every address ("*" is the IPv6 wildcard accepting IPv4 too, or the IPv4
+/// wildcard where IPv6 is unavailable). Throws Error("cannot bind <addr>: <reason>").
+std::vector<Listener> bind_listeners(const std::vector<ListenAddress>& addresses, const BindOptions& options);
+
+/// "127.0.0.1:5555", "[::1]:5555" (IPv4-mapped IPv6 shown as IPv4), "unix:/path" or "unix:".
+std::string format_address(const sockaddr* address, socklen_t length);
+
+}  // namespace netserver

@@ -1,0 +1,12 @@
+#pragma once
+/// Everything an application needs: Server, Handler/LineHandler, Session, Registry, config and log.
+
+#include "netserver/buffer.hpp"
+#include "netserver/config.hpp"
+#include "netserver/errors.hpp"
+#include "netserver/handler.hpp"
+#include "netserver/log.hpp"
+#include "netserver/options.hpp"
+#include "netserver/registry.hpp"
+#include "netserver/server.hpp"
+#include "netserver/session.hpp"

@@ -1,0 +1,132 @@
+#pragma once
+/// One client connection: its socket, its pending input (bounded by max_line), its output queue
+/// (bounded by max_output, one write in flight), its peer address and its timers.
+
+#include <any>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include <boost/asio/generic/stream_protocol.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include "netserver/buffer.hpp"
+
+namespace netserver {
+
+class Registry;
+class Server;
+class Worker;
+
+/// The bounds a session enforces, from the configuration.
+struct SessionLimits {
+  std::size_t max_line = 64 * 1024;     ///< longest input line in bytes, line end not counted
+  std::size_t max_output = 1 << 20;     ///< queued output past which the client is dropped
+  double idle_timeout = 0;              ///< seconds without input before closing; 0 = never
+  double linger = 2;                    ///< seconds to wait for the client's EOF after our last byte
+};
+
+/// One client. Created by the process's Worker; handlers see it as `Session&` in callbacks.
+/// Not thread-safe: every call happens on the process's event loop.
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  using Socket = boost::asio::generic::stream_protocol::socket;
+
+  /// Made by Worker only.
+  Session(Worker& worker, Socket socket, std::uint64_t id, std::string peer);
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  /// Queues bytes for the client. Ignored once the session is closing. A session whose queue
+  /// would pass max_output is disconnected (logged): a client that does not read cannot make
+  /// the server buffer without bound.
+  void send(std::string_view bytes);
+  /// send(text + "\r\n").
+  void send_line(std::string_view text);
+  /// Closes after everything queued has been sent; no more input is delivered.
+  void close();
+  /// Sends "error: <reason>\r\n", then closes.
+  void close_with_error(std::string_view reason);
+  /// Calls Handler::on_timeout after `seconds`; a new call replaces the pending one, 0 cancels.
+  void set_timeout(double seconds);
+
+  /// The client's address: "127.0.0.1:5555", "[::1]:5555" or "unix:/path/to/socket".
+  const std::string& peer() const { return peer_; }
+  /// Unique within the process, counting from 1.
+  std::uint64_t id() const { return id_; }
+  /// True until close() is called or the connection ends.
+  bool is_open() const { return state_ == State::open; }
+  /// The server running this session (personality name, configuration, hooks).
+  Server& server() const;
+  /// The sessions alive in this process (what a broadcast reaches).
+  Registry& registry() const;
+  /// The limits this session enforces.
+  const SessionLimits& limits() const;
+  /// Bytes received from / sent to the client so far.
+  std::uint64_t bytes_in() const { return bytes_in_; }
+  std::uint64_t bytes_out() const { return bytes_out_; }
+  /// Bytes queued for the client and not yet sent.
+  std::size_t queued() const { return out_.size() - out_sent_; }
+
+  /// Per-session state for the handler, default-constructed on first use. Always ask for the
+  /// same T for a given handler.
+  template <class T>
+  T& state() {
+    if (!user_state_.has_value()) user_state_.emplace<T>();
+    return std::any_cast<T&>(user_state_);
+  }
+
+ private:
+  friend class Worker;
+  friend class Registry;
+  enum class State { open, closing, finished };
+
+  void start();
+  void refuse();
+  void shutdown_now(std::string_view reason);
+  void start_read();
+  void on_read(const boost::system::error_code& error, std::size_t bytes);
+  std::string_view read_more(std::size_t already);
+  void deliver(std::string_view chunk, bool eof);
+  void handle_eof();
+  template <class Callback>
+  void dispatch(Callback&& callback);
+  void flush();
+  void wait_writable();
+  void finish(std::string_view reason, bool graceful);
+  void retire();
+  void arm_idle_timer(std::chrono::steady_clock::duration after);
+  void on_idle_timer();
+  bool reading_allowed() const;
+
+  Worker& worker_;
+  Socket socket_;
+  std::uint64_t id_;
+  std::string peer_;
+  State state_ = State::open;
+  bool connected_ = false;          // start() ran: the handler knows this session
+  InputQueue input_;
+  std::string out_;                 // queued output; bytes before out_sent_ are already sent
+  std::size_t out_sent_ = 0;
+  bool reading_ = false;            // an async read is pending
+  bool waiting_writable_ = false;   // the one write in flight is waiting for the socket
+  bool flush_scheduled_ = false;    // queued in the worker's end-of-batch flush
+  bool in_dispatch_ = false;        // a handler callback for this session is running
+  bool peer_eof_ = false;           // the client sent FIN
+  std::string end_reason_;
+  std::uint64_t bytes_in_ = 0;
+  std::uint64_t bytes_out_ = 0;
+  std::chrono::steady_clock::time_point started_;
+  std::chrono::steady_clock::time_point last_input_;
+  std::unique_ptr<boost::asio::steady_timer> idle_timer_;
+  std::unique_ptr<boost::asio::steady_timer> user_timer_;
+  std::uint64_t user_timer_generation_ = 0;
+  std::size_t registry_index_ = 0;
+  std::any user_state_;
+  char inbox_[1024];                // where reads land; larger bursts continue in the worker's scratch
+};
+
+}  // namespace netserver

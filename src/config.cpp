@@ -1,0 +1,212 @@
+#include "netserver/config.hpp"
+
+#include <cerrno>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+
+#include <fmt/format.h>
+#include <yaml-cpp/yaml.h>
+
+#include "netserver/errors.hpp"
+
+namespace netserver {
+
+namespace {
+
+std::string position(const std::string& file, const YAML::Mark& mark) {
+  return fmt::format("{}:{}:{}", file, mark.line + 1, mark.column + 1);
+}
+
+std::string unknown_key_text(const Options& options, const std::string& key) {
+  const std::string suggestion = options.nearest(key);
+  if (suggestion.empty()) return fmt::format("unknown key '{}'", key);
+  return fmt::format("unknown key '{}'; did you mean '{}'?", key, suggestion);
+}
+
+const char* node_kind(const YAML::Node& node) {
+  switch (node.Type()) {
+    case YAML::NodeType::Null: return "nothing";
+    case YAML::NodeType::Sequence: return "a list";
+    case YAML::NodeType::Map: return "a mapping";
+    default: return "a scalar";
+  }
+}
+
+// Converts one YAML value for `option`; returns "" or what is wrong.
+std::string convert(const Option& option, const YAML::Node& node, Value& out) {
+  if (option.type == ValueType::string_list && node.IsSequence()) {
+    std::vector<std::string> items;
+    for (const YAML::Node& item : node) {
+      if (!item.IsScalar()) return fmt::format("expected {}, got {} in the list", describe_type(option), node_kind(item));
+      items.emplace_back(trim(item.Scalar()));
+    }
+    out = std::move(items);
+    return validate_value(option, out);
+  }
+  if (!node.IsScalar()) return fmt::format("expected {}, got {}", describe_type(option), node_kind(node));
+  return parse_value(option, node.Scalar(), out);
+}
+
+// Reads a list override given as a YAML flow sequence: --listen='["127.0.0.1:80", "[::1]:80"]'.
+std::string convert_flow_list(const Option& option, const std::string& text, Value& out) {
+  try {
+    return convert(option, YAML::Load(text), out);
+  } catch (const YAML::Exception& e) {
+    return fmt::format("not a valid list: {}", e.msg);
+  }
+}
+
+}  // namespace
+
+std::string Origin::describe() const {
+  switch (kind) {
+    case Kind::built_in: return "default";
+    case Kind::file: return where;
+    case Kind::command_line: return "command line " + where;
+  }
+  return where;
+}
+
+Config::Config(const Options& options) : options_(&options) {
+  for (const Option& option : options.all()) entries_[option.key] = Entry{option.fallback, Origin{}};
+}
+
+Config Config::load(const Options& options, const CommandLine& command_line) {
+  Config config(options);
+  if (!command_line.config_file.empty()) config.load_file(command_line.config_file);
+  config.apply(command_line);
+  return config;
+}
+
+void Config::load_file(const std::string& path) {
+  file_ = path;
+  std::ifstream in(path);
+  if (!in) throw ConfigError(system_error_text(fmt::format("cannot read config file '{}'", path), errno));
+  std::stringstream text;
+  text << in.rdbuf();
+  YAML::Node root;
+  try {
+    root = YAML::Load(text.str());
+  } catch (const YAML::ParserException& e) {
+    throw ConfigError(fmt::format("{}: YAML syntax error: {}", position(path, e.mark), e.msg));
+  }
+  if (root.IsNull()) return;
+  if (!root.IsMap()) throw ConfigError(position(path, root.Mark()) + ": expected a mapping of keys to values");
+
+  // Walks one mapping; `prefix` is "" at the top and "prefork." inside a block.
+  auto walk = [&](auto&& self, const YAML::Node& map, const std::string& prefix) -> void {
+    std::map<std::string, YAML::Mark> seen;
+    for (const auto& pair : map) {
+      const YAML::Node& key_node = pair.first;
+      const YAML::Node& value_node = pair.second;
+      if (!key_node.IsScalar()) throw ConfigError(position(path, key_node.Mark()) + ": keys must be plain names");
+      const std::string key = prefix + std::string(trim(key_node.Scalar()));
+      if (auto [it, fresh] = seen.emplace(key, key_node.Mark()); !fresh)
+        throw ConfigError(fmt::format("{}: duplicate key '{}' (first set at line {})", position(path, key_node.Mark()),
+                                      key, it->second.line + 1));
+      if (const Option* option = options_->find(key)) {
+        Value value;
+        const std::string problem = convert(*option, value_node, value);
+        if (!problem.empty()) throw ConfigError(fmt::format("{}: {}: {}", position(path, value_node.Mark()), key, problem));
+        set(key, std::move(value), Origin{Origin::Kind::file, position(path, value_node.Mark())});
+      } else if (options_->is_block(key)) {
+        if (value_node.IsNull()) continue;
+        if (!value_node.IsMap())
+          throw ConfigError(fmt::format("{}: {}: expected a mapping of {} options, got {}",
+                                        position(path, value_node.Mark()), key, key, node_kind(value_node)));
+        self(self, value_node, key + ".");
+      } else {
+        throw ConfigError(position(path, key_node.Mark()) + ": " + unknown_key_text(*options_, key));
+      }
+    }
+  };
+  walk(walk, root, "");
+}
+
+void Config::apply(const CommandLine& command_line) {
+  std::set<std::string> lists_from_command_line;
+  for (const CommandLine::Override& o : command_line.overrides) {
+    const Option* option = options_->find(o.key);
+    if (!option) {
+      if (options_->is_block(o.key))
+        throw ConfigError(fmt::format("command line: {}: '{}' is a block; set its keys as --{}.KEY=VALUE",
+                                      o.argument, o.key, o.key));
+      throw ConfigError(fmt::format("command line: {}: {} (see --help)", o.argument, unknown_key_text(*options_, o.key)));
+    }
+    Value value;
+    const bool flow_list = option->type == ValueType::string_list && trim(o.value).starts_with('[');
+    std::string problem = flow_list ? convert_flow_list(*option, o.value, value) : parse_value(*option, o.value, value);
+    if (problem.empty() && option->type == ValueType::string_list && !lists_from_command_line.insert(o.key).second) {
+      // A repeated list key accumulates: --listen=a --listen=b.
+      auto items = std::get<std::vector<std::string>>(entry(o.key).value);
+      const auto& more = std::get<std::vector<std::string>>(value);
+      items.insert(items.end(), more.begin(), more.end());
+      value = std::move(items);
+      problem = validate_value(*option, value);
+    }
+    if (!problem.empty()) throw ConfigError(fmt::format("command line: {}: {}", o.argument, problem));
+    set(o.key, std::move(value), Origin{Origin::Kind::command_line, o.argument});
+  }
+}
+
+const Config::Entry& Config::entry(std::string_view key) const {
+  auto it = entries_.find(key);
+  if (it == entries_.end()) throw std::logic_error(fmt::format("config: unknown key '{}'", key));
+  return it->second;
+}
+
+void Config::set(std::string_view key, Value value, Origin origin) {
+  if (!options_->find(key)) throw std::logic_error(fmt::format("config: unknown key '{}'", key));
+  entries_[std::string(key)] = Entry{std::move(value), std::move(origin)};
+}
+
+const Value& Config::value(std::string_view key) const { return entry(key).value; }
+const Origin& Config::origin(std::string_view key) const { return entry(key).origin; }
+
+namespace {
+template <class T>
+const T& typed(const Value& value, std::string_view key) {
+  if (const T* v = std::get_if<T>(&value)) return *v;
+  throw std::logic_error(fmt::format("config: key '{}' read as the wrong type", key));
+}
+}  // namespace
+
+bool Config::boolean(std::string_view key) const { return typed<bool>(value(key), key); }
+std::int64_t Config::integer(std::string_view key) const { return typed<std::int64_t>(value(key), key); }
+double Config::seconds(std::string_view key) const { return typed<double>(value(key), key); }
+std::int64_t Config::bytes(std::string_view key) const { return typed<std::int64_t>(value(key), key); }
+const std::string& Config::string(std::string_view key) const { return typed<std::string>(value(key), key); }
+const std::vector<std::string>& Config::list(std::string_view key) const {
+  return typed<std::vector<std::string>>(value(key), key);
+}
+
+std::string Config::describe(std::string_view key) const {
+  const Entry& e = entry(key);
+  return fmt::format("{} = {} ({})", key, format_value(e.value), e.origin.describe());
+}
+
+std::string Config::dump() const {
+  std::string out = fmt::format("# effective configuration: defaults < {} < command line\n",
+                                file_.empty() ? "(no config file)" : file_);
+  std::set<std::string> blocks_done;
+  auto line = [&](const std::string& indent, std::string_view name, const Entry& e) {
+    out += fmt::format("{}{}: {}  # {}\n", indent, name, format_value(e.value), e.origin.describe());
+  };
+  for (const Option& option : options_->all()) {
+    const std::size_t dot = option.key.find('.');
+    if (dot == std::string::npos) {
+      line("", option.key, entry(option.key));
+      continue;
+    }
+    const std::string block = option.key.substr(0, dot);
+    if (!blocks_done.insert(block).second) continue;
+    out += block + ":\n";
+    for (const Option& member : options_->all())
+      if (member.key.starts_with(block + ".")) line("  ", std::string_view(member.key).substr(dot + 1), entry(member.key));
+  }
+  return out;
+}
+
+}  // namespace netserver

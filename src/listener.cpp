@@ -1,0 +1,293 @@
+#include "netserver/listener.hpp"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <optional>
+#include <set>
+
+#include <fmt/format.h>
+
+#include "netserver/errors.hpp"
+#include "netserver/log.hpp"
+
+namespace netserver {
+
+namespace {
+
+bool parse_port(std::string_view text, std::uint16_t& port, std::string& problem) {
+  unsigned value = 0;
+  auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (text.empty() || error != std::errc() || end != text.data() + text.size() || value > 65535) {
+    problem = fmt::format("port must be a number from 0 to 65535, got \"{}\"", text);
+    return false;
+  }
+  port = static_cast<std::uint16_t>(value);
+  return true;
+}
+
+bool valid_host(std::string_view host) {
+  return !host.empty() && std::all_of(host.begin(), host.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_';
+  });
+}
+
+// Closes the descriptor unless released.
+struct FdGuard {
+  int fd;
+  ~FdGuard() {
+    if (fd >= 0) ::close(fd);
+  }
+  int release() { return std::exchange(fd, -1); }
+};
+
+[[noreturn]] void bind_failed(const std::string& address, const std::string& reason) {
+  throw Error(fmt::format("cannot bind {}: {}", address, reason));
+}
+
+std::string bound_name(int fd) {
+  sockaddr_storage address{};
+  socklen_t length = sizeof address;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) return "?";
+  return format_address(reinterpret_cast<sockaddr*>(&address), length);
+}
+
+void set_option(int fd, int level, int name, int value) {
+  ::setsockopt(fd, level, name, &value, sizeof value);
+}
+
+// Binds one TCP address; on failure returns nothing and says what failed and why.
+std::optional<Listener> try_bind_tcp(const sockaddr* address, socklen_t length, bool dual_stack,
+                                     const BindOptions& options, std::string& failure, int& error_number) {
+  FdGuard fd{::socket(address->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)};
+  auto failed = [&](const char* call) {
+    failure = call;
+    error_number = errno;
+    return std::nullopt;
+  };
+  if (fd.fd < 0) return failed("socket()");
+  set_option(fd.fd, SOL_SOCKET, SO_REUSEADDR, 1);
+  if (address->sa_family == AF_INET6) set_option(fd.fd, IPPROTO_IPV6, IPV6_V6ONLY, dual_stack ? 0 : 1);
+  set_option(fd.fd, IPPROTO_TCP, TCP_NODELAY, 1);  // accepted sockets inherit it
+  if (::bind(fd.fd, address, length) != 0) return failed("");
+  if (::listen(fd.fd, options.backlog) != 0) return failed("listen()");
+  std::string name = bound_name(fd.fd);
+  return Listener(fd.release(), std::move(name), address->sa_family);
+}
+
+Listener bind_tcp(const std::string& shown, const sockaddr* address, socklen_t length, bool dual_stack,
+                  const BindOptions& options) {
+  std::string failure;
+  int error_number = 0;
+  std::optional<Listener> listener = try_bind_tcp(address, length, dual_stack, options, failure, error_number);
+  if (!listener) bind_failed(shown, failure.empty() ? std::strerror(error_number) : system_error_text(failure, error_number));
+  return std::move(*listener);
+}
+
+// "*": the IPv6 wildcard with IPv4 mapped in, or the IPv4 wildcard where IPv6 is unavailable
+// (containers without IPv6, Net::Server issue #37).
+Listener bind_wildcard(const ListenAddress& where, const BindOptions& options) {
+  sockaddr_in6 v6{};
+  v6.sin6_family = AF_INET6;
+  v6.sin6_addr = in6addr_any;
+  v6.sin6_port = htons(where.port);
+  std::string failure;
+  int error_number = 0;
+  auto listener = try_bind_tcp(reinterpret_cast<sockaddr*>(&v6), sizeof v6, true, options, failure, error_number);
+  if (listener) return std::move(*listener);
+  if (error_number != EAFNOSUPPORT && error_number != EADDRNOTAVAIL)
+    bind_failed(where.text(), failure.empty() ? std::strerror(error_number) : system_error_text(failure, error_number));
+  log::info("IPv6 is unavailable ({}); {} listens on IPv4 only", std::strerror(error_number), where.text());
+  sockaddr_in v4{};
+  v4.sin_family = AF_INET;
+  v4.sin_addr.s_addr = htonl(INADDR_ANY);
+  v4.sin_port = htons(where.port);
+  return bind_tcp(where.text(), reinterpret_cast<sockaddr*>(&v4), sizeof v4, false, options);
+}
+
+void bind_host(const ListenAddress& where, const BindOptions& options, std::vector<Listener>& out) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* results = nullptr;
+  const std::string port = std::to_string(where.port);
+  if (const int rc = ::getaddrinfo(where.host.c_str(), port.c_str(), &hints, &results); rc != 0)
+    bind_failed(where.text(), ::gai_strerror(rc));
+  std::set<std::string> seen;
+  try {
+    for (addrinfo* ai = results; ai; ai = ai->ai_next) {
+      if (!seen.insert(format_address(ai->ai_addr, ai->ai_addrlen)).second) continue;
+      out.push_back(bind_tcp(where.text(), ai->ai_addr, ai->ai_addrlen, false, options));
+    }
+  } catch (...) {
+    ::freeaddrinfo(results);
+    throw;
+  }
+  ::freeaddrinfo(results);
+}
+
+// A unix socket file left by a dead server is replaced; one a live server answers on is an error.
+void clear_unix_path(const std::string& shown, const std::string& path) {
+  struct stat info {};
+  if (::lstat(path.c_str(), &info) != 0) return;
+  if (!S_ISSOCK(info.st_mode)) bind_failed(shown, "the file exists and is not a socket");
+  FdGuard probe{::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)};
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::strncpy(address.sun_path, path.c_str(), sizeof address.sun_path - 1);
+  if (::connect(probe.fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0)
+    bind_failed(shown, "another server is listening on it");
+  if (errno != ECONNREFUSED) bind_failed(shown, system_error_text("connect() to the existing socket", errno));
+  log::notice("removing stale unix socket {}", path);
+  ::unlink(path.c_str());
+}
+
+Listener bind_unix(const ListenAddress& where, const BindOptions& options) {
+  const std::string shown = where.text();
+  clear_unix_path(shown, where.path);
+  FdGuard fd{::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)};
+  if (fd.fd < 0) bind_failed(shown, system_error_text("socket()", errno));
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::strncpy(address.sun_path, where.path.c_str(), sizeof address.sun_path - 1);
+  if (::bind(fd.fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) bind_failed(shown, std::strerror(errno));
+  Listener listener(fd.release(), shown, AF_UNIX, where.path);
+  if (options.unix_mode >= 0 && ::chmod(where.path.c_str(), static_cast<mode_t>(options.unix_mode)) != 0)
+    bind_failed(shown, system_error_text("chmod()", errno));
+  if (::listen(listener.fd(), options.backlog) != 0) bind_failed(shown, system_error_text("listen()", errno));
+  return listener;
+}
+
+}  // namespace
+
+bool ListenAddress::parse(std::string_view text, ListenAddress& out, std::string& problem) {
+  out = ListenAddress{};
+  if (text.starts_with("unix:")) {
+    out.kind = Kind::unix_socket;
+    out.path = std::string(text.substr(5));
+    if (out.path.empty()) problem = "a unix socket needs a path: unix:/path/to/socket";
+    else if (out.path.size() >= sizeof(sockaddr_un::sun_path)) problem = "the unix socket path is too long";
+    return problem.empty();
+  }
+  if (text.find(':') == std::string_view::npos) {  // a bare port
+    out.host = "*";
+    return parse_port(text, out.port, problem);
+  }
+  std::string_view host, port;
+  if (text.starts_with('[')) {
+    const std::size_t close = text.find("]:");
+    if (close == std::string_view::npos) {
+      problem = "an IPv6 address is written [address]:port";
+      return false;
+    }
+    host = text.substr(1, close - 1);
+    port = text.substr(close + 2);
+    in6_addr ignored{};
+    if (::inet_pton(AF_INET6, std::string(host).c_str(), &ignored) != 1) {
+      problem = fmt::format("\"{}\" is not an IPv6 address", host);
+      return false;
+    }
+  } else {
+    const std::size_t colon = text.rfind(':');
+    host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+    if (host.find(':') != std::string_view::npos) {
+      problem = "an IPv6 address needs brackets: [::1]:8000";
+      return false;
+    }
+    if (host != "*" && !valid_host(host)) {
+      problem = fmt::format("\"{}\" is not a host name or address", host);
+      return false;
+    }
+  }
+  out.host = std::string(host);
+  return parse_port(port, out.port, problem);
+}
+
+std::string ListenAddress::text() const {
+  if (kind == Kind::unix_socket) return "unix:" + path;
+  if (host.find(':') != std::string::npos) return fmt::format("[{}]:{}", host, port);
+  return fmt::format("{}:{}", host, port);
+}
+
+Listener::Listener(int fd, std::string name, int family, std::string unix_path)
+    : fd_(fd), name_(std::move(name)), family_(family), unix_path_(std::move(unix_path)) {}
+
+Listener::~Listener() { reset(); }
+
+Listener::Listener(Listener&& other) noexcept
+    : fd_(std::exchange(other.fd_, -1)),
+      name_(std::move(other.name_)),
+      family_(other.family_),
+      unix_path_(std::move(other.unix_path_)) {}
+
+Listener& Listener::operator=(Listener&& other) noexcept {
+  if (this != &other) {
+    reset();
+    fd_ = std::exchange(other.fd_, -1);
+    name_ = std::move(other.name_);
+    family_ = other.family_;
+    unix_path_ = std::move(other.unix_path_);
+  }
+  return *this;
+}
+
+void Listener::reset() {
+  if (fd_ >= 0) ::close(fd_);
+  if (!unix_path_.empty()) ::unlink(unix_path_.c_str());
+  fd_ = -1;
+  unix_path_.clear();
+}
+
+std::vector<Listener> bind_listeners(const std::vector<ListenAddress>& addresses, const BindOptions& options) {
+  std::vector<Listener> listeners;
+  std::set<std::string> seen;
+  for (const ListenAddress& where : addresses) {
+    if (!seen.insert(where.text()).second) continue;
+    if (where.kind == ListenAddress::Kind::unix_socket) listeners.push_back(bind_unix(where, options));
+    else if (where.host == "*") listeners.push_back(bind_wildcard(where, options));
+    else bind_host(where, options, listeners);
+  }
+  return listeners;
+}
+
+std::string format_address(const sockaddr* address, socklen_t length) {
+  char text[INET6_ADDRSTRLEN] = {};
+  switch (address->sa_family) {
+    case AF_INET: {
+      const auto* v4 = reinterpret_cast<const sockaddr_in*>(address);
+      ::inet_ntop(AF_INET, &v4->sin_addr, text, sizeof text);
+      return fmt::format("{}:{}", text, ntohs(v4->sin_port));
+    }
+    case AF_INET6: {
+      const auto* v6 = reinterpret_cast<const sockaddr_in6*>(address);
+      if (IN6_IS_ADDR_V4MAPPED(&v6->sin6_addr)) {
+        ::inet_ntop(AF_INET, &v6->sin6_addr.s6_addr[12], text, sizeof text);
+        return fmt::format("{}:{}", text, ntohs(v6->sin6_port));
+      }
+      ::inet_ntop(AF_INET6, &v6->sin6_addr, text, sizeof text);
+      return fmt::format("[{}]:{}", text, ntohs(v6->sin6_port));
+    }
+    case AF_UNIX: {
+      const auto* un = reinterpret_cast<const sockaddr_un*>(address);
+      const std::size_t offset = offsetof(sockaddr_un, sun_path);
+      if (length <= offset) return "unix:";
+      std::string path(un->sun_path, std::strlen(un->sun_path));
+      if (path.empty() && length > offset + 1) path = "@" + std::string(un->sun_path + 1, length - offset - 1);
+      return "unix:" + path;
+    }
+    default: return fmt::format("(address family {})", address->sa_family);
+  }
+}
+
+}  // namespace netserver

@@ -1,0 +1,338 @@
+#include "netserver/session.hpp"
+
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <boost/asio/post.hpp>
+#include <fmt/format.h>
+
+#include "netserver/handler.hpp"
+#include "netserver/log.hpp"
+#include "netserver/registry.hpp"
+#include "netserver/server.hpp"
+#include "worker.hpp"
+
+namespace netserver {
+
+namespace asio = boost::asio;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+Clock::duration to_duration(double seconds) {
+  return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+}
+
+// Waits, after our last byte and a half-close, for the client to close too, so that unread
+// input never turns our close into a reset that could destroy the reply in flight.
+class Linger : public std::enable_shared_from_this<Linger> {
+ public:
+  Linger(Session::Socket socket, double seconds) : socket_(std::move(socket)), timer_(socket_.get_executor()) {
+    timer_.expires_after(to_duration(seconds));
+  }
+  void start() {
+    timer_.async_wait([self = shared_from_this()](const boost::system::error_code& error) {
+      if (!error) self->socket_.close();
+    });
+    drain();
+  }
+
+ private:
+  void drain() {
+    socket_.async_read_some(asio::buffer(sink_), [self = shared_from_this()](const boost::system::error_code& error,
+                                                                            std::size_t) {
+      if (error) {
+        self->timer_.cancel();
+        self->socket_.close();
+        return;
+      }
+      self->drain();
+    });
+  }
+  Session::Socket socket_;
+  asio::steady_timer timer_;
+  char sink_[512];
+};
+
+}  // namespace
+
+Session::Session(Worker& worker, Socket socket, std::uint64_t id, std::string peer)
+    : worker_(worker),
+      socket_(std::move(socket)),
+      id_(id),
+      peer_(std::move(peer)),
+      input_(worker.limits().max_line + 2),  // room for a longest line and its CRLF
+      started_(Clock::now()),
+      last_input_(started_) {}
+
+Session::~Session() = default;
+
+Server& Session::server() const { return worker_.server(); }
+Registry& Session::registry() const { return worker_.registry(); }
+const SessionLimits& Session::limits() const { return worker_.limits(); }
+
+// --- lifecycle -------------------------------------------------------------------------------
+
+void Session::start() {
+  connected_ = true;
+  dispatch([this] { worker_.handler().on_connect(*this); });
+  if (state_ == State::finished) return;
+  if (limits().idle_timeout > 0) {
+    idle_timer_ = std::make_unique<asio::steady_timer>(socket_.get_executor());
+    arm_idle_timer(to_duration(limits().idle_timeout));
+  }
+  start_read();
+}
+
+// Runs a handler callback: sends made inside it are flushed once it returns; an exception loses
+// this session only.
+template <class Callback>
+void Session::dispatch(Callback&& callback) {
+  if (state_ == State::finished) return;
+  in_dispatch_ = true;
+  try {
+    callback();
+  } catch (const std::exception& error) {
+    in_dispatch_ = false;
+    log::error("handler failed for {} (session {}): {}", peer_, id_, error.what());
+    finish("handler failed", false);
+    return;
+  } catch (...) {
+    in_dispatch_ = false;
+    log::error("handler failed for {} (session {}): unknown exception", peer_, id_);
+    finish("handler failed", false);
+    return;
+  }
+  in_dispatch_ = false;
+  flush();
+}
+
+void Session::close() {
+  if (state_ != State::open) return;
+  state_ = State::closing;
+  user_timer_.reset();
+  if (!in_dispatch_) flush();  // finishes at once when nothing is queued
+}
+
+void Session::close_with_error(std::string_view reason) {
+  if (state_ != State::open) return;
+  out_.append("error: ").append(reason).append("\r\n");
+  if (end_reason_.empty()) end_reason_ = std::string(reason);
+  close();
+}
+
+// A client refused by access control: whatever request_denied_hook queued is sent if the socket
+// takes it at once, and the handler never hears of the session.
+void Session::refuse() {
+  flush();
+  finish("refused", true);
+}
+
+void Session::shutdown_now(std::string_view reason) { finish(reason, false); }
+
+// The session is over: no more reads, writes or callbacks. `graceful` half-closes and lingers
+// for the client's EOF; otherwise the socket is closed at once (dropping unsent output).
+void Session::finish(std::string_view reason, bool graceful) {
+  if (state_ == State::finished) return;
+  state_ = State::finished;
+  if (end_reason_.empty()) end_reason_ = std::string(reason);
+  idle_timer_.reset();
+  user_timer_.reset();
+  input_.clear();
+  boost::system::error_code ignored;
+  if (graceful && !peer_eof_ && socket_.is_open()) {
+    socket_.shutdown(asio::socket_base::shutdown_send, ignored);
+    socket_.cancel(ignored);
+    std::make_shared<Linger>(std::move(socket_), limits().linger)->start();
+  } else {
+    socket_.close(ignored);
+  }
+  // Callbacks and registry removal run later: this may be inside another session's broadcast.
+  asio::post(worker_.io(), [self = shared_from_this()] { self->retire(); });
+}
+
+void Session::retire() {
+  if (!connected_) return;
+  try {
+    worker_.handler().on_close(*this);
+  } catch (const std::exception& error) {
+    log::error("handler on_close failed for {} (session {}): {}", peer_, id_, error.what());
+  }
+  worker_.session_ended(*this);
+}
+
+// --- input -------------------------------------------------------------------------------------
+
+bool Session::reading_allowed() const {
+  // Backpressure: a client that does not read our replies stops being read from.
+  return connected_ && !reading_ && state_ != State::finished && !peer_eof_ && queued() <= limits().max_output / 2;
+}
+
+void Session::start_read() {
+  if (!reading_allowed()) return;
+  reading_ = true;
+  const std::size_t room = input_.room();
+  const std::size_t size = room == 0 || room > sizeof inbox_ ? sizeof inbox_ : room;
+  socket_.async_read_some(asio::buffer(inbox_, size),
+                          [self = shared_from_this()](const boost::system::error_code& error, std::size_t bytes) {
+                            self->on_read(error, bytes);
+                          });
+}
+
+void Session::on_read(const boost::system::error_code& error, std::size_t bytes) {
+  reading_ = false;
+  if (state_ == State::finished || error == asio::error::operation_aborted) return;
+  if (error == asio::error::eof) return handle_eof();
+  if (error) return finish(error.message(), false);
+  bytes_in_ += bytes;
+  last_input_ = Clock::now();
+  if (state_ == State::open) {
+    std::string_view chunk(inbox_, bytes);
+    if (bytes == sizeof inbox_) chunk = read_more(bytes);
+    deliver(chunk, false);
+    if (peer_eof_) return handle_eof();
+  }
+  start_read();
+}
+
+// The inbox filled up, so more is probably waiting: continue in the worker's scratch buffer
+// (shared by every session of the process) until the socket is drained or the input bound is hit.
+std::string_view Session::read_more(std::size_t already) {
+  std::span<char> scratch = worker_.scratch();
+  std::memcpy(scratch.data(), inbox_, already);
+  const std::size_t room = input_.room();
+  const std::size_t limit = room == 0 || room > scratch.size() ? scratch.size() : room;
+  std::size_t total = already;
+  while (total < limit) {
+    const ssize_t n = ::recv(socket_.native_handle(), scratch.data() + total, limit - total, MSG_DONTWAIT);
+    if (n > 0) {
+      total += static_cast<std::size_t>(n);
+      bytes_in_ += static_cast<std::size_t>(n);
+      continue;
+    }
+    if (n == 0) peer_eof_ = true;
+    else if (errno == EINTR) continue;
+    // EAGAIN: drained. Other errors show up again on the next read.
+    break;
+  }
+  return {scratch.data(), total};
+}
+
+void Session::deliver(std::string_view chunk, bool eof) {
+  bool fits = true;
+  dispatch([&] {
+    fits = input_.feed(chunk, eof, [this](Buffer& input) {
+      if (state_ == State::open) worker_.handler().on_input(*this, input);
+    });
+  });
+  if (!fits) close_with_error("line too long");
+}
+
+void Session::handle_eof() {
+  peer_eof_ = true;
+  if (state_ == State::open) {
+    if (input_.size() > 0) deliver({}, true);
+    dispatch([this] { worker_.handler().on_eof(*this); });
+    if (end_reason_.empty()) end_reason_ = "client closed";
+    close();
+  }
+  if (state_ == State::closing && queued() == 0) finish("client closed", true);
+}
+
+// --- output ------------------------------------------------------------------------------------
+
+void Session::send(std::string_view bytes) {
+  if (state_ != State::open || bytes.empty()) return;
+  if (queued() + bytes.size() > limits().max_output) {
+    log::warning("disconnecting {} (session {}): it is not reading, and its output queue would pass {} bytes",
+                 peer_, id_, limits().max_output);
+    return finish("output queue full", false);
+  }
+  out_.append(bytes);
+  if (!in_dispatch_ && !waiting_writable_ && !flush_scheduled_) {
+    flush_scheduled_ = true;
+    worker_.schedule_flush(shared_from_this());
+  }
+}
+
+void Session::send_line(std::string_view text) {
+  if (state_ != State::open) return;
+  send(text);
+  send("\r\n");
+}
+
+// Writes what is queued without blocking; if the socket is full, waits for it (the one write in
+// flight) and gathers everything queued meanwhile into the next write.
+void Session::flush() {
+  flush_scheduled_ = false;
+  if (state_ == State::finished || waiting_writable_) return;
+  while (out_sent_ < out_.size()) {
+    const ssize_t n = ::send(socket_.native_handle(), out_.data() + out_sent_, out_.size() - out_sent_,
+                             MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n >= 0) {
+      out_sent_ += static_cast<std::size_t>(n);
+      bytes_out_ += static_cast<std::size_t>(n);
+    } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      return wait_writable();
+    } else if (errno != EINTR) {
+      return finish(std::strerror(errno), false);
+    }
+  }
+  out_.clear();
+  out_sent_ = 0;
+  if (out_.capacity() > 64 * 1024) std::string().swap(out_);
+  if (state_ == State::closing) return finish(end_reason_.empty() ? "server closed" : end_reason_, true);
+  start_read();  // resumes a read paused for backpressure
+}
+
+void Session::wait_writable() {
+  waiting_writable_ = true;
+  if (out_sent_ > 64 * 1024 && out_sent_ > out_.size() / 2) {
+    out_.erase(0, out_sent_);
+    out_sent_ = 0;
+  }
+  socket_.async_wait(asio::socket_base::wait_write, [self = shared_from_this()](const boost::system::error_code& error) {
+    self->waiting_writable_ = false;
+    if (error == asio::error::operation_aborted) return;
+    if (error) return self->finish(error.message(), false);
+    self->flush();
+  });
+}
+
+// --- timers ------------------------------------------------------------------------------------
+
+void Session::set_timeout(double seconds) {
+  if (state_ != State::open) return;
+  const std::uint64_t generation = ++user_timer_generation_;
+  if (seconds <= 0) {
+    user_timer_.reset();
+    return;
+  }
+  if (!user_timer_) user_timer_ = std::make_unique<asio::steady_timer>(socket_.get_executor());
+  user_timer_->expires_after(to_duration(seconds));
+  user_timer_->async_wait([self = shared_from_this(), generation](const boost::system::error_code& error) {
+    if (error || generation != self->user_timer_generation_ || self->state_ != State::open) return;
+    self->dispatch([&] { self->worker_.handler().on_timeout(*self); });
+  });
+}
+
+// The idle timer is not re-armed on every read: when it fires it checks the time of the last
+// input and sleeps again for the remainder.
+void Session::arm_idle_timer(Clock::duration after) {
+  idle_timer_->expires_after(after);
+  idle_timer_->async_wait([self = shared_from_this()](const boost::system::error_code& error) {
+    if (!error) self->on_idle_timer();
+  });
+}
+
+void Session::on_idle_timer() {
+  if (state_ != State::open || !idle_timer_) return;
+  const Clock::duration limit = to_duration(limits().idle_timeout);
+  const Clock::duration idle = Clock::now() - last_input_;
+  if (idle < limit) return arm_idle_timer(limit - idle);
+  close_with_error(fmt::format("timed out after {} s without input", limits().idle_timeout));
+}
+
+}  // namespace netserver

@@ -1,0 +1,44 @@
+#include "signals.hpp"
+
+#include <cstring>
+
+#include "netserver/log.hpp"
+
+namespace netserver {
+
+SignalWatcher::SignalWatcher(boost::asio::io_context& io) : set_(io) {}
+
+void SignalWatcher::on(std::initializer_list<int> signals, const std::function<void(int)>& action) {
+  for (int signal : signals) {
+    set_.add(signal);
+    actions_[signal] = action;
+  }
+  if (!waiting_) wait();
+}
+
+void SignalWatcher::stop() {
+  boost::system::error_code ignored;
+  set_.cancel(ignored);
+  set_.clear(ignored);
+  actions_.clear();
+}
+
+void SignalWatcher::wait() {
+  waiting_ = true;
+  set_.async_wait([this](const boost::system::error_code& error, int signal) {
+    waiting_ = false;
+    if (error) return;
+    if (auto it = actions_.find(signal); it != actions_.end()) {
+      auto action = it->second;  // the action may replace or stop the watcher
+      action(signal);
+    }
+    if (!actions_.empty() && !waiting_) wait();
+  });
+}
+
+std::string signal_name(int signal) {
+  const char* abbreviation = ::sigabbrev_np(signal);
+  return abbreviation ? abbreviation : std::to_string(signal);
+}
+
+}  // namespace netserver

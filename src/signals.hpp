@@ -1,0 +1,33 @@
+#pragma once
+/// Signals as events on the loop: the OS handler only records the signal (asio::signal_set);
+/// the action runs on the event loop like any other callback.
+
+#include <functional>
+#include <initializer_list>
+#include <map>
+#include <string>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+
+namespace netserver {
+
+class SignalWatcher {
+ public:
+  explicit SignalWatcher(boost::asio::io_context& io);
+  /// Runs `action(signal)` on the loop each time one of `signals` arrives.
+  void on(std::initializer_list<int> signals, const std::function<void(int)>& action);
+  /// Stops watching; the signals get their default handling back.
+  void stop();
+
+ private:
+  void wait();
+  boost::asio::signal_set set_;
+  std::map<int, std::function<void(int)>> actions_;
+  bool waiting_ = false;
+};
+
+/// "TERM" for SIGTERM.
+std::string signal_name(int signal);
+
+}  // namespace netserver

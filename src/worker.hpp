@@ -1,0 +1,129 @@
+#pragma once
+/// Worker: a process's serving engine. It accepts on the listeners and runs sessions on one
+/// event loop. Personalities differ in how they configure it: Single and a PreFork child serve one
+/// session at a time and leave further clients in the kernel's backlog; Multiplex serves
+/// thousands at once and refuses clients past max_connections.
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include <boost/asio/generic/stream_protocol.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include "netserver/listener.hpp"
+#include "netserver/registry.hpp"
+#include "netserver/session.hpp"
+
+namespace netserver {
+
+class Server;
+class Handler;
+
+/// How a Worker serves.
+struct WorkerOptions {
+  /// Sessions served at once.
+  std::size_t max_sessions = 1;
+  /// At max_sessions: stop accepting (clients wait in the backlog), or accept and refuse them
+  /// with "error: server busy".
+  bool refuse_when_full = false;
+  /// Stop accepting after this many sessions (0: no limit); `on_exhausted` runs once the last
+  /// of them ended.
+  std::uint64_t max_requests = 0;
+};
+
+/// How to end the sessions when the worker stops.
+enum class StopMode {
+  drain,  ///< let them finish on their own (up to the grace period)
+  close,  ///< deliver what is queued, then close each (up to the grace period)
+  abort,  ///< cut them now
+};
+
+class Worker {
+ public:
+  Worker(Server& server, boost::asio::io_context& io, WorkerOptions options);
+  ~Worker();
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  /// Starts accepting on the listeners (their descriptors are duplicated, the Listener keeps its own).
+  void listen(const std::vector<Listener>& listeners);
+  /// Serves an already accepted connection.
+  void serve(Session::Socket socket);
+  /// Stops accepting and ends the sessions as `mode` says; sessions still open after `grace`
+  /// seconds are cut. `stopped` runs once no session is left.
+  void stop(StopMode mode, double grace, std::function<void()> stopped);
+  /// True once stop() was called.
+  bool stopping() const { return stopping_; }
+  /// Runs when max_requests sessions were served and the last one ended.
+  void on_exhausted(std::function<void()> callback) { on_exhausted_ = std::move(callback); }
+  /// Runs after every session's end (PreFork children report "idle" from here).
+  void on_session_end(std::function<void()> callback) { on_session_end_ = std::move(callback); }
+  /// Runs when a session starts (PreFork children report "busy" from here).
+  void on_session_start(std::function<void()> callback) { on_session_start_ = std::move(callback); }
+
+  /// The sessions alive in this process.
+  Registry& registry() { return registry_; }
+  /// Sessions started so far.
+  std::uint64_t served() const { return served_; }
+
+  // For Session.
+  boost::asio::io_context& io() { return io_; }
+  Server& server() { return server_; }
+  Handler& handler();
+  const SessionLimits& limits() const { return limits_; }
+  /// Flushes `session` after the current batch of ready events (sends made outside its own
+  /// callbacks, e.g. by another session's broadcast, are written together).
+  void schedule_flush(std::shared_ptr<Session> session);
+  /// Called by a session once it has ended and on_close ran.
+  void session_ended(Session& session);
+  /// A read buffer shared by every session of this process.
+  std::span<char> scratch() { return scratch_; }
+
+ private:
+  struct Acceptor;
+  bool can_accept() const;
+  void accept_all();
+  void accept(Acceptor& acceptor);
+  void on_accept(Acceptor& acceptor, const boost::system::error_code& error, Session::Socket socket);
+  void pause_accepting(const boost::system::error_code& error);
+  void refuse(Session::Socket& socket, std::string_view reason);
+  void stop_accepting();
+  void flush_scheduled();
+  void check_stopped();
+
+  Server& server_;
+  boost::asio::io_context& io_;
+  WorkerOptions options_;
+  SessionLimits limits_;
+  Registry registry_;
+  std::vector<std::unique_ptr<Acceptor>> acceptors_;
+  std::deque<Session::Socket> parked_;  // accepted while full (several listeners): served next
+  boost::asio::steady_timer accept_pause_;
+  bool accept_paused_ = false;
+  std::vector<std::shared_ptr<Session>> to_flush_;
+  bool flush_posted_ = false;
+  std::uint64_t served_ = 0;
+  std::uint64_t next_id_ = 0;
+  bool stopping_ = false;
+  boost::asio::steady_timer grace_timer_;
+  std::function<void()> stopped_;
+  std::function<void()> on_exhausted_;
+  std::function<void()> on_session_end_;
+  std::function<void()> on_session_start_;
+  std::vector<char> scratch_;
+};
+
+}  // namespace netserver
+
+namespace netserver {
+
+/// Serves on the server's listeners in this process until a signal stops it: TERM/INT stop
+/// gracefully (`graceful` says how sessions end, within graceful_timeout), QUIT at once.
+void run_worker(Server& server, const WorkerOptions& options, StopMode graceful);
+
+}  // namespace netserver
