@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <csignal>
+#include <filesystem>
 #include <cstdio>
 
 #include <fmt/format.h>
@@ -118,7 +119,7 @@ void Server::run(int argc, char** argv) {
 }
 
 void Server::configure(int argc, char** argv) {
-  program_ = argc > 0 ? argv[0] : name_;
+  program_ = argc > 0 ? std::filesystem::path(argv[0]).filename().string() : name_;
   const CommandLine command_line = CommandLine::parse(argc, argv, options_);
   if (command_line.help) {
     fmt::print("{}", help_text());

@@ -1,0 +1,131 @@
+#pragma once
+// Test harness: launches the real server binaries (Boost.Process) with an inline YAML config on a
+// free loopback port, and talks to them with plain blocking sockets with timeouts.
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <boost/process/child.hpp>
+
+namespace harness {
+
+using namespace std::chrono_literals;
+using Seconds = std::chrono::duration<double>;
+
+/// A fresh directory under /tmp, removed with everything in it at destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+  /// Writes `text` to a file in the directory and returns its path.
+  std::filesystem::path write(const std::string& name, const std::string& text) const;
+
+ private:
+  std::filesystem::path path_;
+};
+
+/// Path of a binary built by CMake ("echo_server" -> build/examples/echo_server).
+std::string binary(const std::string& name);
+
+/// What a finished process left.
+struct Outcome {
+  int status = -1;      ///< exit status, or 128 + signal
+  std::string output;   ///< stdout and stderr together
+};
+
+/// Runs a program to its end (killed after `timeout`).
+Outcome run(const std::string& program, const std::vector<std::string>& args, Seconds timeout = 10s);
+
+/// A server process started with an inline config; stopped (TERM, then KILL) when destroyed.
+class ServerProcess {
+ public:
+  /// Starts `program --config <file with yaml> args...` and waits until it logs "listening on".
+  ServerProcess(const std::string& program, const std::string& yaml, std::vector<std::string> args = {},
+                bool wait_until_listening = true);
+  ~ServerProcess();
+  ServerProcess(const ServerProcess&) = delete;
+  ServerProcess& operator=(const ServerProcess&) = delete;
+
+  /// The server's pid.
+  pid_t pid() const;
+  /// The TCP port of the first "listening on 127.0.0.1:PORT" line.
+  int port() const { return port_; }
+  /// Everything the server logged so far.
+  std::string log() const;
+  /// Waits until the log contains `text` (true) or `timeout` passes (false).
+  bool wait_for_log(const std::string& text, Seconds timeout = 10s) const;
+  /// Number of times `text` occurs in the log.
+  std::size_t count_in_log(const std::string& text) const;
+  /// Sends a signal to the server's pid.
+  void signal(int signal_number) const;
+  /// Waits for the process to exit; returns its status (128 + signal if killed), or nullopt.
+  std::optional<int> wait_exit(Seconds timeout = 15s);
+  /// TERM, wait up to `timeout`, then KILL. Returns the exit status.
+  int stop(Seconds timeout = 15s);
+  /// The directory holding the config and log.
+  const TempDir& dir() const { return dir_; }
+  /// Log lines at [error] level (a clean run has none).
+  std::vector<std::string> error_lines() const;
+  /// Declares that this test provokes [error] lines; otherwise any fails the test at the end.
+  void expect_errors() { errors_expected_ = true; }
+
+ private:
+  TempDir dir_;
+  std::filesystem::path log_path_;
+  boost::process::child child_;
+  int port_ = 0;
+  std::optional<int> status_;
+  bool errors_expected_ = false;
+};
+
+/// A blocking TCP or unix-socket client with timeouts.
+class Client {
+ public:
+  /// Connects to 127.0.0.1:port (or `host`), failing the test on error.
+  explicit Client(int port, const std::string& host = "127.0.0.1");
+  /// Connects to a unix socket.
+  static Client unix_socket(const std::string& path);
+  ~Client();
+  Client(Client&& other) noexcept;
+  Client& operator=(Client&&) = delete;
+  Client(const Client&) = delete;
+
+  /// Sends all of `bytes`; false if the connection is gone.
+  bool send(const std::string& bytes);
+  /// The next line without its CRLF, or nullopt on timeout or EOF.
+  std::optional<std::string> read_line(Seconds timeout = 5s);
+  /// Reads until EOF (or timeout); returns everything read, including buffered lines.
+  std::string read_all(Seconds timeout = 5s);
+  /// True when the server closed the connection within `timeout` (unread data is discarded).
+  bool closed_by_peer(Seconds timeout = 5s);
+  /// True when nothing at all arrives within `quiet` (and the connection stays open).
+  bool silent_for(Seconds quiet);
+  /// Closes the socket now.
+  void close();
+  /// Closes with a reset (SO_LINGER 0), like a crashed client.
+  void reset();
+  /// The descriptor.
+  int fd() const { return fd_; }
+  /// Local port of this client.
+  int local_port() const;
+
+ private:
+  Client() = default;
+  enum class Fill { data, eof, timeout };
+  Fill fill(std::chrono::steady_clock::time_point deadline);
+  int fd_ = -1;
+  std::string buffer_;
+};
+
+/// Reads "pid N" from a banner line; -1 when absent.
+long pid_in(const std::string& line);
+
+}  // namespace harness
