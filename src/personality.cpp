@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "multiplex.hpp"
 #include "single.hpp"
 
 namespace netserver {
@@ -9,6 +10,7 @@ namespace netserver {
 Personalities Personalities::builtin() {
   Personalities personalities;
   personalities.add(Single::info());
+  personalities.add(Multiplex::info());
   return personalities;
 }
 

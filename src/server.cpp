@@ -106,12 +106,12 @@ int Server::main(int argc, char** argv) {
 void Server::run(int argc, char** argv) {
   configure_hook();
   configure(argc, argv);    // defaults < --config FILE < --key=value; picks the personality
-  post_configure();         // logging, SIGPIPE, descriptor limit, session limits
+  post_configure();         // logging, descriptor limit, session limits
   post_configure_hook();
   pre_bind();               // the addresses to listen on
   bind();                   // the listening sockets
   post_bind_hook();
-  post_bind();              // announce the listeners
+  post_bind();              // signals
   pre_loop_hook();
   loop();                   // the personality serves clients until told to stop
   pre_server_close_hook();
@@ -140,7 +140,6 @@ void Server::configure(int argc, char** argv) {
 void Server::post_configure() {
   const Config& config = *config_;
   log::configure(static_cast<LogLevel>(config.integer("log_level")), config.string("log_file"));
-  std::signal(SIGPIPE, SIG_IGN);
   raise_descriptor_limit();
   limits_.max_line = static_cast<std::size_t>(config.bytes("max_line"));
   limits_.max_output = static_cast<std::size_t>(config.bytes("max_output"));
@@ -169,10 +168,11 @@ void Server::bind() {
   BindOptions options;
   options.backlog = static_cast<int>(config_->integer("backlog"));
   listeners_ = bind_listeners(addresses_, options);
+  for (const Listener& listener : listeners_) log::notice("listening on {}", listener.name());
 }
 
 void Server::post_bind() {
-  for (const Listener& listener : listeners_) log::notice("listening on {}", listener.name());
+  std::signal(SIGPIPE, SIG_IGN);  // a vanished client costs its own session, not the process
 }
 
 void Server::loop() { personality_->loop(*this); }

@@ -95,14 +95,18 @@ void Worker::on_accept(Acceptor& acceptor, const error_code& error, Session::Soc
   if (error) {
     log::debug("accept() on {}: {}", acceptor.name, error.message());
   } else {
+    shortage_logged_ = false;
     serve(std::move(socket));
   }
   accept(acceptor);
 }
 
+// Logged once per shortage: the next successful accept re-arms the warning.
 void Worker::pause_accepting(const error_code& error) {
-  if (!accept_paused_)
-    log::warning("accept(): {}; not accepting for 100 ms ({} sessions open)", error.message(), registry_.size());
+  if (!shortage_logged_)
+    log::warning("accept(): {}; pausing accepts until descriptors free up ({} sessions open)", error.message(),
+                 registry_.size());
+  shortage_logged_ = true;
   accept_paused_ = true;
   stop_accepting();
   accept_pause_.expires_after(std::chrono::milliseconds(100));

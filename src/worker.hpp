@@ -104,7 +104,8 @@ class Worker {
   std::vector<std::unique_ptr<Acceptor>> acceptors_;
   std::deque<Session::Socket> parked_;  // accepted while full (several listeners): served next
   boost::asio::steady_timer accept_pause_;
-  bool accept_paused_ = false;
+  bool accept_paused_ = false;   // out of descriptors: retrying after a short pause
+  bool shortage_logged_ = false;
   std::vector<std::shared_ptr<Session>> to_flush_;
   bool flush_posted_ = false;
   std::uint64_t served_ = 0;

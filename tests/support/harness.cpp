@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -61,6 +62,14 @@ int poll_ms(Clock::time_point deadline) {
   return left < 0 ? 0 : static_cast<int>(left);
 }
 
+// Tests open a thousand clients and more: lift the soft descriptor limit to the hard one.
+const bool descriptor_limit_raised = [] {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) return false;
+  limit.rlim_cur = limit.rlim_max;
+  return ::setrlimit(RLIMIT_NOFILE, &limit) == 0;
+}();
+
 }  // namespace
 
 // --- TempDir -------------------------------------------------------------------------------
@@ -105,10 +114,16 @@ Outcome run(const std::string& program, const std::vector<std::string>& args, Se
 // --- ServerProcess -------------------------------------------------------------------------
 
 ServerProcess::ServerProcess(const std::string& program, const std::string& yaml, std::vector<std::string> args,
-                             bool wait_until_listening)
+                             bool wait_until_listening, std::vector<std::string> wrapper)
     : log_path_(dir_.path() / "server.log") {
   args.insert(args.begin(), {"--config", dir_.write("server.yaml", yaml).string()});
-  child_ = bp::child(bp::exe = program, bp::args = args, (bp::std_out & bp::std_err) > log_path_, bp::std_in < bp::null);
+  std::string exe = program;
+  if (!wrapper.empty()) {
+    args.insert(args.begin(), program);
+    args.insert(args.begin(), wrapper.begin() + 1, wrapper.end());
+    exe = wrapper.front();
+  }
+  child_ = bp::child(bp::exe = exe, bp::args = args, (bp::std_out & bp::std_err) > log_path_, bp::std_in < bp::null);
   if (!wait_until_listening) return;
   if (!wait_for_log("listening on ", 10s)) throw std::runtime_error("server did not start; its log:\n" + log());
   std::smatch match;
@@ -211,6 +226,15 @@ Client Client::unix_socket(const std::string& path) {
 Client::~Client() { close(); }
 
 Client::Client(Client&& other) noexcept : fd_(std::exchange(other.fd_, -1)), buffer_(std::move(other.buffer_)) {}
+
+Client& Client::operator=(Client&& other) noexcept {
+  if (this != &other) {
+    close();
+    fd_ = std::exchange(other.fd_, -1);
+    buffer_ = std::move(other.buffer_);
+  }
+  return *this;
+}
 
 void Client::close() {
   if (fd_ >= 0) ::close(fd_);

@@ -47,9 +47,10 @@ Outcome run(const std::string& program, const std::vector<std::string>& args, Se
 /// A server process started with an inline config; stopped (TERM, then KILL) when destroyed.
 class ServerProcess {
  public:
-  /// Starts `program --config <file with yaml> args...` and waits until it logs "listening on".
+  /// Starts `[wrapper...] program --config <file with yaml> args...` and waits until it logs
+  /// "listening on". A wrapper must exec the program (e.g. prlimit), so the pid stays the server's.
   ServerProcess(const std::string& program, const std::string& yaml, std::vector<std::string> args = {},
-                bool wait_until_listening = true);
+                bool wait_until_listening = true, std::vector<std::string> wrapper = {});
   ~ServerProcess();
   ServerProcess(const ServerProcess&) = delete;
   ServerProcess& operator=(const ServerProcess&) = delete;
@@ -95,7 +96,7 @@ class Client {
   static Client unix_socket(const std::string& path);
   ~Client();
   Client(Client&& other) noexcept;
-  Client& operator=(Client&&) = delete;
+  Client& operator=(Client&& other) noexcept;
   Client(const Client&) = delete;
 
   /// Sends all of `bytes`; false if the connection is gone.

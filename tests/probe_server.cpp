@@ -1,0 +1,93 @@
+// probe_server: a test-only server whose line commands reach every corner of the Handler and
+// Session API (timers, exceptions, blocking, floods, crashes), and whose hooks log their names
+// so tests can check the PROCESS FLOW.
+
+#include <unistd.h>
+
+#include <charconv>
+#include <chrono>
+#include <cstdlib>
+#include <stdexcept>
+#include <thread>
+
+#include <netserver/netserver.hpp>
+
+using netserver::Session;
+
+namespace {
+
+double number(std::string_view text) {
+  double value = 0;
+  std::from_chars(text.data(), text.data() + text.size(), value);
+  return value;
+}
+
+class ProbeHandler : public netserver::LineHandler {
+ public:
+  void on_connect(Session& session) override {
+    session.send_line(fmt::format("probe ready (personality {}, pid {})", session.server().personality_name(), ::getpid()));
+  }
+
+  void on_line(Session& session, std::string_view line) override {
+    const std::size_t space = line.find(' ');
+    const std::string_view command = line.substr(0, space);
+    const std::string_view argument = space == std::string_view::npos ? "" : line.substr(space + 1);
+    if (command == "echo") return session.send_line(argument);
+    if (command == "timeout") return session.set_timeout(number(argument));
+    if (command == "throw") throw std::runtime_error("probe exception");
+    if (command == "sleep") return std::this_thread::sleep_for(std::chrono::duration<double>(number(argument)));
+    if (command == "flood") return flood(session, static_cast<std::size_t>(number(argument)));
+    if (command == "pid") return session.send_line(std::to_string(::getpid()));
+    if (command == "sessions") return session.send_line(std::to_string(session.registry().size()));
+    if (command == "crash") std::abort();
+    if (command == "exit") std::_Exit(static_cast<int>(number(argument)));
+    if (command == "close") return session.close();
+    session.send_line("unknown command");
+  }
+
+  void on_timeout(Session& session) override { session.send_line("timeout fired"); }
+  void on_eof(Session& session) override { session.send_line("eof seen"); }
+
+ private:
+  // Queues `bytes` of output in 1000-byte lines (the last one shorter).
+  static void flood(Session& session, std::size_t bytes) {
+    const std::string line(998, 'f');
+    for (; bytes >= 1000 && session.is_open(); bytes -= 1000) session.send_line(line);
+    if (bytes > 0) session.send(std::string(bytes, 'f'));
+  }
+};
+
+class ProbeServer : public netserver::Server {
+ public:
+  ProbeServer() : Server("probe", std::make_shared<ProbeHandler>()) {
+    options().add(netserver::Option::flag("probe.deny", false, "refuse every client in allow_deny_hook"));
+  }
+  void configure_hook() override { trace("configure_hook"); }
+  void post_configure_hook() override { trace("post_configure_hook"); }
+  void post_bind_hook() override { trace("post_bind_hook"); }
+  void pre_loop_hook() override { trace("pre_loop_hook"); }
+  void pre_server_close_hook() override { trace("pre_server_close_hook"); }
+  void post_accept_hook(Session& session) override { trace("post_accept_hook " + session.peer()); }
+  bool allow_deny_hook(Session& session) override {
+    trace("allow_deny_hook " + session.peer());
+    return !config().boolean("probe.deny");
+  }
+  void request_denied_hook(Session& session) override {
+    trace("request_denied_hook " + session.peer());
+    session.send_line("denied");
+  }
+  void post_process_request_hook(Session& session) override { trace("post_process_request_hook " + session.peer()); }
+  void child_init_hook() override { trace("child_init_hook"); }
+  void child_finish_hook() override { trace("child_finish_hook"); }
+  void pre_fork_hook() override { trace("pre_fork_hook"); }
+
+ private:
+  static void trace(const std::string& what) { netserver::log::notice("hook {}", what); }
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  ProbeServer server;
+  return server.main(argc, argv);
+}
