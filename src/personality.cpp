@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "multiplex.hpp"
+#include "prefork.hpp"
 #include "single.hpp"
 
 namespace netserver {
@@ -11,6 +12,7 @@ Personalities Personalities::builtin() {
   Personalities personalities;
   personalities.add(Single::info());
   personalities.add(Multiplex::info());
+  personalities.add(PreFork::info());
   return personalities;
 }
 

@@ -61,6 +61,8 @@ class ProbeServer : public netserver::Server {
  public:
   ProbeServer() : Server("probe", std::make_shared<ProbeHandler>()) {
     options().add(netserver::Option::flag("probe.deny", false, "refuse every client in allow_deny_hook"));
+    options().add(netserver::Option::text("probe.child_init", "ok", "child_init_hook: ok, throw, or crash")
+                      .with_choices({"ok", "throw", "crash"}));
   }
   void configure_hook() override { trace("configure_hook"); }
   void post_configure_hook() override { trace("post_configure_hook"); }
@@ -77,7 +79,12 @@ class ProbeServer : public netserver::Server {
     session.send_line("denied");
   }
   void post_process_request_hook(Session& session) override { trace("post_process_request_hook " + session.peer()); }
-  void child_init_hook() override { trace("child_init_hook"); }
+  void child_init_hook() override {
+    trace("child_init_hook");
+    const std::string& mode = config().string("probe.child_init");
+    if (mode == "throw") throw std::runtime_error("probe child cannot start");
+    if (mode == "crash") std::abort();
+  }
   void child_finish_hook() override { trace("child_finish_hook"); }
   void pre_fork_hook() override { trace("pre_fork_hook"); }
 

@@ -136,7 +136,7 @@ TEST_CASE("multiplex: an over-long line costs only its own connection", "[multip
   CHECK(bystander.read_line() == "fine");
 }
 
-TEST_CASE("multiplex: TERM delivers queued output, closes every session and exits 0", "[multiplex][signals]") {
+TEST_CASE("multiplex: TERM delivers queued output - closes every session and exits 0", "[multiplex][signals]") {
   ServerProcess server(binary("probe_server"), yaml);
   Client reader(server.port()), idle(server.port());
   REQUIRE(reader.read_line());

@@ -99,7 +99,7 @@ TEST_CASE("hooks run in the PROCESS FLOW order", "[server][hooks]") {
                                   "hook pre_server_close_hook", "probe stopped"});
 }
 
-TEST_CASE("a refused client gets only request_denied_hook, never the handler", "[server][hooks]") {
+TEST_CASE("a refused client gets only request_denied_hook - never the handler", "[server][hooks]") {
   ServerProcess server = probe("multiplex", "probe:\n  deny: true\n");
   Client client(server.port());
   CHECK(client.read_line() == "denied");  // sent by request_denied_hook; no "probe ready"

@@ -67,7 +67,8 @@ const bool descriptor_limit_raised = [] {
   rlimit limit{};
   if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) return false;
   limit.rlim_cur = limit.rlim_max;
-  return ::setrlimit(RLIMIT_NOFILE, &limit) == 0;
+  const rlimit no_core{0, 0};  // servers that crash on purpose leave no core files
+  return ::setrlimit(RLIMIT_NOFILE, &limit) == 0 && ::setrlimit(RLIMIT_CORE, &no_core) == 0;
 }();
 
 }  // namespace
@@ -312,6 +313,32 @@ bool Client::silent_for(Seconds quiet) {
   if (!buffer_.empty()) return false;
   const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(quiet);
   return fill(deadline) == Fill::timeout;
+}
+
+std::vector<pid_t> children_of(pid_t parent) {
+  std::vector<pid_t> children;
+  for (const auto& entry : fs::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    const std::string stat = read_file(entry.path() / "stat");
+    const std::size_t close = stat.rfind(')');
+    if (close == std::string::npos || close + 4 >= stat.size()) continue;
+    std::istringstream fields(stat.substr(close + 2));
+    char state = 0;
+    pid_t ppid = 0;
+    fields >> state >> ppid;
+    if (ppid == parent && state != 'Z') children.push_back(std::stoi(name));
+  }
+  return children;
+}
+
+bool eventually(const std::function<bool()>& condition, Seconds timeout) {
+  const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(timeout);
+  while (!condition()) {
+    if (Clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(20ms);
+  }
+  return true;
 }
 
 long pid_in(const std::string& line) {

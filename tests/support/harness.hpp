@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -125,6 +126,12 @@ class Client {
   int fd_ = -1;
   std::string buffer_;
 };
+
+/// The live child processes of `parent` (from /proc), zombies excluded.
+std::vector<pid_t> children_of(pid_t parent);
+
+/// Polls `condition` every 20 ms until it holds (true) or `timeout` passes (false).
+bool eventually(const std::function<bool()>& condition, Seconds timeout = 10s);
 
 /// Reads "pid N" from a banner line; -1 when absent.
 long pid_in(const std::string& line);

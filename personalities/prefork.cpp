@@ -1,0 +1,368 @@
+#include "prefork.hpp"
+
+#include <netinet/in.h>
+#include <sys/epoll.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
+#include <map>
+#include <memory>
+#include <optional>
+
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <fmt/format.h>
+
+#include "netserver/config.hpp"
+#include "netserver/errors.hpp"
+#include "netserver/log.hpp"
+#include "netserver/server.hpp"
+#include "signals.hpp"
+#include "worker.hpp"
+
+namespace netserver {
+
+namespace asio = boost::asio;
+
+namespace {
+
+// What children tell the parent, and the parent a child, over their socketpair: one byte each.
+constexpr char report_idle = 'i';
+constexpr char report_busy = 'b';
+constexpr char order_retire = 'r';
+
+// --- the child ---------------------------------------------------------------------------------
+
+// A child process: waits for a client while idle (outside the event loop, so that EPOLLEXCLUSIVE
+// wakes one idle child per connection), then serves it on its event loop. Leaves when the parent
+// asks (retire, TERM), when the parent is gone, or after max_requests sessions.
+class Child {
+ public:
+  Child(Server& server, const PreFork::Settings& settings, int channel)
+      : server_(server), settings_(settings), channel_(channel), worker_(server, io_, WorkerOptions{}) {
+    worker_.on_session_end([this] { io_.stop(); });
+  }
+
+  int run() {
+    if (!set_up()) return exit_status::boot_failed;
+    try {
+      server_.child_init_hook();
+    } catch (const std::exception& error) {
+      log::error("child_init_hook failed: {}", error.what());
+      return exit_status::boot_failed;
+    }
+    for (std::uint64_t served = 0; settings_.max_requests == 0 || served < settings_.max_requests; ++served) {
+      report(report_idle);
+      std::optional<Session::Socket> client = wait_for_client();
+      if (!client) break;
+      report(report_busy);
+      serve(std::move(*client));
+    }
+    server_.child_finish_hook();
+    return exit_status::ok;
+  }
+
+ private:
+  // TERM arrives through a signalfd and is looked at only between sessions: a child always
+  // finishes the session it is serving. Every other signal is the parent's business.
+  bool set_up() {
+    struct sigaction action {};
+    action.sa_handler = SIG_DFL;
+    for (int signal = 1; signal < NSIG; ++signal) ::sigaction(signal, &action, nullptr);
+    action.sa_handler = SIG_IGN;
+    for (int signal : {SIGPIPE, SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2})
+      ::sigaction(signal, &action, nullptr);
+    sigset_t term;
+    sigemptyset(&term);
+    sigaddset(&term, SIGTERM);
+    signals_ = ::signalfd(-1, &term, SFD_CLOEXEC | SFD_NONBLOCK);
+    ::sigprocmask(SIG_SETMASK, &term, nullptr);
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);  // a parent killed outright still ends its children
+    epoll_ = ::epoll_create1(EPOLL_CLOEXEC);
+    if (signals_ < 0 || epoll_ < 0) {
+      log::error("{}", system_error_text("signalfd()/epoll_create1() in a new child", errno));
+      return false;
+    }
+    watch(signals_, EPOLLIN);
+    watch(channel_, EPOLLIN);
+    for (const Listener& listener : server_.listeners())
+      watch(listener.fd(), EPOLLIN | (settings_.exclusive_accept ? std::uint32_t{EPOLLEXCLUSIVE} : 0u));
+    return true;
+  }
+
+  void watch(int fd, std::uint32_t events) {
+    epoll_event event{};
+    event.events = events;
+    event.data.fd = fd;
+    if (::epoll_ctl(epoll_, EPOLL_CTL_ADD, fd, &event) != 0)
+      log::error("{}", system_error_text(fmt::format("epoll_ctl() on descriptor {} in a child", fd), errno));
+  }
+
+  void report(char state) {
+    if (::send(channel_, &state, 1, MSG_NOSIGNAL) != 1) log::debug("cannot report to the parent: {}", std::strerror(errno));
+  }
+
+  // Blocks until a client is accepted (returned) or it is time to leave (nothing).
+  std::optional<Session::Socket> wait_for_client() {
+    epoll_event events[8];
+    for (;;) {
+      const int ready = ::epoll_wait(epoll_, events, 8, -1);
+      if (ready < 0 && errno == EINTR) continue;
+      if (ready < 0) {
+        log::error("{}", system_error_text("epoll_wait() in a child", errno));
+        return std::nullopt;
+      }
+      for (int i = 0; i < ready; ++i)
+        if (events[i].data.fd == signals_ || events[i].data.fd == channel_) return std::nullopt;
+      for (int i = 0; i < ready; ++i)
+        if (auto client = accept_from(events[i].data.fd)) return client;
+    }
+  }
+
+  std::optional<Session::Socket> accept_from(int listener_fd) {
+    const int fd = ::accept4(listener_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+        log::warning("{}; pausing 100 ms", system_error_text("accept() in a child", errno));
+        ::usleep(100'000);  // idle: nothing else to do; the pending client stays queued
+      }
+      return std::nullopt;  // EAGAIN: another child took it
+    }
+    sockaddr_storage local{};
+    socklen_t length = sizeof local;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &length);
+    const int protocol = local.ss_family == AF_UNIX ? 0 : IPPROTO_TCP;
+    return Session::Socket(io_, asio::generic::stream_protocol(local.ss_family, protocol), fd);
+  }
+
+  void serve(Session::Socket client) {
+    worker_.serve(std::move(client));
+    io_.restart();
+    io_.run();  // until the session ends (lingering closes carry on in later runs)
+  }
+
+  Server& server_;
+  const PreFork::Settings& settings_;
+  int channel_;
+  int signals_ = -1;
+  int epoll_ = -1;
+  asio::io_context io_{1};
+  Worker worker_;
+};
+
+// --- the parent --------------------------------------------------------------------------------
+
+class Parent final : public ProcessControl {
+ public:
+  Parent(Server& server, const PreFork::Settings& settings)
+      : server_(server), settings_(settings), signals_(io_), check_timer_(io_), grace_timer_(io_),
+        pool_(settings.limits, *this) {}
+
+  void run() {
+    signals_.on({SIGTERM, SIGINT}, [this](int signal) { stop(signal, SIGTERM); });
+    signals_.on({SIGQUIT}, [this](int signal) { stop(signal, SIGKILL); });
+    signals_.on({SIGTTIN}, [this](int) { pool_.grow(); });
+    signals_.on({SIGTTOU}, [this](int) { pool_.shrink(); });
+    signals_.on({SIGCHLD}, [this](int) { reap_children(); });
+    pool_.start();
+    schedule_check();
+    io_.run();
+    if (!pool_.failure().empty()) throw Error(pool_.failure(), exit_status::boot_failed);
+  }
+
+  pid_t spawn_child() override {
+    server_.pre_fork_hook();
+    int channel[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, channel) != 0) {
+      log::error("{}", system_error_text("socketpair() failed while spawning a child", errno));
+      return -1;
+    }
+    // Signals stay blocked across fork until the child has replaced the parent's handlers.
+    sigset_t all, previous;
+    sigfillset(&all);
+    ::sigprocmask(SIG_BLOCK, &all, &previous);
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      ::close(channel[0]);
+      for (const auto& [other, open] : channels_) ::close(open->stream.native_handle());
+      ::_exit(run_child(channel[1]));
+    }
+    const int fork_error = errno;
+    ::sigprocmask(SIG_SETMASK, &previous, nullptr);
+    ::close(channel[1]);
+    if (pid < 0) {
+      ::close(channel[0]);
+      log::error("{}", system_error_text("fork() failed while spawning a child", fork_error));
+      return -1;
+    }
+    log::info("spawned child {}", pid);
+    listen_to(pid, channel[0]);
+    return pid;
+  }
+
+  void retire_child(pid_t pid) override {
+    auto it = channels_.find(pid);
+    if (it != channels_.end()) ::send(it->second->stream.native_handle(), &order_retire, 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+  }
+
+  void signal_child(pid_t pid, int signal) override { ::kill(pid, signal); }
+
+ private:
+  // The parent's end of a child's socketpair.
+  struct Channel {
+    Channel(asio::io_context& io, int fd) : stream(io, fd) {}
+    asio::posix::stream_descriptor stream;
+    char reports[64];
+  };
+
+  // Runs in the new child and never returns to the parent's code.
+  int run_child(int channel) noexcept {
+    try {
+      return Child(server_, settings_, channel).run();
+    } catch (const std::exception& error) {
+      log::error("child failed: {}", error.what());
+      return exit_status::failure;
+    }
+  }
+
+  void listen_to(pid_t pid, int fd) {
+    auto channel = std::make_unique<Channel>(io_, fd);
+    Channel& open = *channel;
+    channels_[pid] = std::move(channel);
+    read_reports(pid, open);
+  }
+
+  void read_reports(pid_t pid, Channel& channel) {
+    channel.stream.async_read_some(asio::buffer(channel.reports), [this, pid, &channel](
+                                                                      const boost::system::error_code& error,
+                                                                      std::size_t bytes) {
+      if (error) return;  // the child is gone (or its channel closed): waitpid says how
+      for (std::size_t i = 0; i < bytes; ++i) {
+        if (channel.reports[i] == report_idle) pool_.child_idle(pid);
+        else if (channel.reports[i] == report_busy) pool_.child_busy(pid);
+      }
+      if (channels_.count(pid)) read_reports(pid, channel);
+    });
+  }
+
+  // Only the pids this parent spawned are waited for: a hook's own children are not ours.
+  void reap_children() {
+    for (pid_t pid : pool_.pids()) {
+      int status = 0;
+      if (::waitpid(pid, &status, WNOHANG) != pid) continue;
+      channels_.erase(pid);
+      pool_.child_exited(pid, status);
+    }
+    if (!pool_.failure().empty() && !pool_.stopping()) {
+      log::error("{}", pool_.failure());
+      stop(0, SIGTERM);
+    }
+    if (pool_.stopping() && pool_.size() == 0) finish();
+  }
+
+  void schedule_check() {
+    check_timer_.expires_after(std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+        std::chrono::duration<double>(settings_.check_for_waiting)));
+    check_timer_.async_wait([this](const boost::system::error_code& error) {
+      if (error || pool_.stopping()) return;
+      pool_.check();
+      schedule_check();
+    });
+  }
+
+  // TERM/INT: children finish their session, the stragglers are killed after graceful_timeout.
+  // QUIT: children are killed now.
+  void stop(int received, int signal_for_children) {
+    if (received != 0)
+      log::notice("{} received: stopping {} children{}", signal_name(received), pool_.size(),
+                  signal_for_children == SIGTERM ? " after their current session" : " now");
+    const bool first = !pool_.stopping();
+    pool_.stop(signal_for_children);
+    check_timer_.cancel();
+    if (pool_.size() == 0) return finish();
+    if (!first || signal_for_children == SIGKILL) return;
+    const double grace = server_.config().seconds("graceful_timeout");
+    grace_timer_.expires_after(std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+        std::chrono::duration<double>(grace)));
+    grace_timer_.async_wait([this, grace](const boost::system::error_code& error) {
+      if (error || pool_.size() == 0) return;
+      log::warning("{} children still busy after graceful_timeout ({} s): killing them", pool_.size(), grace);
+      pool_.stop(SIGKILL);
+    });
+  }
+
+  void finish() {
+    grace_timer_.cancel();
+    signals_.stop();
+    io_.stop();
+  }
+
+  Server& server_;
+  const PreFork::Settings& settings_;
+  asio::io_context io_{1};
+  SignalWatcher signals_;
+  asio::steady_timer check_timer_;
+  asio::steady_timer grace_timer_;
+  std::map<pid_t, std::unique_ptr<Channel>> channels_;
+  Pool pool_;
+};
+
+std::size_t size_of(const Config& config, const char* key) { return static_cast<std::size_t>(config.integer(key)); }
+
+// Inconsistent bounds are errors, never silently rewritten (Net::Server rewrites them).
+void check_bounds(const Config& config) {
+  auto require = [&](bool holds, const char* key, const char* relation, const char* other) {
+    if (!holds)
+      throw ConfigError(fmt::format("prefork: {} must be {} {}", config.describe(key), relation, config.describe(other)));
+  };
+  require(size_of(config, "prefork.min_servers") <= size_of(config, "prefork.max_servers"), "prefork.min_servers",
+          "at most", "prefork.max_servers");
+  require(size_of(config, "prefork.min_spare_servers") <= size_of(config, "prefork.max_spare_servers"),
+          "prefork.min_spare_servers", "at most", "prefork.max_spare_servers");
+  require(size_of(config, "prefork.max_spare_servers") < size_of(config, "prefork.max_servers"),
+          "prefork.max_spare_servers", "less than", "prefork.max_servers");
+}
+
+}  // namespace
+
+PersonalityInfo PreFork::info() {
+  return {
+      .name = "prefork",
+      .summary = "a parent and a managed pool of child processes, one client per child at a time",
+      .add_options =
+          [](Options& options) {
+            options.add(Option::integer("prefork.min_servers", 5, 0, 10000, "children kept alive at least"));
+            options.add(Option::integer("prefork.max_servers", 50, 1, 10000, "children alive at most"));
+            options.add(Option::integer("prefork.min_spare_servers", 2, 0, 10000, "idle children wanted at least"));
+            options.add(Option::integer("prefork.max_spare_servers", 10, 0, 10000, "idle children kept at most"));
+            options.add(Option::integer("prefork.max_requests", 1000, 0, 1e12,
+                                        "sessions a child serves before it is replaced (0: no limit)"));
+            options.add(Option::duration("prefork.check_for_waiting", 10, 0.01, 86400,
+                                         "seconds between checks for idle children to retire"));
+            options.add(Option::text("prefork.serialize", "exclusive",
+                                     "how idle children share the listeners: exclusive (EPOLLEXCLUSIVE: one "
+                                     "child woken per connection) or none (every idle child woken)")
+                            .with_choices({"exclusive", "none"}));
+          },
+      .create = [](const Config& config) -> std::unique_ptr<Personality> {
+        check_bounds(config);
+        Settings settings;
+        settings.limits = PoolLimits{size_of(config, "prefork.min_servers"), size_of(config, "prefork.max_servers"),
+                                     size_of(config, "prefork.min_spare_servers"),
+                                     size_of(config, "prefork.max_spare_servers")};
+        settings.max_requests = static_cast<std::uint64_t>(config.integer("prefork.max_requests"));
+        settings.check_for_waiting = config.seconds("prefork.check_for_waiting");
+        settings.exclusive_accept = config.string("prefork.serialize") == "exclusive";
+        return std::make_unique<PreFork>(settings);
+      },
+  };
+}
+
+void PreFork::loop(Server& server) { Parent(server, settings_).run(); }
+
+}  // namespace netserver

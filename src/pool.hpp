@@ -1,0 +1,101 @@
+#pragma once
+/// Pool: the PreFork parent's bookkeeping and decisions -- how many children to spawn, which to
+/// retire, what a child's exit means -- apart from the system calls that carry them out, which
+/// sit behind ProcessControl (fork/kill in the server, a fake in unit tests).
+///
+/// Vocabulary (gunicorn's and Net::Server's): spawn_children, retire_spares, reap (child_exited),
+/// manage_pool. A child is "starting" until it first reports idle, then idle or busy; a child
+/// asked to leave is "retiring" and exits once it is idle -- a busy child is never interrupted.
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace netserver {
+
+/// The pool's bounds (Net::Server::PreFork's names and defaults).
+struct PoolLimits {
+  std::size_t min_servers = 5;        ///< children kept alive at least
+  std::size_t max_servers = 50;       ///< children alive at most (retiring ones included)
+  std::size_t min_spare_servers = 2;  ///< idle children wanted at least
+  std::size_t max_spare_servers = 10; ///< idle children kept at most
+};
+
+/// The operating-system side of the pool.
+class ProcessControl {
+ public:
+  virtual ~ProcessControl() = default;
+  /// Starts a child; returns its pid, or -1 when it cannot now (it logs why).
+  virtual pid_t spawn_child() = 0;
+  /// Asks a child to exit once it is idle (it finishes a session in progress first).
+  virtual void retire_child(pid_t pid) = 0;
+  /// Sends a signal to a child.
+  virtual void signal_child(pid_t pid, int signal) = 0;
+};
+
+enum class ChildState { starting, idle, busy, retiring };
+
+class Pool {
+ public:
+  /// Children that die before reporting ready this many times in a row stop the pool.
+  static constexpr std::size_t boot_failure_limit = 5;
+
+  Pool(PoolLimits limits, ProcessControl& control);
+
+  /// Spawns the first min_servers children.
+  void start();
+  /// A child reported it waits for a client.
+  void child_idle(pid_t pid);
+  /// A child reported it serves a client.
+  void child_busy(pid_t pid);
+  /// A child was reaped with waitpid's `wait_status`. Unknown pids are ignored.
+  void child_exited(pid_t pid, int wait_status);
+  /// The periodic check: retires idle children above max_spare_servers (never below
+  /// min_servers) and spawns what an earlier failed fork left missing.
+  void check();
+  /// TTIN: one child more (min_servers and max_servers + 1).
+  void grow();
+  /// TTOU: one child less (min_servers and max_servers - 1, one child retired).
+  void shrink();
+  /// Stops spawning and asks every child to finish (TERM) or kills them (KILL).
+  void stop(int signal);
+
+  /// Children alive (not yet reaped), retiring ones included.
+  std::size_t size() const { return children_.size(); }
+  /// Children in `state`.
+  std::size_t count(ChildState state) const;
+  /// The pids alive.
+  std::vector<pid_t> pids() const;
+  /// True after stop().
+  bool stopping() const { return stopping_; }
+  /// Why the pool gave up (children cannot start); empty while healthy.
+  const std::string& failure() const { return failure_; }
+  /// The current bounds (TTIN/TTOU change them).
+  const PoolLimits& limits() const { return limits_; }
+
+ private:
+  struct Child {
+    ChildState state = ChildState::starting;
+    bool ready = false;  // has reported idle at least once
+  };
+  void manage_pool();
+  void retire_spares();
+  void spawn_children(std::size_t count);
+  void retire(pid_t pid);
+  void note_boot_failure(pid_t pid, int wait_status);
+
+  PoolLimits limits_;
+  ProcessControl& control_;
+  std::map<pid_t, Child> children_;
+  bool stopping_ = false;
+  std::size_t boot_failures_ = 0;
+  std::string failure_;
+};
+
+/// "exited with status 3", "killed by signal 9 (KILL)".
+std::string describe_wait_status(int wait_status);
+
+}  // namespace netserver
