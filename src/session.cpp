@@ -188,6 +188,7 @@ void Session::on_read(const boost::system::error_code& error, std::size_t bytes)
   if (error) return finish(error.message(), false);
   bytes_in_ += bytes;
   last_input_ = Clock::now();
+  worker_.note_input();
   if (state_ == State::open) {
     std::string_view chunk(inbox_, bytes);
     if (bytes == sizeof inbox_) chunk = read_more(bytes);

@@ -189,10 +189,21 @@ void Worker::schedule_flush(std::shared_ptr<Session> session) {
   to_flush_.push_back(std::move(session));
   if (flush_posted_) return;
   flush_posted_ = true;
+  flush_deferrals_ = 0;
+  inputs_at_post_ = inputs_;
   asio::post(io_, [this] { flush_scheduled(); });
 }
 
+// Output for other sessions is written "before sleep" (like Redis): while input keeps arriving,
+// the flush waits a few turns of the loop so that one write carries many messages; it never waits
+// more than max_flush_deferrals turns.
 void Worker::flush_scheduled() {
+  if (inputs_ != inputs_at_post_ && flush_deferrals_ < max_flush_deferrals) {
+    ++flush_deferrals_;
+    inputs_at_post_ = inputs_;
+    asio::post(io_, [this] { flush_scheduled(); });
+    return;
+  }
   flush_posted_ = false;
   std::vector<std::shared_ptr<Session>> batch;
   batch.swap(to_flush_);

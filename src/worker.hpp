@@ -83,6 +83,8 @@ class Worker {
   void session_ended(Session& session);
   /// A read buffer shared by every session of this process.
   std::span<char> scratch() { return scratch_; }
+  /// Called by a session for every read that delivered input.
+  void note_input() { ++inputs_; }
 
  private:
   struct Acceptor;
@@ -108,6 +110,10 @@ class Worker {
   bool shortage_logged_ = false;
   std::vector<std::shared_ptr<Session>> to_flush_;
   bool flush_posted_ = false;
+  static constexpr int max_flush_deferrals = 3;
+  int flush_deferrals_ = 0;
+  std::uint64_t inputs_ = 0;          // reads completed, to tell a busy loop from an idle one
+  std::uint64_t inputs_at_post_ = 0;
   std::uint64_t served_ = 0;
   std::uint64_t next_id_ = 0;
   bool stopping_ = false;

@@ -1,0 +1,651 @@
+// netbench: the load generator for netserver and its peers. One thread and one epoll instance
+// drive every connection; each connection's buffers are allocated once, never per message.
+//
+//   netbench echo    --port P --connections N --size S --duration D   closed-loop round trips
+//   netbench chat    --port P --connections N --size S --duration D   broadcast rounds
+//   netbench connect --port P --connections C --duration D            connect, banner, echo, close
+//   netbench idle    --port P --connections N --server-pid PID        memory per idle connection
+//   netbench pids    --port P --connections N                         which process serves whom
+//
+// Each prints one result line of key=value pairs (or JSON with --json).
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <memory>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "histogram.hpp"
+#include "protocol.hpp"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::uint64_t now_ns() {
+  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count());
+}
+
+[[noreturn]] void die(const std::string& message) {
+  std::fprintf(stderr, "netbench: %s\n", message.c_str());
+  std::exit(2);
+}
+
+// --- options and results -------------------------------------------------------------------
+
+struct Options {
+  std::string mode;
+  std::string host = "127.0.0.1";
+  int port = 8000;
+  std::size_t connections = 1;
+  std::size_t size = 64;
+  double duration = 3;
+  double timeout = 5;  // a round or a banner that takes longer counts as never coming
+  pid_t server_pid = 0;
+  bool json = false;
+};
+
+Options parse_options(int argc, char** argv) {
+  if (argc < 2) die("usage: netbench echo|chat|connect|idle|pids [--host H] [--port P] [--connections N] "
+                    "[--size BYTES] [--duration S] [--timeout S] [--server-pid PID] [--json]");
+  Options options;
+  options.mode = argv[1];
+  for (int i = 2; i < argc; ++i) {
+    const std::string flag = argv[i];
+    if (flag == "--json") {
+      options.json = true;
+      continue;
+    }
+    if (i + 1 >= argc) die("missing value for " + flag);
+    const std::string value = argv[++i];
+    try {
+      if (flag == "--host") options.host = value;
+      else if (flag == "--port") options.port = std::stoi(value);
+      else if (flag == "--connections") options.connections = std::stoul(value);
+      else if (flag == "--size") options.size = std::stoul(value);
+      else if (flag == "--duration") options.duration = std::stod(value);
+      else if (flag == "--timeout") options.timeout = std::stod(value);
+      else if (flag == "--server-pid") options.server_pid = std::stoi(value);
+      else die("unknown option " + flag);
+    } catch (const std::logic_error&) {
+      die("bad value for " + flag + ": " + value);
+    }
+  }
+  if (options.connections == 0) die("--connections must be at least 1");
+  return options;
+}
+
+// One result line: "mode=echo connections=50 rps=..." or the same as JSON.
+class Result {
+ public:
+  explicit Result(std::string mode) { add("mode", std::move(mode)); }
+  Result& add(const std::string& key, std::string value) {
+    fields_.emplace_back(key, std::move(value));
+    return *this;
+  }
+  Result& add(const std::string& key, double value, int decimals = 1) {
+    char text[64];
+    std::snprintf(text, sizeof text, "%.*f", decimals, value);
+    return add(key, std::string(text));
+  }
+  void print(bool json) const {
+    std::string line = json ? "{" : "";
+    for (std::size_t i = 0; i < fields_.size(); ++i) {
+      const auto& [key, value] = fields_[i];
+      const bool number = !value.empty() && value.find_first_not_of("0123456789.-") == std::string::npos;
+      if (json) line += (i ? ", \"" : "\"") + key + "\": " + (number ? value : "\"" + value + "\"");
+      else line += (i ? " " : "") + key + "=" + value;
+    }
+    std::printf("%s%s\n", line.c_str(), json ? "}" : "");
+  }
+
+ private:
+  std::vector<std::pair<std::string, std::string>> fields_;
+};
+
+void add_latency(Result& result, const bench::Histogram& histogram, const std::string& prefix) {
+  result.add(prefix + "p50_us", static_cast<double>(histogram.percentile(0.50)) / 1000.0)
+      .add(prefix + "p99_us", static_cast<double>(histogram.percentile(0.99)) / 1000.0)
+      .add(prefix + "p999_us", static_cast<double>(histogram.percentile(0.999)) / 1000.0);
+}
+
+// --- processes -----------------------------------------------------------------------------
+
+// utime + stime of a process, in seconds (0 when unknown).
+double cpu_seconds(pid_t pid) {
+  if (pid <= 0) return 0;
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::size_t close = text.rfind(')');
+  if (close == std::string::npos) return 0;
+  std::istringstream fields(text.substr(close + 2));
+  std::string field;
+  double ticks = 0;
+  for (int i = 3; fields >> field && i <= 15; ++i)
+    if (i == 14 || i == 15) ticks += std::stod(field);
+  return ticks / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+// VmRSS of a process, in KiB.
+long rss_kib(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(in, line);)
+    if (line.starts_with("VmRSS:")) return std::stol(line.substr(6));
+  return -1;
+}
+
+// CPU time this process used so far (user + system), in seconds.
+double own_cpu_seconds() {
+  rusage usage{};
+  ::getrusage(RUSAGE_SELF, &usage);
+  auto seconds = [](const timeval& t) { return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6; };
+  return seconds(usage.ru_utime) + seconds(usage.ru_stime);
+}
+
+void raise_descriptor_limit() {
+  rlimit limit{};
+  ::getrlimit(RLIMIT_NOFILE, &limit);
+  limit.rlim_cur = limit.rlim_max;
+  ::setrlimit(RLIMIT_NOFILE, &limit);
+}
+
+// --- connections ---------------------------------------------------------------------------
+
+// A non-blocking TCP connection in progress.
+int start_connect(const Options& options) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) die(std::string("socket(): ") + std::strerror(errno));
+  const int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<std::uint16_t>(options.port));
+  if (::inet_pton(AF_INET, options.host.c_str(), &address.sin_addr) != 1) die("--host must be an IPv4 address");
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 && errno != EINPROGRESS)
+    die(std::string("connect(): ") + std::strerror(errno));
+  return fd;
+}
+
+// One connection's state. Buffers are sized once, from the mode's needs.
+struct Conn {
+  int fd = -1;
+  std::uint64_t id = 0;
+  std::uint64_t seq = 0;         // echo: the request in flight
+  std::uint64_t sent_at = 0;     // when the request in flight was sent
+  std::uint64_t completed = 0;
+  std::uint64_t got = 0;         // chat: deliveries of the current round
+  bool connected = false;
+  bool greeted = false;          // some line (the banner) arrived
+  std::unique_ptr<char[]> in;
+  std::size_t in_capacity = 0;
+  std::size_t in_length = 0;
+  std::unique_ptr<char[]> out;   // the request being written
+  std::size_t out_capacity = 0;
+  std::size_t out_length = 0;
+  std::size_t out_sent = 0;
+
+  void allocate(std::size_t in_bytes, std::size_t out_bytes) {
+    in = std::make_unique_for_overwrite<char[]>(in_bytes);
+    in_capacity = in_bytes;
+    out = std::make_unique_for_overwrite<char[]>(out_bytes);
+    out_capacity = out_bytes;
+  }
+};
+
+class Loop {
+ public:
+  Loop() : epoll_(::epoll_create1(EPOLL_CLOEXEC)) {}
+  ~Loop() { ::close(epoll_); }
+  void add(Conn& conn, std::uint32_t events) { control(EPOLL_CTL_ADD, conn, events); }
+  void modify(Conn& conn, std::uint32_t events) { control(EPOLL_CTL_MOD, conn, events); }
+  void remove(Conn& conn) { ::epoll_ctl(epoll_, EPOLL_CTL_DEL, conn.fd, nullptr); }
+  // Waits up to `timeout_ms` and calls on_event(conn, events) for each ready connection.
+  template <class F>
+  void wait(int timeout_ms, F&& on_event) {
+    const int ready = ::epoll_wait(epoll_, events_, max_events, timeout_ms);
+    for (int i = 0; i < ready; ++i) on_event(*static_cast<Conn*>(events_[i].data.ptr), events_[i].events);
+  }
+
+ private:
+  void control(int operation, Conn& conn, std::uint32_t events) {
+    epoll_event event{};
+    event.events = events;
+    event.data.ptr = &conn;
+    if (::epoll_ctl(epoll_, operation, conn.fd, &event) != 0) die(std::string("epoll_ctl(): ") + std::strerror(errno));
+  }
+  static constexpr int max_events = 512;
+  int epoll_;
+  epoll_event events_[max_events];
+};
+
+// Writes what is left of conn.out; true when all of it went out.
+bool write_pending(Conn& conn) {
+  while (conn.out_sent < conn.out_length) {
+    const ssize_t n = ::send(conn.fd, conn.out.get() + conn.out_sent, conn.out_length - conn.out_sent, MSG_NOSIGNAL);
+    if (n < 0) return false;  // EAGAIN: EPOLLOUT finishes it; other errors show up on read
+    conn.out_sent += static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+// Reads what is available and calls on_line(conn, line) for each complete line (without its
+// line end). Returns false when the connection closed.
+template <class F>
+bool read_lines(Conn& conn, F&& on_line) {
+  for (;;) {
+    if (conn.in_length == conn.in_capacity) conn.in_length = 0;  // a line longer than the buffer: dropped
+    const ssize_t n = ::recv(conn.fd, conn.in.get() + conn.in_length, conn.in_capacity - conn.in_length, 0);
+    if (n == 0) return false;
+    if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK;
+    conn.in_length += static_cast<std::size_t>(n);
+    std::size_t start = 0;
+    for (;;) {
+      const void* found = std::memchr(conn.in.get() + start, '\n', conn.in_length - start);
+      if (!found) break;
+      const std::size_t end = static_cast<std::size_t>(static_cast<const char*>(found) - conn.in.get());
+      std::size_t length = end - start;
+      if (length > 0 && conn.in[start + length - 1] == '\r') --length;
+      conn.greeted = true;
+      on_line(conn, std::string_view(conn.in.get() + start, length));
+      start = end + 1;
+    }
+    std::memmove(conn.in.get(), conn.in.get() + start, conn.in_length - start);
+    conn.in_length -= start;
+    if (static_cast<std::size_t>(n) < conn.in_capacity) return true;  // drained
+  }
+}
+
+// Opens `count` connections and waits until each is connected (or `timeout` passes).
+std::vector<Conn> connect_all(const Options& options, Loop& loop, std::size_t count, std::size_t in_bytes,
+                              std::size_t out_bytes) {
+  std::vector<Conn> conns(count);
+  for (std::size_t i = 0; i < count; ++i) {
+    conns[i].fd = start_connect(options);
+    conns[i].id = i;
+    conns[i].allocate(in_bytes, out_bytes);
+    loop.add(conns[i], EPOLLOUT);
+  }
+  std::size_t connected = 0;
+  const auto deadline = Clock::now() + std::chrono::duration<double>(options.timeout);
+  while (connected < count && Clock::now() < deadline) {
+    loop.wait(50, [&](Conn& conn, std::uint32_t events) {
+      if (conn.connected || !(events & EPOLLOUT)) return;
+      int error = 0;
+      socklen_t length = sizeof error;
+      ::getsockopt(conn.fd, SOL_SOCKET, SO_ERROR, &error, &length);
+      if (error != 0) die(std::string("connect(): ") + std::strerror(error));
+      conn.connected = true;
+      ++connected;
+      loop.modify(conn, EPOLLIN);
+    });
+  }
+  if (connected < count) die("only " + std::to_string(connected) + " of " + std::to_string(count) + " connected");
+  return conns;
+}
+
+void close_all(std::vector<Conn>& conns) {
+  for (Conn& conn : conns)
+    if (conn.fd >= 0) ::close(std::exchange(conn.fd, -1));
+}
+
+// --- echo ----------------------------------------------------------------------------------
+
+void send_echo_request(Conn& conn, Loop& loop, const Options& options) {
+  conn.out_length = bench::make_request('e', conn.id, conn.seq, options.size, conn.out.get(), conn.out_capacity);
+  conn.out_sent = 0;
+  conn.sent_at = now_ns();
+  if (!write_pending(conn)) loop.modify(conn, EPOLLIN | EPOLLOUT);
+}
+
+void run_echo(const Options& options) {
+  Loop loop;
+  std::vector<Conn> conns = connect_all(options, loop, options.connections, std::max<std::size_t>(65536, options.size * 4),
+                                        options.size + 64);
+  bench::Histogram latency;
+  const double cpu_before = cpu_seconds(options.server_pid);
+  const double own_before = own_cpu_seconds();
+  const std::uint64_t start = now_ns();
+  const std::uint64_t stop = start + static_cast<std::uint64_t>(options.duration * 1e9);
+  for (Conn& conn : conns) send_echo_request(conn, loop, options);
+  std::uint64_t completed = 0;
+  std::size_t lost = 0;
+  while (now_ns() < stop) {
+    loop.wait(10, [&](Conn& conn, std::uint32_t events) {
+      if (conn.fd < 0) return;
+      if ((events & EPOLLOUT) && write_pending(conn)) loop.modify(conn, EPOLLIN);
+      const bool open = read_lines(conn, [&](Conn& c, std::string_view line) {
+        if (!bench::is_echo_of(line, c.id, c.seq)) return;  // a banner or another line
+        latency.record(now_ns() - c.sent_at);
+        ++c.completed;
+        ++completed;
+        ++c.seq;
+        send_echo_request(c, loop, options);
+      });
+      if (!open) {
+        loop.remove(conn);
+        ::close(std::exchange(conn.fd, -1));
+        ++lost;
+      }
+    });
+  }
+  const double elapsed = static_cast<double>(now_ns() - start) / 1e9;
+  const double cpu = cpu_seconds(options.server_pid) - cpu_before;
+  const auto starved = std::count_if(conns.begin(), conns.end(), [](const Conn& c) { return c.completed == 0; });
+  Result result("echo");
+  result.add("connections", std::to_string(options.connections)).add("size", std::to_string(options.size))
+      .add("seconds", elapsed, 2).add("requests", std::to_string(completed))
+      .add("rps", static_cast<double>(completed) / elapsed, 0);
+  add_latency(result, latency, "");
+  result.add("starved", std::to_string(starved)).add("closed", std::to_string(lost))
+      .add("client_cpu_percent", 100.0 * (own_cpu_seconds() - own_before) / elapsed, 0);
+  if (options.server_pid > 0 && completed > 0)
+    result.add("server_cpu_us_per_request", cpu * 1e6 / static_cast<double>(completed), 2);
+  result.print(options.json);
+  close_all(conns);
+}
+
+// --- chat ----------------------------------------------------------------------------------
+
+// Every client sends one message per round; a round ends when every client got every other
+// client's message. A round that makes no progress for --timeout ends the run: under Single or
+// PreFork a broadcast reaches nobody, and the delivered fraction says so.
+void run_chat(const Options& options) {
+  Loop loop;
+  const std::size_t n = options.connections;
+  std::vector<Conn> conns = connect_all(options, loop, n, 64 * 1024, options.size + 64);
+  std::uint64_t round = 0;
+  std::size_t clients_done = 0;
+  std::uint64_t deliveries = 0;
+  std::uint64_t round_deliveries = 0;
+  auto on_line = [&](Conn& conn, std::string_view line) {
+    std::uint64_t message_round = 0, sender = 0;
+    if (!bench::parse_delivery(line, message_round, sender) || message_round != round || sender == conn.id) return;
+    ++deliveries;
+    ++round_deliveries;
+    if (++conn.got == n - 1) ++clients_done;
+  };
+  auto pump = [&](int timeout_ms) {
+    loop.wait(timeout_ms, [&](Conn& conn, std::uint32_t events) {
+      if (conn.fd < 0) return;
+      if ((events & EPOLLOUT) && write_pending(conn)) loop.modify(conn, EPOLLIN);
+      if (!read_lines(conn, on_line)) {
+        loop.remove(conn);
+        ::close(std::exchange(conn.fd, -1));
+      }
+    });
+  };
+  // Let the welcomes and join announcements settle before measuring.
+  const auto greet_deadline = Clock::now() + std::chrono::duration<double>(options.timeout);
+  while (Clock::now() < greet_deadline &&
+         !std::all_of(conns.begin(), conns.end(), [](const Conn& c) { return c.greeted; }))
+    pump(50);
+  for (auto quiet = Clock::now() + std::chrono::milliseconds(200); Clock::now() < quiet;) pump(20);
+
+  bench::Histogram round_latency;
+  const double cpu_before = cpu_seconds(options.server_pid);
+  const double own_before = own_cpu_seconds();
+  const std::uint64_t start = now_ns();
+  const std::uint64_t stop = start + static_cast<std::uint64_t>(options.duration * 1e9);
+  bool stalled = false;
+  std::uint64_t last_round_fraction_numerator = 0;
+  while (now_ns() < stop && !stalled) {
+    for (Conn& conn : conns) conn.got = 0;
+    clients_done = 0;
+    round_deliveries = 0;
+    const std::uint64_t round_start = now_ns();
+    for (Conn& conn : conns) {
+      if (conn.fd < 0) continue;
+      conn.out_length = bench::make_request('c', round, conn.id, options.size, conn.out.get(), conn.out_capacity);
+      conn.out_sent = 0;
+      if (!write_pending(conn)) loop.modify(conn, EPOLLIN | EPOLLOUT);
+    }
+    std::uint64_t last_progress = now_ns(), seen = 0;
+    while (clients_done < n) {
+      pump(10);
+      if (round_deliveries != seen) {
+        seen = round_deliveries;
+        last_progress = now_ns();
+      } else if (now_ns() - last_progress > static_cast<std::uint64_t>(options.timeout * 1e9)) {
+        stalled = true;
+        break;
+      }
+    }
+    if (!stalled) round_latency.record(now_ns() - round_start);
+    last_round_fraction_numerator = round_deliveries;
+    ++round;
+  }
+  const double elapsed = static_cast<double>(now_ns() - start) / 1e9;
+  const double cpu = cpu_seconds(options.server_pid) - cpu_before;
+  const double per_round = static_cast<double>(n) * static_cast<double>(n - 1);
+  const std::uint64_t rounds_done = stalled ? round - 1 : round;
+  Result result("chat");
+  result.add("clients", std::to_string(n)).add("size", std::to_string(options.size)).add("seconds", elapsed, 2)
+      .add("rounds", std::to_string(rounds_done)).add("deliveries", std::to_string(deliveries))
+      .add("deliveries_per_s", static_cast<double>(deliveries) / elapsed, 0);
+  add_latency(result, round_latency, "round_");
+  result.add("delivered_fraction",
+             stalled ? static_cast<double>(last_round_fraction_numerator) / per_round : 1.0, 3)
+      .add("client_cpu_percent", 100.0 * (own_cpu_seconds() - own_before) / elapsed, 0);
+  if (options.server_pid > 0 && rounds_done > 0)
+    result.add("server_cpu_us_per_message", cpu * 1e6 / static_cast<double>(rounds_done * n), 1);
+  if (stalled)
+    result.add("note", "round " + std::to_string(round - 1) + " stalled: the broadcast does not reach the other "
+                       "clients (one client per process?)");
+  result.print(options.json);
+  close_all(conns);
+}
+
+// --- connect -------------------------------------------------------------------------------
+
+// Each of --connections slots loops: connect, read the banner, one echo, close.
+void run_connect(const Options& options) {
+  Loop loop;
+  enum class Step { connecting, banner, echo };
+  std::vector<Conn> slots(options.connections);
+  std::vector<Step> steps(options.connections);
+  bench::Histogram latency;
+  std::uint64_t cycles = 0;
+  auto open_slot = [&](std::size_t i) {
+    Conn& conn = slots[i];
+    conn.fd = start_connect(options);
+    conn.in_length = 0;
+    conn.sent_at = now_ns();
+    steps[i] = Step::connecting;
+    loop.add(conn, EPOLLOUT);
+  };
+  for (std::size_t i = 0; i < slots.size(); ++i) {
+    slots[i].id = i;
+    slots[i].allocate(4096, options.size + 64);
+    open_slot(i);
+  }
+  const std::uint64_t start = now_ns();
+  const std::uint64_t stop = start + static_cast<std::uint64_t>(options.duration * 1e9);
+  while (now_ns() < stop) {
+    loop.wait(10, [&](Conn& conn, std::uint32_t events) {
+      const std::size_t i = conn.id;
+      if (steps[i] == Step::connecting) {
+        if (!(events & EPOLLOUT)) return;
+        loop.modify(conn, EPOLLIN);
+        steps[i] = Step::banner;
+        return;
+      }
+      bool finished = false;
+      const bool open = read_lines(conn, [&](Conn& c, std::string_view line) {
+        if (steps[i] == Step::banner) {
+          steps[i] = Step::echo;
+          c.out_length = bench::make_request('e', c.id, c.seq, options.size, c.out.get(), c.out_capacity);
+          c.out_sent = 0;
+          write_pending(c);
+        } else if (bench::is_echo_of(line, c.id, c.seq)) {
+          finished = true;
+        }
+      });
+      if (finished) {
+        latency.record(now_ns() - conn.sent_at);
+        ++cycles;
+        ++conn.seq;
+      }
+      if (finished || !open) {
+        loop.remove(conn);
+        ::close(conn.fd);
+        open_slot(i);
+      }
+    });
+  }
+  const double elapsed = static_cast<double>(now_ns() - start) / 1e9;
+  Result result("connect");
+  result.add("concurrency", std::to_string(options.connections)).add("seconds", elapsed, 2)
+      .add("connections", std::to_string(cycles)).add("connections_per_s", static_cast<double>(cycles) / elapsed, 0);
+  add_latency(result, latency, "");
+  result.print(options.json);
+  close_all(slots);
+}
+
+// --- idle ----------------------------------------------------------------------------------
+
+// Opens --connections connections (at most 500 handshakes in flight), waits for every banner, and
+// reports the time that took, the server's RSS growth per connection, and whether it still answers.
+void run_idle(const Options& options) {
+  if (options.server_pid <= 0) die("idle needs --server-pid");
+  Loop loop;
+  const long rss_before = rss_kib(options.server_pid);
+  std::vector<Conn> conns(options.connections);
+  std::size_t opened = 0, greeted = 0, in_flight = 0;
+  const auto start = Clock::now();
+  const auto deadline = start + std::chrono::duration<double>(options.timeout);
+  while (greeted < conns.size() && Clock::now() < deadline) {
+    for (; opened < conns.size() && in_flight < 500; ++opened, ++in_flight) {
+      Conn& conn = conns[opened];
+      conn.fd = start_connect(options);
+      conn.id = opened;
+      conn.allocate(512, 1);
+      loop.add(conn, EPOLLIN);
+    }
+    loop.wait(20, [&](Conn& conn, std::uint32_t) {
+      if (conn.greeted) return;
+      read_lines(conn, [](Conn&, std::string_view) {});
+      if (conn.greeted) {
+        ++greeted;
+        --in_flight;
+      }
+    });
+  }
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  const long rss_after = rss_kib(options.server_pid);
+
+  Options probe = options;  // does the server still answer?
+  probe.connections = 1;
+  Loop probe_loop;
+  std::vector<Conn> extra = connect_all(probe, probe_loop, 1, 4096, 256);
+  bool answered = false;
+  send_echo_request(extra[0], probe_loop, probe);
+  for (auto until = Clock::now() + std::chrono::seconds(5); !answered && Clock::now() < until;)
+    probe_loop.wait(50, [&](Conn& conn, std::uint32_t) {
+      read_lines(conn, [&](Conn& c, std::string_view line) { answered |= bench::is_echo_of(line, c.id, c.seq); });
+    });
+  Result result("idle");
+  result.add("connections", std::to_string(greeted)).add("accept_seconds", seconds, 2)
+      .add("rss_before_kib", std::to_string(rss_before)).add("rss_after_kib", std::to_string(rss_after))
+      .add("bytes_per_connection",
+           greeted ? static_cast<double>(rss_after - rss_before) * 1024.0 / static_cast<double>(greeted) : 0.0, 0)
+      .add("answers", answered ? "yes" : "no");
+  result.print(options.json);
+  close_all(extra);
+  close_all(conns);
+}
+
+// --- pids ----------------------------------------------------------------------------------
+
+long pid_in(std::string_view line) {
+  const std::size_t at = line.find("pid ");
+  if (at == std::string_view::npos) return -1;
+  return std::strtol(std::string(line.substr(at + 4)).c_str(), nullptr, 10);
+}
+
+// Connects every client at once, notes who is answered at once; then lets the answered ones leave
+// one by one and notes who is answered after whom.
+void run_pids(const Options& options) {
+  Loop loop;
+  std::vector<Conn> conns = connect_all(options, loop, options.connections, 4096, 64);
+  std::vector<long> pid(conns.size(), -1);
+  std::vector<std::string> when(conns.size());
+  std::size_t answered = 0;
+  auto collect = [&](double seconds, const std::string& label) {
+    const auto until = Clock::now() + std::chrono::duration<double>(seconds);
+    std::size_t before = answered;
+    while (Clock::now() < until && answered < conns.size()) {
+      loop.wait(20, [&](Conn& conn, std::uint32_t) {
+        const bool open = read_lines(conn, [&](Conn& c, std::string_view line) {
+          if (pid[c.id] < 0 && pid_in(line) > 0) {
+            pid[c.id] = pid_in(line);
+            when[c.id] = label;
+            ++answered;
+          }
+        });
+        if (!open) loop.remove(conn);
+      });
+      if (answered > before && label != "at once") break;  // one more answered: next round
+    }
+  };
+  collect(options.timeout, "at once");
+  const std::size_t concurrent = answered;
+  std::set<std::size_t> left;
+  while (answered < conns.size()) {
+    auto leaver = std::find_if(conns.begin(), conns.end(), [&](const Conn& c) { return pid[c.id] > 0 && !left.count(c.id); });
+    if (leaver == conns.end()) break;
+    const char bye[] = "bye\r\n";
+    (void)::send(leaver->fd, bye, sizeof bye - 1, MSG_NOSIGNAL);
+    left.insert(leaver->id);
+    collect(options.timeout, "after client " + std::to_string(leaver->id + 1) + " left");
+  }
+  std::printf("client  server pid  answered\n");
+  std::set<long> distinct;
+  for (std::size_t i = 0; i < conns.size(); ++i) {
+    if (pid[i] > 0) distinct.insert(pid[i]);
+    std::printf("%6zu  %10s  %s\n", i + 1, pid[i] > 0 ? std::to_string(pid[i]).c_str() : "-",
+                when[i].empty() ? "never" : when[i].c_str());
+  }
+  Result result("pids");
+  result.add("clients", std::to_string(conns.size())).add("distinct_pids", std::to_string(distinct.size()))
+      .add("answered_at_once", std::to_string(concurrent))
+      .add("concurrent", concurrent == conns.size() ? "yes" : "no");
+  result.print(options.json);
+  close_all(conns);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Options options = parse_options(argc, argv);
+  raise_descriptor_limit();
+  const std::map<std::string, std::function<void(const Options&)>> modes{
+      {"echo", run_echo}, {"chat", run_chat}, {"connect", run_connect}, {"idle", run_idle}, {"pids", run_pids}};
+  auto mode = modes.find(options.mode);
+  if (mode == modes.end()) die("unknown mode '" + options.mode + "' (echo, chat, connect, idle, pids)");
+  mode->second(options);
+  return 0;
+}
