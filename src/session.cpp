@@ -21,6 +21,9 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
+// Queued output this large is written at once instead of waiting for the end of the batch.
+constexpr std::size_t eager_flush_bytes = 32 * 1024;
+
 Clock::duration to_duration(double seconds) {
   return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
 }
@@ -252,7 +255,9 @@ void Session::send(std::string_view bytes) {
     return finish("output queue full", false);
   }
   out_.append(bytes);
-  if (!in_dispatch_ && !waiting_writable_ && !flush_scheduled_) {
+  if (waiting_writable_) return;  // the write in flight takes it along
+  if (queued() >= eager_flush_bytes) return flush();  // batching only pays for small writes
+  if (!in_dispatch_ && !flush_scheduled_) {
     flush_scheduled_ = true;
     worker_.schedule_flush(shared_from_this());
   }

@@ -115,8 +115,12 @@ TEST_CASE("a client that stops reading while another floods is dropped and the o
         first_wrong = "message " + std::to_string(i) + ": " + line.value_or("(nothing)").substr(0, 80);
     }
   });
-  for (int i = 0; i < messages; ++i) flooder.client.send(std::to_string(i) + " " + payload + "\r\n");
+  for (int i = 0; i < messages; ++i) {  // in bursts of 100 KB, so that a reading client keeps up
+    flooder.client.send(std::to_string(i) + " " + payload + "\r\n");
+    if (i % 100 == 99) std::this_thread::sleep_for(2ms);
+  }
   reader.join();
+  INFO(first_wrong);
   CHECK(first_wrong.empty());
   CHECK(server.wait_for_log("disconnecting " + slow.name));
   CHECK(slow.client.closed_by_peer(10s));
