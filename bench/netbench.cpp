@@ -26,6 +26,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -134,19 +135,34 @@ void add_latency(Result& result, const bench::Histogram& histogram, const std::s
 
 // --- processes -----------------------------------------------------------------------------
 
-// utime + stime of a process, in seconds (0 when unknown).
-double cpu_seconds(pid_t pid) {
-  if (pid <= 0) return 0;
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+// utime + stime of one process, in seconds (0 when unknown); sets `ppid` when asked.
+double process_cpu_seconds(const std::string& pid, pid_t* ppid = nullptr) {
+  std::ifstream in("/proc/" + pid + "/stat");
   std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   const std::size_t close = text.rfind(')');
   if (close == std::string::npos) return 0;
   std::istringstream fields(text.substr(close + 2));
   std::string field;
   double ticks = 0;
-  for (int i = 3; fields >> field && i <= 15; ++i)
+  for (int i = 3; fields >> field && i <= 15; ++i) {
+    if (i == 4 && ppid) *ppid = std::stoi(field);
     if (i == 14 || i == 15) ticks += std::stod(field);
+  }
   return ticks / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+// CPU seconds of a server and its direct children (a PreFork pool), 0 without a pid.
+double cpu_seconds(pid_t pid) {
+  if (pid <= 0) return 0;
+  double total = process_cpu_seconds(std::to_string(pid));
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    pid_t ppid = 0;
+    const double seconds = process_cpu_seconds(name, &ppid);
+    if (ppid == pid) total += seconds;
+  }
+  return total;
 }
 
 // VmRSS of a process, in KiB.

@@ -151,7 +151,7 @@ class Child {
   int channel_;
   int signals_ = -1;
   int epoll_ = -1;
-  asio::io_context io_{1};
+  asio::io_context io_{single_threaded};
   Worker worker_;
 };
 
@@ -304,7 +304,7 @@ class Parent final : public ProcessControl {
 
   Server& server_;
   const PreFork::Settings& settings_;
-  asio::io_context io_{1};
+  asio::io_context io_{single_threaded};
   SignalWatcher signals_;
   asio::steady_timer check_timer_;
   asio::steady_timer grace_timer_;

@@ -254,7 +254,7 @@ void Worker::check_stopped() {
 namespace netserver {
 
 void run_worker(Server& server, const WorkerOptions& options, StopMode graceful) {
-  asio::io_context io(1);
+  asio::io_context io(single_threaded);
   Worker worker(server, io, options);
   worker.listen(server.listeners());
   SignalWatcher signals(io);

@@ -4,6 +4,7 @@
 # Banner with the pid, every line back with CRLF, quit/bye closes: the same lines as echo_server.
 use strict;
 use warnings;
+use Socket qw(IPPROTO_TCP TCP_NODELAY);
 
 package PerlEcho;
 
@@ -14,6 +15,9 @@ eval "require $base" or die $@;
 our @ISA = ($base);
 
 sub banner { return "Welcome to \"perl\" (personality $personality, pid $$)\r\n" }
+
+# Like netserver, no Nagle delays on small replies (so the comparison is about the servers).
+sub post_accept_hook { my $self = shift; $self->{server}{client}->setsockopt(Socket::IPPROTO_TCP, Socket::TCP_NODELAY, 1) }
 
 # Single and PreFork: one client per process, plain blocking reads.
 sub process_request {
@@ -29,6 +33,7 @@ sub process_request {
 # Multiplex: callbacks on IO::Multiplex's select loop.
 sub mux_connection {
     my ($self, $mux, $fh) = @_;
+    $fh->setsockopt(Socket::IPPROTO_TCP, Socket::TCP_NODELAY, 1);
     print $fh banner();
 }
 

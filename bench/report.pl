@@ -1,0 +1,205 @@
+#!/usr/bin/perl
+# Turns scripts/bench's raw result lines into bench/results/results.md (medians, ratios, targets)
+# and results.png (gnuplot).   perl bench/report.pl RAW_FILE RESULTS_DIR
+use strict;
+use warnings;
+use POSIX qw(strftime);
+
+my ($raw_file, $dir) = @ARGV;
+die "usage: $0 RAW_FILE RESULTS_DIR\n" unless $raw_file && $dir;
+
+# --- read: server=X load=Y run=N key=value ... [note=free text] ------------------------------
+my %runs;   # {load}{server} -> [ {field => value} ]
+open my $in, '<', $raw_file or die "$raw_file: $!\n";
+while (my $line = <$in>) {
+    chomp $line;
+    my $note = $line =~ s/ note=(.*)$// ? $1 : undef;
+    my %f = map { split /=/, $_, 2 } grep { /=/ } split / /, $line;
+    $f{note} = $note if defined $note;
+    push @{ $runs{$f{load}}{$f{server}} }, \%f if $f{load} && $f{server};
+}
+close $in;
+
+sub median {
+    my @v = sort { $a <=> $b } grep { defined && $_ ne '' } @_;
+    return undef unless @v;
+    return @v % 2 ? $v[$#v / 2] : ($v[@v / 2 - 1] + $v[@v / 2]) / 2;
+}
+sub stat_of {   # median of a field over the runs of (load, server)
+    my ($load, $server, $field) = @_;
+    my $list = $runs{$load}{$server} or return undef;
+    return median(map { $_->{$field} } @$list);
+}
+sub count_of { my ($load, $server) = @_; return scalar @{ $runs{$load}{$server} // [] } }
+sub group {     # 1234567 -> 1,234,567
+    my $n = shift;
+    return '-' unless defined $n;
+    my $text = sprintf('%.0f', $n);
+    1 while $text =~ s/^(\d+)(\d{3})/$1,$2/;
+    return $text;
+}
+sub ratio {
+    my ($a, $b) = @_;
+    return undef unless defined $a && defined $b && $b > 0;
+    return $a / $b;
+}
+sub show_ratio { my $r = shift; return defined $r ? sprintf('%.2fx', $r) : '-' }
+
+my @servers = (
+    [ 'raw-epoll',      'raw epoll (C++, the limit)' ],
+    [ 'ns-multiplex',   'netserver multiplex' ],
+    [ 'ns-prefork',     'netserver prefork' ],
+    [ 'ns-single',      'netserver single' ],
+    [ 'perl-multiplex', 'Perl Net::Server::Multiplex' ],
+    [ 'perl-prefork',   'Perl Net::Server::PreFork' ],
+    [ 'perl-single',    'Perl Net::Server (Single)' ],
+    [ 'poe',            'Perl POE::Component::Server::TCP' ],
+);
+my %label = map { $_->[0] => $_->[1] } @servers;
+sub loads_of { my $kind = shift; return sort { ($a =~ /(\d+)$/)[0] <=> ($b =~ /(\d+)$/)[0] } grep { /^$kind-/ } keys %runs }
+sub present { my @loads = @_; return grep { my $s = $_->[0]; grep { $runs{$_}{$s} } @loads } @servers }
+
+my $md = '';
+my $cpu = `grep -m1 'model name' /proc/cpuinfo` =~ s/.*:\s*//r =~ s/\s+$//r;
+my $repeat = 0;
+for my $load (keys %runs) { for my $s (keys %{ $runs{$load} }) { my $n = count_of($load, $s); $repeat = $n if $n > $repeat } }
+$md .= "# netserver benchmark results\n\n";
+$md .= sprintf("Measured %s on %s (%d CPUs, Linux %s), all servers in one run of `scripts/bench`; every\n"
+             . "figure is the median of %d run(s). Servers ran on CPU 0, the load generator (netbench, one epoll\n"
+             . "thread) on CPU 1.\n\n",
+    strftime('%Y-%m-%d', localtime), $cpu, `nproc` + 0, (`uname -r` =~ s/\s+$//r), $repeat);
+
+# --- echo ----------------------------------------------------------------------------------
+my @echo = loads_of('echo');
+if (@echo) {
+    $md .= "## Echo: round trips per second (p99 latency)\n\nClosed loop: each connection sends a 64-byte line and waits for it to come back.\n\n";
+    $md .= '| server | ' . join(' | ', map { (/(\d+)$/)[0] . ' conn.' } @echo) . " |\n|---|" . ('---|' x @echo) . "\n";
+    for my $s (present(@echo)) {
+        $md .= "| $s->[1] |";
+        for my $load (@echo) {
+            my $rps = stat_of($load, $s->[0], 'rps');
+            my $p99 = stat_of($load, $s->[0], 'p99_us');
+            my $starved = stat_of($load, $s->[0], 'starved') // 0;
+            $md .= defined $rps ? sprintf(' %s (%s us)%s |', group($rps), group($p99), $starved > 0 ? ", $starved starved" : '') : ' - |';
+        }
+        $md .= "\n";
+    }
+    $md .= "\n\"starved\": connections that never got an answer (a personality serving fewer clients at once than connect).\n\n";
+}
+
+# --- connect -------------------------------------------------------------------------------
+if ($runs{'connect-10'}) {
+    $md .= "## New connections per second (10 at a time: connect, banner, one echo, close)\n\n| server | connections/s | p99 |\n|---|---|---|\n";
+    for my $s (present('connect-10')) {
+        $md .= sprintf("| %s | %s | %s us |\n", $s->[1], group(stat_of('connect-10', $s->[0], 'connections_per_s')),
+            group(stat_of('connect-10', $s->[0], 'p99_us')));
+    }
+    $md .= "\n";
+}
+
+# --- chat ----------------------------------------------------------------------------------
+my @chat = loads_of('chat');
+if (@chat) {
+    $md .= "## Chat: messages delivered per second (round p99; server CPU per message)\n\n"
+         . "Every client sends one line per round; a round ends when every client got every other client's line.\n\n";
+    $md .= '| server | ' . join(' | ', map { (/(\d+)$/)[0] . ' clients' } @chat) . " |\n|---|" . ('---|' x @chat) . "\n";
+    for my $s (present(@chat)) {
+        $md .= "| $s->[1] |";
+        for my $load (@chat) {
+            my $rate = stat_of($load, $s->[0], 'deliveries_per_s');
+            my $fraction = stat_of($load, $s->[0], 'delivered_fraction');
+            if (!defined $rate) { $md .= ' - |'; next }
+            if (defined $fraction && $fraction < 1) { $md .= sprintf(' delivered fraction %.3f: the broadcast reaches nobody |', $fraction); next }
+            my $cpu_msg = stat_of($load, $s->[0], 'server_cpu_us_per_message');
+            $md .= sprintf(' %s (%s ms%s) |', group($rate), sprintf('%.1f', (stat_of($load, $s->[0], 'round_p99_us') // 0) / 1000),
+                defined $cpu_msg ? sprintf('; %s us', group($cpu_msg)) : '');
+        }
+        $md .= "\n";
+    }
+    $md .= "\n";
+}
+
+# --- idle ----------------------------------------------------------------------------------
+my @idle = loads_of('idle');
+for my $load (@idle) {
+    my ($n) = $load =~ /(\d+)$/;
+    $md .= "## " . group($n) . " idle connections on one process\n\n| server | accepted and greeted in | RSS per connection | answers afterwards |\n|---|---|---|---|\n";
+    for my $s (present($load)) {
+        $md .= sprintf("| %s | %.2f s | %s bytes | %s |\n", $s->[1], stat_of($load, $s->[0], 'accept_seconds') // 0,
+            group(stat_of($load, $s->[0], 'bytes_per_connection')),
+            join(',', map { $_->{answers} // '?' } @{ $runs{$load}{$s->[0]} }));
+    }
+    $md .= "\n";
+}
+
+# --- ratios and targets --------------------------------------------------------------------
+my @targets;
+sub target {
+    my ($what, $value, $goal, $higher_is_better, $format) = @_;
+    my $met = defined $value ? ($higher_is_better ? $value >= $goal : $value <= $goal) : 0;
+    push @targets, sprintf('| %s | %s | %s |', $what, defined $value ? sprintf($format, $value) : 'not measured', $met ? 'met' : '**missed**');
+}
+target('Multiplex echo, 50 conn.: >= 3x Perl Net::Server::Multiplex',
+    ratio(stat_of('echo-50', 'ns-multiplex', 'rps'), stat_of('echo-50', 'perl-multiplex', 'rps')), 3, 1, '%.1fx');
+target('Multiplex echo, 50 conn.: >= 0.8x raw epoll',
+    ratio(stat_of('echo-50', 'ns-multiplex', 'rps'), stat_of('echo-50', 'raw-epoll', 'rps')), 0.8, 1, '%.2fx');
+target('Multiplex chat, 100 clients: >= 5x the tutorial\'s Perl chat server',
+    ratio(stat_of('chat-100', 'ns-multiplex', 'deliveries_per_s'), stat_of('chat-100', 'perl-multiplex', 'deliveries_per_s')), 5, 1, '%.1fx');
+target('Multiplex chat, 100 clients: >= 0.9x raw epoll',
+    ratio(stat_of('chat-100', 'ns-multiplex', 'deliveries_per_s'), stat_of('chat-100', 'raw-epoll', 'deliveries_per_s')), 0.9, 1, '%.2fx');
+target('PreFork echo, 50 conn.: >= 2x Perl Net::Server::PreFork',
+    ratio(stat_of('echo-50', 'ns-prefork', 'rps'), stat_of('echo-50', 'perl-prefork', 'rps')), 2, 1, '%.1fx');
+for my $load (@idle) {
+    my ($n) = $load =~ /(\d+)$/;
+    target(group($n) . ' idle connections on one Multiplex process: <= 4 KiB RSS each',
+        stat_of($load, 'ns-multiplex', 'bytes_per_connection'), 4096, 0, '%.0f bytes');
+    target(group($n) . ' idle connections accepted in < 2 s', stat_of($load, 'ns-multiplex', 'accept_seconds'), 2, 0, '%.2f s');
+}
+my $fanout_cpu = stat_of('chat-1000', 'ns-multiplex', 'server_cpu_us_per_message');
+target("Multiplex chat fan-out to 1,000 clients: well under 1 ms server CPU per message", $fanout_cpu, 1000, 0, "%.0f us")
+    if defined $fanout_cpu;
+$md .= "## Targets (ratios from this run)\n\n| target | measured | |\n|---|---|---|\n" . join("\n", @targets) . "\n\n";
+
+$md .= "## Ratios (this run)\n\n| load | multiplex / Perl Multiplex | multiplex / raw epoll | prefork / Perl PreFork | single / Perl Single |\n|---|---|---|---|---|\n";
+for my $load (@echo, @chat, ($runs{'connect-10'} ? ('connect-10') : ())) {
+    my $metric = $load =~ /^echo/ ? 'rps' : $load =~ /^chat/ ? 'deliveries_per_s' : 'connections_per_s';
+    my $mux = stat_of($load, 'ns-multiplex', $metric);
+    $md .= sprintf("| %s | %s | %s | %s | %s |\n", $load,
+        show_ratio(ratio($mux, stat_of($load, 'perl-multiplex', $metric))), show_ratio(ratio($mux, stat_of($load, 'raw-epoll', $metric))),
+        show_ratio(ratio(stat_of($load, 'ns-prefork', $metric), stat_of($load, 'perl-prefork', $metric))),
+        show_ratio(ratio(stat_of($load, 'ns-single', $metric), stat_of($load, 'perl-single', $metric))));
+}
+$md .= "\n![benchmark chart](results.png)\n";
+
+open my $out, '>', "$dir/results.md" or die "$dir/results.md: $!\n";
+print $out $md;
+close $out;
+
+# --- chart ---------------------------------------------------------------------------------
+my @panels = (['echo-50', 'rps', 'echo, 50 connections: round trips/s'],
+              ['chat-100', 'deliveries_per_s', 'chat, 100 clients: deliveries/s'],
+              ['connect-10', 'connections_per_s', 'new connections/s']);
+@panels = grep { $runs{$_->[0]} } @panels;
+exit 0 unless @panels;
+my $gp = "set terminal pngcairo size " . (460 * @panels) . ",520 font ',9'\nset output '$dir/results.png'\n"
+       . "set multiplot layout 1," . scalar(@panels) . "\nset style data histograms\nset style fill solid 0.8\n"
+       . "set logscale y\nset grid ytics\nset xtics rotate by -40 scale 0\nset key off\nset format y '%.0s%c'\n";
+for my $panel (@panels) {
+    my ($load, $metric, $title) = @$panel;
+    my $data = "$dir/$load.dat";
+    open my $d, '>', $data or die "$data: $!\n";
+    for my $s (present($load)) {
+        my $v = stat_of($load, $s->[0], $metric);
+        my $f = stat_of($load, $s->[0], 'delivered_fraction');
+        next if !defined $v || $v <= 0 || (defined $f && $f < 1);
+        (my $name = $s->[1]) =~ s/ \(.*\)//;
+        print $d "\"$name\" $v\n";
+    }
+    close $d;
+    $gp .= "set title '$title'\nplot '$data' using 2:xtic(1) linecolor rgb '#3070b0'\n";
+}
+$gp .= "unset multiplot\n";
+open my $g, '|-', 'gnuplot' or die "gnuplot: $!\n";
+print $g $gp;
+close $g or warn "gnuplot failed\n";
+unlink map { "$dir/$_->[0].dat" } @panels;
