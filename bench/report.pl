@@ -47,6 +47,7 @@ sub show_ratio { my $r = shift; return defined $r ? sprintf('%.2fx', $r) : '-' }
 
 my @servers = (
     [ 'raw-epoll',      'raw epoll (C++, the limit)' ],
+    [ 'raw-prefork',    'raw prefork (C++, the process-per-client limit)' ],
     [ 'ns-multiplex',   'netserver multiplex' ],
     [ 'ns-prefork',     'netserver prefork' ],
     [ 'ns-single',      'netserver single' ],
@@ -85,6 +86,14 @@ if (@echo) {
         $md .= "\n";
     }
     $md .= "\n\"starved\": connections that never got an answer (a personality serving fewer clients at once than connect).\n\n";
+    $md .= "Server CPU per round trip (user + system, the server and its child processes; lower is better):\n\n";
+    $md .= '| server | ' . join(' | ', map { (/(\d+)$/)[0] . ' conn.' } @echo) . " |\n|---|" . ('---|' x @echo) . "\n";
+    for my $s (present(@echo)) {
+        $md .= "| $s->[1] |" . join('', map {
+            my $cpu = stat_of($_, $s->[0], 'server_cpu_us_per_request');
+            defined $cpu ? sprintf(' %.2f us |', $cpu) : ' - |' } @echo) . "\n";
+    }
+    $md .= "\n";
 }
 
 # --- connect -------------------------------------------------------------------------------
@@ -148,7 +157,10 @@ target('Multiplex chat, 100 clients: >= 5x the tutorial\'s Perl chat server',
 target('Multiplex chat, 100 clients: >= 0.9x raw epoll',
     ratio(stat_of('chat-100', 'ns-multiplex', 'deliveries_per_s'), stat_of('chat-100', 'raw-epoll', 'deliveries_per_s')), 0.9, 1, '%.2fx');
 target('PreFork echo, 50 conn.: >= 2x Perl Net::Server::PreFork',
-    ratio(stat_of('echo-50', 'ns-prefork', 'rps'), stat_of('echo-50', 'perl-prefork', 'rps')), 2, 1, '%.1fx');
+    ratio(stat_of('echo-50', 'ns-prefork', 'rps'), stat_of('echo-50', 'perl-prefork', 'rps')), 2, 1, '%.2fx');
+my $floor = ratio(stat_of('echo-50', 'raw-prefork', 'rps'), stat_of('echo-50', 'perl-prefork', 'rps'));
+push @targets, sprintf('| (for scale) raw prefork, the least a process-per-client server can do, / Perl PreFork | %s | |',
+    show_ratio($floor)) if defined $floor;
 for my $load (@idle) {
     my ($n) = $load =~ /(\d+)$/;
     target(group($n) . ' idle connections on one Multiplex process: <= 4 KiB RSS each',
@@ -160,13 +172,14 @@ target("Multiplex chat fan-out to 1,000 clients: well under 1 ms server CPU per 
     if defined $fanout_cpu;
 $md .= "## Targets (ratios from this run)\n\n| target | measured | |\n|---|---|---|\n" . join("\n", @targets) . "\n\n";
 
-$md .= "## Ratios (this run)\n\n| load | multiplex / Perl Multiplex | multiplex / raw epoll | prefork / Perl PreFork | single / Perl Single |\n|---|---|---|---|---|\n";
+$md .= "## Ratios (this run)\n\n| load | multiplex / Perl Multiplex | multiplex / raw epoll | prefork / Perl PreFork | prefork / raw prefork | single / Perl Single |\n|---|---|---|---|---|---|\n";
 for my $load (@echo, @chat, ($runs{'connect-10'} ? ('connect-10') : ())) {
     my $metric = $load =~ /^echo/ ? 'rps' : $load =~ /^chat/ ? 'deliveries_per_s' : 'connections_per_s';
     my $mux = stat_of($load, 'ns-multiplex', $metric);
-    $md .= sprintf("| %s | %s | %s | %s | %s |\n", $load,
+    my $prefork = stat_of($load, 'ns-prefork', $metric);
+    $md .= sprintf("| %s | %s | %s | %s | %s | %s |\n", $load,
         show_ratio(ratio($mux, stat_of($load, 'perl-multiplex', $metric))), show_ratio(ratio($mux, stat_of($load, 'raw-epoll', $metric))),
-        show_ratio(ratio(stat_of($load, 'ns-prefork', $metric), stat_of($load, 'perl-prefork', $metric))),
+        show_ratio(ratio($prefork, stat_of($load, 'perl-prefork', $metric))), show_ratio(ratio($prefork, stat_of($load, 'raw-prefork', $metric))),
         show_ratio(ratio(stat_of($load, 'ns-single', $metric), stat_of($load, 'perl-single', $metric))));
 }
 $md .= "\n![benchmark chart](results.png)\n";
@@ -181,9 +194,13 @@ my @panels = (['echo-50', 'rps', 'echo, 50 connections: round trips/s'],
               ['connect-10', 'connections_per_s', 'new connections/s']);
 @panels = grep { $runs{$_->[0]} } @panels;
 exit 0 unless @panels;
-my $gp = "set terminal pngcairo size " . (460 * @panels) . ",520 font ',9'\nset output '$dir/results.png'\n"
-       . "set multiplot layout 1," . scalar(@panels) . "\nset style data histograms\nset style fill solid 0.8\n"
-       . "set logscale y\nset grid ytics\nset xtics rotate by -40 scale 0\nset key off\nset format y '%.0s%c'\n";
+my %short = ('raw-epoll' => 'raw epoll', 'raw-prefork' => 'raw prefork', 'ns-multiplex' => 'multiplex', 'ns-prefork' => 'prefork', 'ns-single' => 'single',
+             'perl-multiplex' => 'Perl Multiplex', 'perl-prefork' => 'Perl PreFork', 'perl-single' => 'Perl Single', poe => 'POE');
+my %colour = ('raw-epoll' => 0x909090, 'raw-prefork' => 0x909090, poe => 0xd08030);
+my $gp = "set terminal pngcairo size " . (420 * @panels) . ",460 font ',10'\nset output '$dir/results.png'\n"
+       . "set multiplot layout 1," . scalar(@panels) . " title 'netserver (blue), Perl (orange), raw epoll (grey); log scale'\n"
+       . "set style fill solid 0.85 noborder\nset boxwidth 0.7\nset logscale y\nset grid ytics\n"
+       . "set xtics rotate by -45 scale 0 nomirror\nset bmargin 7\nset key off\nset format y '%.0s%c'\n";
 for my $panel (@panels) {
     my ($load, $metric, $title) = @$panel;
     my $data = "$dir/$load.dat";
@@ -192,11 +209,11 @@ for my $panel (@panels) {
         my $v = stat_of($load, $s->[0], $metric);
         my $f = stat_of($load, $s->[0], 'delivered_fraction');
         next if !defined $v || $v <= 0 || (defined $f && $f < 1);
-        (my $name = $s->[1]) =~ s/ \(.*\)//;
-        print $d "\"$name\" $v\n";
+        my $rgb = $colour{$s->[0]} // ($s->[0] =~ /^perl/ ? 0xd08030 : 0x3070b0);
+        print $d "\"$short{$s->[0]}\" $v $rgb\n";
     }
     close $d;
-    $gp .= "set title '$title'\nplot '$data' using 2:xtic(1) linecolor rgb '#3070b0'\n";
+    $gp .= "set title '$title'\nplot '$data' using 0:2:3:xtic(1) with boxes linecolor rgb variable\n";
 }
 $gp .= "unset multiplot\n";
 open my $g, '|-', 'gnuplot' or die "gnuplot: $!\n";

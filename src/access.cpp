@@ -1,0 +1,130 @@
+#include "netserver/access.hpp"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <charconv>
+#include <stdexcept>
+
+#include <fmt/format.h>
+
+namespace netserver {
+
+namespace {
+
+// Parses an IP literal into network byte order; IPv4-mapped IPv6 becomes IPv4.
+bool parse_address(std::string_view text, int& family, std::array<unsigned char, 16>& bytes) {
+  const std::string address(text);
+  bytes.fill(0);
+  if (::inet_pton(AF_INET, address.c_str(), bytes.data()) == 1) {
+    family = AF_INET;
+    return true;
+  }
+  in6_addr v6{};
+  if (::inet_pton(AF_INET6, address.c_str(), &v6) != 1) return false;
+  if (IN6_IS_ADDR_V4MAPPED(&v6)) {
+    family = AF_INET;
+    std::copy(v6.s6_addr + 12, v6.s6_addr + 16, bytes.begin());
+    return true;
+  }
+  family = AF_INET6;
+  std::copy(v6.s6_addr, v6.s6_addr + 16, bytes.begin());
+  return true;
+}
+
+std::regex compile(const std::string& pattern) {
+  return std::regex(pattern, std::regex::ECMAScript | std::regex::optimize);
+}
+
+template <class Rule>
+std::vector<Rule> build(const std::vector<std::string>& texts) {
+  std::vector<Rule> rules;
+  for (const std::string& text : texts) {
+    if constexpr (std::is_same_v<Rule, std::regex>) {
+      rules.push_back(compile(text));
+    } else {
+      Network network;
+      std::string problem;
+      if (!Network::parse(text, network, problem)) throw std::invalid_argument(problem);
+      rules.push_back(network);
+    }
+  }
+  return rules;
+}
+
+}  // namespace
+
+bool Network::parse(std::string_view text, Network& out, std::string& problem) {
+  const std::size_t slash = text.find('/');
+  const std::string_view address = text.substr(0, slash);
+  if (!parse_address(address, out.family, out.bytes)) {
+    problem = fmt::format("\"{}\" is not an IPv4 or IPv6 address", address);
+    return false;
+  }
+  const int bits = out.family == AF_INET ? 32 : 128;
+  out.prefix = bits;
+  if (slash != std::string_view::npos) {
+    const std::string_view prefix = text.substr(slash + 1);
+    auto [end, error] = std::from_chars(prefix.data(), prefix.data() + prefix.size(), out.prefix);
+    if (prefix.empty() || error != std::errc() || end != prefix.data() + prefix.size() || out.prefix < 0 ||
+        out.prefix > bits) {
+      problem = fmt::format("\"{}\": the prefix length must be 0 to {}", text, bits);
+      return false;
+    }
+  }
+  return true;
+}
+
+bool Network::contains(std::string_view address) const {
+  int peer_family = 0;
+  std::array<unsigned char, 16> peer{};
+  if (!parse_address(address, peer_family, peer) || peer_family != family) return false;
+  const int whole = prefix / 8;
+  if (!std::equal(bytes.begin(), bytes.begin() + whole, peer.begin())) return false;
+  const int rest = prefix % 8;
+  if (rest == 0) return true;
+  const unsigned char mask = static_cast<unsigned char>(0xff << (8 - rest));
+  return (bytes[static_cast<std::size_t>(whole)] & mask) == (peer[static_cast<std::size_t>(whole)] & mask);
+}
+
+AccessRules::AccessRules(const std::vector<std::string>& allow, const std::vector<std::string>& deny,
+                         const std::vector<std::string>& cidr_allow, const std::vector<std::string>& cidr_deny)
+    : allow_(build<std::regex>(allow)),
+      deny_(build<std::regex>(deny)),
+      cidr_allow_(build<Network>(cidr_allow)),
+      cidr_deny_(build<Network>(cidr_deny)) {}
+
+bool AccessRules::allows(std::string_view address, bool unix_socket) const {
+  if (empty() || unix_socket) return true;
+  const std::string peer(address);
+  auto matches = [&](const std::regex& rule) { return std::regex_match(peer, rule); };
+  auto inside = [&](const Network& network) { return network.contains(peer); };
+  if (std::any_of(deny_.begin(), deny_.end(), matches) || std::any_of(cidr_deny_.begin(), cidr_deny_.end(), inside))
+    return false;
+  return std::any_of(allow_.begin(), allow_.end(), matches) ||
+         std::any_of(cidr_allow_.begin(), cidr_allow_.end(), inside);
+}
+
+std::string check_regexes(const std::vector<std::string>& patterns) {
+  for (const std::string& pattern : patterns) {
+    try {
+      compile(pattern);
+    } catch (const std::regex_error& error) {
+      return fmt::format("\"{}\" is not a valid regular expression: {}", pattern, error.what());
+    }
+  }
+  return "";
+}
+
+std::string check_networks(const std::vector<std::string>& networks) {
+  for (const std::string& text : networks) {
+    Network network;
+    std::string problem;
+    if (!Network::parse(text, network, problem)) return problem;
+  }
+  return "";
+}
+
+}  // namespace netserver
