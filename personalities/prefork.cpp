@@ -23,6 +23,7 @@
 #include "netserver/log.hpp"
 #include "netserver/server.hpp"
 #include "signals.hpp"
+#include "systemd.hpp"
 #include "worker.hpp"
 
 namespace netserver {
@@ -56,7 +57,8 @@ class Child {
       log::error("child_init_hook failed: {}", error.what());
       return exit_status::boot_failed;
     }
-    for (std::uint64_t served = 0; settings_.max_requests == 0 || served < settings_.max_requests; ++served) {
+    for (std::uint64_t served = 0; !leaving_ && (settings_.max_requests == 0 || served < settings_.max_requests);
+         ++served) {
       report(report_idle);
       std::optional<Session::Socket> client = wait_for_client();
       if (!client) break;
@@ -68,20 +70,21 @@ class Child {
   }
 
  private:
-  // TERM arrives through a signalfd and is looked at only between sessions: a child always
-  // finishes the session it is serving. Every other signal is the parent's business.
+  // TERM (leave) and USR1 (reopen the log) arrive through a signalfd and are looked at only
+  // between sessions: a child always finishes the session it is serving. Every other signal is
+  // the parent's business.
   bool set_up() {
     struct sigaction action {};
     action.sa_handler = SIG_DFL;
     for (int signal = 1; signal < NSIG; ++signal) ::sigaction(signal, &action, nullptr);
     action.sa_handler = SIG_IGN;
-    for (int signal : {SIGPIPE, SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2})
-      ::sigaction(signal, &action, nullptr);
-    sigset_t term;
-    sigemptyset(&term);
-    sigaddset(&term, SIGTERM);
-    signals_ = ::signalfd(-1, &term, SFD_CLOEXEC | SFD_NONBLOCK);
-    ::sigprocmask(SIG_SETMASK, &term, nullptr);
+    for (int signal : {SIGPIPE, SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR2}) ::sigaction(signal, &action, nullptr);
+    sigset_t mine;
+    sigemptyset(&mine);
+    sigaddset(&mine, SIGTERM);
+    sigaddset(&mine, SIGUSR1);
+    signals_ = ::signalfd(-1, &mine, SFD_CLOEXEC | SFD_NONBLOCK);
+    ::sigprocmask(SIG_SETMASK, &mine, nullptr);
     ::prctl(PR_SET_PDEATHSIG, SIGTERM);  // a parent killed outright still ends its children
     epoll_ = ::epoll_create1(EPOLL_CLOEXEC);
     if (signals_ < 0 || epoll_ < 0) {
@@ -107,7 +110,9 @@ class Child {
     if (::send(channel_, &state, 1, MSG_NOSIGNAL) != 1) log::debug("cannot report to the parent: {}", std::strerror(errno));
   }
 
-  // Blocks until a client is accepted (returned) or it is time to leave (nothing).
+  // Blocks until a client is accepted (returned) or it is time to leave (nothing; leaving_ set).
+  // A child woken for a connection takes it even when told to leave in the same wake-up: with
+  // EPOLLEXCLUSIVE the kernel woke this child instead of another, and nobody else would take it.
   std::optional<Session::Socket> wait_for_client() {
     epoll_event events[8];
     for (;;) {
@@ -115,13 +120,29 @@ class Child {
       if (ready < 0 && errno == EINTR) continue;
       if (ready < 0) {
         log::error("{}", system_error_text("epoll_wait() in a child", errno));
+        leaving_ = true;
         return std::nullopt;
       }
+      for (int i = 0; i < ready; ++i) {
+        if (events[i].data.fd == channel_) leaving_ = true;  // retire, or the parent is gone
+        else if (events[i].data.fd == signals_ && !handle_signals()) leaving_ = true;
+      }
       for (int i = 0; i < ready; ++i)
-        if (events[i].data.fd == signals_ || events[i].data.fd == channel_) return std::nullopt;
-      for (int i = 0; i < ready; ++i)
-        if (auto client = accept_from(events[i].data.fd)) return client;
+        if (events[i].data.fd != channel_ && events[i].data.fd != signals_)
+          if (auto client = accept_from(events[i].data.fd)) return client;
+      if (leaving_) return std::nullopt;
     }
+  }
+
+  // Reads the pending signals: false for TERM (leave), true after reopening the log for USR1.
+  bool handle_signals() {
+    signalfd_siginfo info{};
+    bool stay = true;
+    while (::read(signals_, &info, sizeof info) == sizeof info) {
+      if (info.ssi_signo == SIGTERM) stay = false;
+      else if (info.ssi_signo == SIGUSR1) server_.reopen_log();
+    }
+    return stay;
   }
 
   std::optional<Session::Socket> accept_from(int listener_fd) {
@@ -151,6 +172,7 @@ class Child {
   int channel_;
   int signals_ = -1;
   int epoll_ = -1;
+  bool leaving_ = false;  // told to go (TERM, retire, parent gone): no more waiting for clients
   asio::io_context io_{single_threaded};
   Worker worker_;
 };
@@ -169,6 +191,13 @@ class Parent final : public ProcessControl {
     signals_.on({SIGTTIN}, [this](int) { pool_.grow(); });
     signals_.on({SIGTTOU}, [this](int) { pool_.shrink(); });
     signals_.on({SIGCHLD}, [this](int) { reap_children(); });
+    signals_.on({SIGHUP}, [this](int) { restart(); });
+    signals_.on({SIGUSR1}, [this](int) {
+      server_.reopen_log();
+      for (pid_t pid : pool_.pids()) signal_child(pid, SIGUSR1);  // each reopens between sessions
+    });
+    pool_.adopt_leaving(server_.inherited_children());
+    reap_children();  // those that ended during the exec: their SIGCHLD went to the old image
     pool_.start();
     schedule_check();
     io_.run();
@@ -250,6 +279,16 @@ class Parent final : public ProcessControl {
     });
   }
 
+  // SIGHUP: every child finishes its session and leaves, while this process execs the new image,
+  // which waits for them. The listening sockets never close, so no client is refused.
+  void restart() {
+    if (pool_.stopping() || !server_.prepare_restart()) return;
+    log::notice("HUP received: restarting; {} children finish their sessions and exit", pool_.size());
+    pool_.stop(SIGTERM);
+    server_.restart(pool_.pids());
+    pool_.resume();  // exec failed (logged): carry on, replacing the children told to leave
+  }
+
   // Only the pids this parent spawned are waited for: a hook's own children are not ours.
   void reap_children() {
     for (pid_t pid : pool_.pids()) {
@@ -281,6 +320,7 @@ class Parent final : public ProcessControl {
     if (received != 0)
       log::notice("{} received: stopping {} children{}", signal_name(received), pool_.size(),
                   signal_for_children == SIGTERM ? " after their current session" : " now");
+    systemd::notify("STOPPING=1");
     const bool first = !pool_.stopping();
     pool_.stop(signal_for_children);
     check_timer_.cancel();

@@ -4,6 +4,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -81,7 +82,7 @@ std::optional<Listener> try_bind_tcp(const sockaddr* address, socklen_t length, 
   if (::bind(fd.fd, address, length) != 0) return failed("");
   if (::listen(fd.fd, options.backlog) != 0) return failed("listen()");
   std::string name = bound_name(fd.fd);
-  return Listener(fd.release(), std::move(name), address->sa_family);
+  return Listener(fd.release(), std::move(name), address->sa_family, "");
 }
 
 Listener bind_tcp(const std::string& shown, const sockaddr* address, socklen_t length, bool dual_stack,
@@ -161,7 +162,7 @@ Listener bind_unix(const ListenAddress& where, const BindOptions& options) {
   address.sun_family = AF_UNIX;
   std::strncpy(address.sun_path, where.path.c_str(), sizeof address.sun_path - 1);
   if (::bind(fd.fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) bind_failed(shown, std::strerror(errno));
-  Listener listener(fd.release(), shown, AF_UNIX, where.path);
+  Listener listener(fd.release(), shown, AF_UNIX, shown, where.path);
   if (options.unix_mode >= 0 && ::chmod(where.path.c_str(), static_cast<mode_t>(options.unix_mode)) != 0)
     bind_failed(shown, system_error_text("chmod()", errno));
   if (::listen(listener.fd(), options.backlog) != 0) bind_failed(shown, system_error_text("listen()", errno));
@@ -220,8 +221,8 @@ std::string ListenAddress::text() const {
   return fmt::format("{}:{}", host, port);
 }
 
-Listener::Listener(int fd, std::string name, int family, std::string unix_path)
-    : fd_(fd), name_(std::move(name)), family_(family), unix_path_(std::move(unix_path)) {}
+Listener::Listener(int fd, std::string name, int family, std::string address, std::string unix_path)
+    : fd_(fd), name_(std::move(name)), family_(family), address_(std::move(address)), unix_path_(std::move(unix_path)) {}
 
 Listener::~Listener() { reset(); }
 
@@ -229,6 +230,7 @@ Listener::Listener(Listener&& other) noexcept
     : fd_(std::exchange(other.fd_, -1)),
       name_(std::move(other.name_)),
       family_(other.family_),
+      address_(std::move(other.address_)),
       unix_path_(std::move(other.unix_path_)) {}
 
 Listener& Listener::operator=(Listener&& other) noexcept {
@@ -237,6 +239,7 @@ Listener& Listener::operator=(Listener&& other) noexcept {
     fd_ = std::exchange(other.fd_, -1);
     name_ = std::move(other.name_);
     family_ = other.family_;
+    address_ = std::move(other.address_);
     unix_path_ = std::move(other.unix_path_);
   }
   return *this;
@@ -249,16 +252,35 @@ void Listener::reset() {
   unix_path_.clear();
 }
 
+void bind_address(const ListenAddress& where, const BindOptions& options, std::vector<Listener>& out) {
+  const std::size_t first = out.size();
+  if (where.kind == ListenAddress::Kind::unix_socket) out.push_back(bind_unix(where, options));
+  else if (where.host == "*") out.push_back(bind_wildcard(where, options));
+  else bind_host(where, options, out);
+  for (std::size_t i = first; i < out.size(); ++i) out[i].address_ = where.text();
+}
+
 std::vector<Listener> bind_listeners(const std::vector<ListenAddress>& addresses, const BindOptions& options) {
   std::vector<Listener> listeners;
   std::set<std::string> seen;
-  for (const ListenAddress& where : addresses) {
-    if (!seen.insert(where.text()).second) continue;
-    if (where.kind == ListenAddress::Kind::unix_socket) listeners.push_back(bind_unix(where, options));
-    else if (where.host == "*") listeners.push_back(bind_wildcard(where, options));
-    else bind_host(where, options, listeners);
-  }
+  for (const ListenAddress& where : addresses)
+    if (seen.insert(where.text()).second) bind_address(where, options, listeners);
   return listeners;
+}
+
+Listener adopt_listener(int fd, const std::string& address) {
+  int listening = 0;
+  socklen_t size = sizeof listening;
+  if (::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &size) != 0 || !listening)
+    throw Error(fmt::format("inherited descriptor {} for {} is not a listening socket", fd, address));
+  ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+  sockaddr_storage local{};
+  socklen_t length = sizeof local;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &length);
+  std::string path;
+  if (local.ss_family == AF_UNIX && address.starts_with("unix:")) path = address.substr(5);
+  return Listener(fd, bound_name(fd), local.ss_family, address, path);
 }
 
 std::string format_address(const sockaddr* address, socklen_t length) {

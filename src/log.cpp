@@ -1,9 +1,14 @@
 #include "netserver/log.hpp"
 
 #include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <ctime>
 #include <memory>
 
 #include <spdlog/pattern_formatter.h>
@@ -96,8 +101,64 @@ class FdSink : public spdlog::sinks::base_sink<spdlog::details::null_mutex> {
   bool owns_fd_ = false;
 };
 
+// RFC 3164 datagrams ("<PRI>Nov 21 22:11:00 ident[pid]: message") to the syslog socket.
+class SyslogSink : public spdlog::sinks::base_sink<spdlog::details::null_mutex> {
+ public:
+  SyslogSink(const SyslogSettings& settings, int facility) : ident_(settings.ident), facility_(facility) {
+    fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    std::strncpy(address.sun_path, settings.socket.c_str(), sizeof address.sun_path - 1);
+    if (fd_ < 0 || ::connect(fd_, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+      const int error = errno;
+      if (fd_ >= 0) ::close(fd_);
+      throw Error(system_error_text("cannot log to syslog at " + settings.socket, error));
+    }
+  }
+  ~SyslogSink() override { ::close(fd_); }
+  SyslogSink(const SyslogSink&) = delete;
+  SyslogSink& operator=(const SyslogSink&) = delete;
+
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    char stamp[32];
+    const std::time_t now = std::chrono::system_clock::to_time_t(msg.time);
+    std::tm local{};
+    ::localtime_r(&now, &local);
+    std::strftime(stamp, sizeof stamp, "%b %e %H:%M:%S", &local);
+    const std::string line = fmt::format("<{}>{} {}[{}]: {}", facility_ * 8 + severity(msg.level), stamp, ident_,
+                                         ::getpid(), std::string_view(msg.payload.data(), msg.payload.size()));
+    (void)::send(fd_, line.data(), line.size(), MSG_DONTWAIT | MSG_NOSIGNAL);  // a full syslog drops lines, never blocks us
+  }
+  void flush_() override {}
+
+ private:
+  static int severity(spdlog::level::level_enum level) {
+    switch (level) {
+      case spdlog::level::critical:
+      case spdlog::level::err: return 3;
+      case spdlog::level::warn: return 4;
+      case spdlog::level::info: return 5;   // notice
+      case spdlog::level::debug: return 6;  // info
+      default: return 7;                     // debug
+    }
+  }
+  std::string ident_;
+  int facility_;
+  int fd_ = -1;
+};
+
+const std::vector<std::pair<std::string, int>>& facility_codes() {
+  static const std::vector<std::pair<std::string, int>> codes{
+      {"kern", 0},    {"user", 1},    {"mail", 2},    {"daemon", 3},  {"auth", 4},      {"syslog", 5},
+      {"lpr", 6},     {"news", 7},    {"uucp", 8},    {"cron", 9},    {"authpriv", 10}, {"ftp", 11},
+      {"local0", 16}, {"local1", 17}, {"local2", 18}, {"local3", 19}, {"local4", 20},   {"local5", 21},
+      {"local6", 22}, {"local7", 23}};
+  return codes;
+}
+
 std::shared_ptr<FdSink>& current_sink() {
-  static std::shared_ptr<FdSink> sink;
+  static std::shared_ptr<FdSink> sink;  // the file or stream sink (null for syslog)
   return sink;
 }
 
@@ -114,21 +175,41 @@ spdlog::level::level_enum to_spdlog(LogLevel level) {
   return spdlog::level::info;
 }
 
-void configure(LogLevel level, const std::string& target) {
-  auto sink = std::make_shared<FdSink>(target);
+const std::vector<std::string>& syslog_facilities() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> all;
+    for (const auto& [name, code] : facility_codes()) all.push_back(name);
+    return all;
+  }();
+  return names;
+}
+
+void configure(LogLevel level, const std::string& target, const SyslogSettings& syslog) {
+  spdlog::sink_ptr sink;
+  std::shared_ptr<FdSink> file;
   auto formatter = std::make_unique<spdlog::pattern_formatter>();
-  formatter->add_flag<LevelFlag>('*').set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%*] [%P] %v");
+  if (target == "syslog") {
+    int facility = 3;
+    for (const auto& [name, code] : facility_codes())
+      if (name == syslog.facility) facility = code;
+    sink = std::make_shared<SyslogSink>(syslog, facility);
+    formatter->set_pattern("%v");  // syslog adds time, program and pid itself
+  } else {
+    file = std::make_shared<FdSink>(target);
+    sink = file;
+    formatter->add_flag<LevelFlag>('*').set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%*] [%P] %v");
+  }
   sink->set_formatter(std::move(formatter));
   auto logger = std::make_shared<spdlog::logger>("netserver", sink);
   logger->set_level(to_spdlog(level));
   logger->flush_on(spdlog::level::trace);
   spdlog::set_default_logger(std::move(logger));
-  current_sink() = std::move(sink);
+  current_sink() = std::move(file);
 }
 
 std::string reopen() { return current_sink() ? current_sink()->reopen() : std::string(); }
 
-bool to_stderr() { return !current_sink() || current_sink()->is_stderr(); }
+bool to_stderr() { return current_sink() && current_sink()->is_stderr(); }
 
 bool enabled(LogLevel level) { return spdlog::default_logger_raw()->should_log(to_spdlog(level)); }
 

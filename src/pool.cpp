@@ -28,7 +28,7 @@ std::size_t Pool::count(ChildState state) const {
 }
 
 std::vector<pid_t> Pool::pids() const {
-  std::vector<pid_t> pids;
+  std::vector<pid_t> pids(adopted_.begin(), adopted_.end());
   for (const auto& [pid, child] : children_) pids.push_back(pid);
   return pids;
 }
@@ -52,6 +52,7 @@ void Pool::child_busy(pid_t pid) {
 }
 
 void Pool::child_exited(pid_t pid, int wait_status) {
+  if (adopted_.erase(pid)) return log::info("child {} of the previous image {}", pid, describe_wait_status(wait_status));
   auto it = children_.find(pid);
   if (it == children_.end()) return;
   const Child child = it->second;
@@ -146,7 +147,14 @@ void Pool::shrink() {
 
 void Pool::stop(int signal) {
   stopping_ = true;
-  for (const auto& [pid, child] : children_) control_.signal_child(pid, signal);
+  for (pid_t pid : pids()) control_.signal_child(pid, signal);
 }
+
+void Pool::resume() {
+  stopping_ = false;
+  manage_pool();
+}
+
+void Pool::adopt_leaving(const std::vector<pid_t>& pids) { adopted_.insert(pids.begin(), pids.end()); }
 
 }  // namespace netserver

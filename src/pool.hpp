@@ -11,6 +11,7 @@
 
 #include <cstddef>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -62,12 +63,17 @@ class Pool {
   void shrink();
   /// Stops spawning and asks every child to finish (TERM) or kills them (KILL).
   void stop(int signal);
+  /// Spawns again after stop() (a restart that could not exec).
+  void resume();
+  /// Takes children of a previous image (after a restart): they are leaving and are waited
+  /// for, but take none of this pool's slots -- a long session there must not starve the new pool.
+  void adopt_leaving(const std::vector<pid_t>& pids);
 
-  /// Children alive (not yet reaped), retiring ones included.
-  std::size_t size() const { return children_.size(); }
+  /// Children alive (not yet reaped), retiring and adopted ones included.
+  std::size_t size() const { return children_.size() + adopted_.size(); }
   /// Children in `state`.
   std::size_t count(ChildState state) const;
-  /// The pids alive.
+  /// The pids alive, adopted ones included.
   std::vector<pid_t> pids() const;
   /// True after stop().
   bool stopping() const { return stopping_; }
@@ -90,6 +96,7 @@ class Pool {
   PoolLimits limits_;
   ProcessControl& control_;
   std::map<pid_t, Child> children_;
+  std::set<pid_t> adopted_;  // the previous image's children, on their way out
   bool stopping_ = false;
   std::size_t boot_failures_ = 0;
   std::string failure_;

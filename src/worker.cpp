@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <boost/asio/basic_socket_acceptor.hpp>
@@ -12,6 +13,7 @@
 #include "netserver/log.hpp"
 #include "netserver/server.hpp"
 #include "signals.hpp"
+#include "systemd.hpp"
 
 namespace netserver {
 
@@ -71,7 +73,7 @@ void Worker::listen(const std::vector<Listener>& listeners) {
 // --- accepting -----------------------------------------------------------------------------
 
 bool Worker::can_accept() const {
-  if (stopping_ || accept_paused_) return false;
+  if (stopping_ || accept_paused_ || accept_held_) return false;
   if (options_.max_requests != 0 && served_ + parked_.size() >= options_.max_requests) return false;
   return options_.refuse_when_full || registry_.size() + parked_.size() < options_.max_sessions;
 }
@@ -96,6 +98,7 @@ void Worker::on_accept(Acceptor& acceptor, const error_code& error, Session::Soc
     log::debug("accept() on {}: {}", acceptor.name, error.message());
   } else {
     shortage_logged_ = false;
+    ::fcntl(socket.native_handle(), F_SETFD, FD_CLOEXEC);  // a restart's exec must not inherit clients
     serve(std::move(socket));
   }
   accept(acceptor);
@@ -129,7 +132,10 @@ void Worker::stop_accepting() {
 // --- sessions ------------------------------------------------------------------------------
 
 void Worker::serve(Session::Socket socket) {
-  if (stopping_) return;
+  if (!stopping_) admit(std::move(socket));
+}
+
+void Worker::admit(Session::Socket socket) {
   if (registry_.size() >= options_.max_sessions) {
     if (!options_.refuse_when_full) return parked_.push_back(std::move(socket));
     return refuse(socket, "server busy");
@@ -157,6 +163,26 @@ void Worker::serve(Session::Socket socket) {
   session->start();
 }
 
+// Clients accepted while every slot was taken (several listeners) are served as slots free up,
+// also while draining: they connected before the stop.
+void Worker::serve_parked() {
+  while (!parked_.empty() && registry_.size() < options_.max_sessions) {
+    Session::Socket next = std::move(parked_.front());
+    parked_.pop_front();
+    admit(std::move(next));
+  }
+}
+
+void Worker::hold_accepting() {
+  accept_held_ = true;
+  stop_accepting();
+}
+
+void Worker::resume_accepting() {
+  accept_held_ = false;
+  accept_all();
+}
+
 void Worker::refuse(Session::Socket& socket, std::string_view reason) {
   log::info("refusing {}: {} ({} sessions open)", peer_name(socket), reason, registry_.size());
   const std::string line = "error: " + std::string(reason) + "\r\n";
@@ -174,12 +200,8 @@ void Worker::session_ended(Session& session) {
             session.end_reason_, seconds, session.bytes_in(), session.bytes_out());
   registry_.remove(session);
   if (on_session_end_) on_session_end_();
+  serve_parked();
   if (stopping_) return check_stopped();
-  while (!parked_.empty() && registry_.size() < options_.max_sessions) {
-    Session::Socket next = std::move(parked_.front());
-    parked_.pop_front();
-    serve(std::move(next));
-  }
   if (options_.max_requests != 0 && served_ >= options_.max_requests && registry_.size() == 0 && on_exhausted_)
     return on_exhausted_();
   accept_all();
@@ -222,18 +244,19 @@ void Worker::stop(StopMode mode, double grace, std::function<void()> stopped) {
     error_code ignored;
     acceptor->socket.close(ignored);
   }
-  parked_.clear();
+  if (mode != StopMode::drain) parked_.clear();
   std::vector<std::shared_ptr<Session>> sessions = registry_.sessions_;
   for (auto& session : sessions) {
     if (mode == StopMode::abort) session->shutdown_now("server stopped");
     else if (mode == StopMode::close) session->close();
   }
-  if (!again && mode != StopMode::abort && !sessions.empty()) {
+  if (!again && mode != StopMode::abort && has_clients()) {
     grace_timer_.expires_after(std::chrono::duration_cast<std::chrono::steady_clock::duration>(
         std::chrono::duration<double>(grace)));
     grace_timer_.async_wait([this](const error_code& error) {
-      if (error || registry_.size() == 0) return;
+      if (error || !has_clients()) return;
       log::warning("graceful timeout: cutting {} session(s) still open", registry_.size());
+      parked_.clear();
       for (auto session : std::vector<std::shared_ptr<Session>>(registry_.sessions_))
         session->shutdown_now("graceful timeout");
     });
@@ -242,7 +265,7 @@ void Worker::stop(StopMode mode, double grace, std::function<void()> stopped) {
 }
 
 void Worker::check_stopped() {
-  if (!stopping_ || registry_.size() != 0 || !stopped_) return;
+  if (!stopping_ || has_clients() || !stopped_) return;
   grace_timer_.cancel();
   auto stopped = std::move(stopped_);
   stopped_ = nullptr;
@@ -253,14 +276,39 @@ void Worker::check_stopped() {
 
 namespace netserver {
 
+namespace {
+
+// Waits for the processes in `children` that have ended (they are ours: drainers of earlier
+// restarts) and forgets them.
+void reap(std::vector<pid_t>& children) {
+  std::erase_if(children, [](pid_t pid) { return ::waitpid(pid, nullptr, WNOHANG) == pid; });
+}
+
+// Every couple of seconds, tells systemd how many sessions are open (only when systemd listens).
+void report_status(asio::steady_timer& timer, Worker& worker, std::size_t last) {
+  timer.expires_after(std::chrono::seconds(2));
+  timer.async_wait([&timer, &worker, last](const error_code& error) {
+    if (error || worker.stopping()) return;
+    const std::size_t now = worker.registry().size();
+    if (now != last) systemd::notify(fmt::format("STATUS={} session(s) open", now));
+    report_status(timer, worker, now);
+  });
+}
+
+}  // namespace
+
 void run_worker(Server& server, const WorkerOptions& options, StopMode graceful) {
   asio::io_context io(single_threaded);
   Worker worker(server, io, options);
   worker.listen(server.listeners());
   SignalWatcher signals(io);
+  asio::steady_timer status(io);
+  std::vector<pid_t> children = server.inherited_children();  // drainers of earlier images
+  reap(children);  // those that ended during the exec: their SIGCHLD went to the old image
   const double grace = server.config().seconds("graceful_timeout");
   auto stop = [&](StopMode mode) {
     worker.stop(mode, grace, [&] {
+      status.cancel();
       signals.stop();
       io.stop();
     });
@@ -268,13 +316,60 @@ void run_worker(Server& server, const WorkerOptions& options, StopMode graceful)
   signals.on({SIGTERM, SIGINT}, [&](int signal) {
     log::notice("{} received: stopping gracefully ({} session(s) open, at most {} s)", signal_name(signal),
                 worker.registry().size(), grace);
+    systemd::notify("STOPPING=1");
     stop(graceful);
   });
   signals.on({SIGQUIT}, [&](int) {
     log::notice("QUIT received: stopping now");
+    systemd::notify("STOPPING=1");
     stop(StopMode::abort);
   });
+  signals.on({SIGUSR1}, [&](int) { server.reopen_log(); });
+  signals.on({SIGCHLD}, [&](int) { reap(children); });
+  // HUP: accepting stops first, so that connections already accepted become sessions and the
+  // rest wait in the backlog for the new image; then the hand-over runs after them.
+  auto hand_over = [&] {
+    pid_t drainer = 0;
+    if (worker.has_clients()) {
+      drainer = fork_drainer(io, worker, signals, grace);
+      if (drainer == 0) return;  // this is the copy, which goes on draining
+      if (drainer < 0) return worker.resume_accepting();  // no restart (logged)
+    }
+    std::vector<pid_t> waiting = children;
+    if (drainer > 0) waiting.push_back(drainer);
+    server.restart(waiting);
+    if (drainer > 0) {  // exec failed: the sessions stay here after all
+      ::kill(drainer, SIGKILL);
+      ::waitpid(drainer, nullptr, 0);
+    }
+    worker.resume_accepting();
+  };
+  signals.on({SIGHUP}, [&](int) {
+    if (worker.stopping() || !server.prepare_restart()) return;
+    log::notice("HUP received: restarting without closing the listeners ({} session(s) open)", worker.registry().size());
+    worker.hold_accepting();
+    asio::post(io, hand_over);
+  });
+  if (std::getenv("NOTIFY_SOCKET")) report_status(status, worker, 0);
   io.run();
+}
+
+pid_t fork_drainer(asio::io_context& io, Worker& worker, SignalWatcher& signals, double grace) {
+  io.notify_fork(asio::execution_context::fork_prepare);
+  const pid_t pid = ::fork();
+  if (pid != 0) {
+    io.notify_fork(asio::execution_context::fork_parent);
+    if (pid < 0) log::error("{}", system_error_text("HUP: fork() failed while keeping the open sessions; no restart", errno));
+    return pid;
+  }
+  io.notify_fork(asio::execution_context::fork_child);
+  log::notice("pid {} keeps {} session(s) of the previous image until they end", ::getpid(), worker.registry().size());
+  signals.on({SIGHUP, SIGUSR1}, [](int) {});  // the new image is the server now
+  signals.on({SIGTERM, SIGINT, SIGQUIT}, [&worker, grace](int) {
+    worker.stop(StopMode::abort, grace, [] { ::_exit(exit_status::ok); });
+  });
+  worker.stop(StopMode::drain, grace, [] { ::_exit(exit_status::ok); });
+  return 0;
 }
 
 }  // namespace netserver

@@ -56,8 +56,14 @@ class Worker {
 
   /// Starts accepting on the listeners (their descriptors are duplicated, the Listener keeps its own).
   void listen(const std::vector<Listener>& listeners);
-  /// Serves an already accepted connection.
+  /// Serves an already accepted connection (unless stopping).
   void serve(Session::Socket socket);
+  /// Stops accepting for a while (a restart is being prepared); accepted clients stay.
+  void hold_accepting();
+  /// Accepts again after hold_accepting().
+  void resume_accepting();
+  /// True while sessions are open or accepted clients wait for a slot.
+  bool has_clients() const { return registry_.size() > 0 || !parked_.empty(); }
   /// Stops accepting and ends the sessions as `mode` says; sessions still open after `grace`
   /// seconds are cut. `stopped` runs once no session is left.
   void stop(StopMode mode, double grace, std::function<void()> stopped);
@@ -97,6 +103,8 @@ class Worker {
   void accept(Acceptor& acceptor);
   void on_accept(Acceptor& acceptor, const boost::system::error_code& error, Session::Socket socket);
   void pause_accepting(const boost::system::error_code& error);
+  void admit(Session::Socket socket);
+  void serve_parked();
   void refuse(Session::Socket& socket, std::string_view reason);
   void stop_accepting();
   void flush_scheduled();
@@ -111,6 +119,7 @@ class Worker {
   std::deque<Session::Socket> parked_;  // accepted while full (several listeners): served next
   boost::asio::steady_timer accept_pause_;
   bool accept_paused_ = false;   // out of descriptors: retrying after a short pause
+  bool accept_held_ = false;     // a restart is being prepared
   bool shortage_logged_ = false;
   std::vector<std::shared_ptr<Session>> to_flush_;
   bool flush_posted_ = false;
@@ -133,8 +142,16 @@ class Worker {
 
 namespace netserver {
 
+class SignalWatcher;
+
 /// Serves on the server's listeners in this process until a signal stops it: TERM/INT stop
-/// gracefully (`graceful` says how sessions end, within graceful_timeout), QUIT at once.
+/// gracefully (`graceful` says how sessions end, within graceful_timeout), QUIT at once, HUP
+/// restarts without dropping the port or the open sessions, USR1 reopens the log.
 void run_worker(Server& server, const WorkerOptions& options, StopMode graceful);
+
+/// SIGHUP with sessions open: a copy of this process keeps them until they end (or
+/// graceful_timeout), while this process execs the new image. Returns the copy's pid in the
+/// restarting process, 0 in the copy itself, -1 when fork failed (logged).
+pid_t fork_drainer(boost::asio::io_context& io, Worker& worker, SignalWatcher& signals, double grace);
 
 }  // namespace netserver

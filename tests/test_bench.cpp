@@ -93,7 +93,7 @@ const std::string multiplex = "personality: multiplex\nhost: 127.0.0.1\nport: 0\
 
 }  // namespace
 
-TEST_CASE("netbench smoke: echo, connect and idle against echo_server", "[bench][smoke]") {
+TEST_CASE("netbench smoke: echo and connect and idle against echo_server", "[bench][smoke]") {
   ServerProcess server(binary("echo_server"), multiplex);
   const std::string echo = netbench(server, {"echo", "--connections", "4", "--duration", "0.3"});
   CHECK(field(echo, "requests") > 0);

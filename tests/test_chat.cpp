@@ -127,7 +127,7 @@ TEST_CASE("a client that stops reading while another floods is dropped and the o
 }
 
 TEST_CASE("a thousand clients at once all get their welcome and a broadcast", "[chat][scale]") {
-  ServerProcess server(binary("chat_server"), yaml, {"--log_level=2"});
+  ServerProcess server(binary("chat_server"), yaml, Launch().with_args({"--log_level=2"}));
   std::vector<Member> members;
   members.reserve(1000);
   for (int i = 0; i < 1000; ++i) members.push_back(join(server));
@@ -185,7 +185,7 @@ TEST_CASE("chat: TERM delivers queued messages before the server exits", "[chat]
 }
 
 TEST_CASE("chat under single: the room only ever holds one person", "[chat][single]") {
-  ServerProcess server(binary("chat_server"), yaml, {"--personality=single"});
+  ServerProcess server(binary("chat_server"), yaml, Launch().with_args({"--personality=single"}));
   Member first = join(server);
   Client second(server.port());  // waits in the backlog
   first.client.send("anyone there?\r\n/who\r\n");

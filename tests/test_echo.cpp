@@ -19,7 +19,7 @@ namespace {
 const std::string base_yaml = "host: 127.0.0.1\nport: 0\nlog_level: 3\n";
 
 ServerProcess echo(const std::string& extra_yaml = "", std::vector<std::string> args = {}) {
-  return ServerProcess(binary("echo_server"), base_yaml + extra_yaml, std::move(args));
+  return ServerProcess(binary("echo_server"), base_yaml + extra_yaml, Launch().with_args(std::move(args)));
 }
 
 }  // namespace

@@ -85,7 +85,7 @@ TEST_CASE("multiplex: past max_connections a client gets 'server busy' and accep
 }
 
 TEST_CASE("multiplex: running out of descriptors is logged once and does not spin", "[multiplex][limits]") {
-  ServerProcess server(binary("echo_server"), yaml, {}, true, {"/usr/bin/prlimit", "--nofile=24:24"});
+  ServerProcess server(binary("echo_server"), yaml, Launch().with_wrapper({"/usr/bin/prlimit", "--nofile=24:24"}));
   std::vector<Client> clients;
   for (int i = 0; i < 40; ++i) clients.emplace_back(server.port());  // more than the server can accept
   REQUIRE(server.wait_for_log("Too many open files"));

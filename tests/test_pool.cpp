@@ -223,3 +223,17 @@ TEST_CASE("a failed fork is retried by the next check", "[pool]") {
   pool.check();
   CHECK(pool.size() == 2);
 }
+
+TEST_CASE("children of a previous image are waited for but take no slot of the new pool", "[pool][restart]") {
+  FakeProcesses os;
+  Pool pool(limits(2, 3, 1, 2), os);
+  pool.adopt_leaving({7, 8, 9});  // as many as max_servers allows, still finishing sessions
+  pool.start();
+  CHECK(os.spawned.size() == 2);  // the new pool starts anyway
+  CHECK(pool.size() == 5);
+  pool.child_exited(8, exited(0));
+  CHECK(pool.size() == 4);
+  CHECK(os.spawned.size() == 2);  // not replaced: it was not the new pool's
+  pool.stop(SIGTERM);
+  CHECK(os.signals.size() == 4);  // the adopted ones are told too
+}

@@ -27,11 +27,19 @@ struct ListenAddress {
   std::string text() const;
 };
 
+/// Binding options.
+struct BindOptions {
+  int backlog = 4096;   ///< listen(2) queue length (the kernel caps it at net.core.somaxconn)
+  int unix_mode = -1;   ///< chmod for unix socket files; -1 leaves the umask's choice
+};
+
 /// A bound, listening socket. Owns its descriptor (close-on-exec, non-blocking); a unix socket's
 /// file is removed when the listener that created it is destroyed.
 class Listener {
  public:
-  Listener(int fd, std::string name, int family, std::string unix_path = {});
+  /// `address` is the configured text this listener answers for ("127.0.0.1:0"); `unix_path`,
+  /// when given, is removed with the listener.
+  Listener(int fd, std::string name, int family, std::string address, std::string unix_path = {});
   ~Listener();
   Listener(Listener&& other) noexcept;
   Listener& operator=(Listener&& other) noexcept;
@@ -44,24 +52,30 @@ class Listener {
   const std::string& name() const { return name_; }
   /// AF_INET, AF_INET6 or AF_UNIX.
   int family() const { return family_; }
+  /// The configured address ("127.0.0.1:0", "unix:/run/x.sock", "systemd").
+  const std::string& address() const { return address_; }
+  /// The socket file, for a unix socket this listener created ("" otherwise).
+  const std::string& unix_path() const { return unix_path_; }
 
  private:
+  friend void bind_address(const ListenAddress& where, const BindOptions& options, std::vector<Listener>& out);
   void reset();
   int fd_ = -1;
   std::string name_;
   int family_ = AF_UNSPEC;
+  std::string address_;
   std::string unix_path_;
-};
-
-/// Binding options.
-struct BindOptions {
-  int backlog = 4096;   ///< listen(2) queue length (the kernel caps it at net.core.somaxconn)
-  int unix_mode = -1;   ///< chmod for unix socket files; -1 leaves the umask's choice
 };
 
 /// Binds and listens on every address ("*" is the IPv6 wildcard accepting IPv4 too, or the IPv4
 /// wildcard where IPv6 is unavailable). Throws Error("cannot bind <addr>: <reason>").
 std::vector<Listener> bind_listeners(const std::vector<ListenAddress>& addresses, const BindOptions& options);
+/// Binds one address, appending its listener(s) to `out` (a host name may resolve to several).
+void bind_address(const ListenAddress& where, const BindOptions& options, std::vector<Listener>& out);
+/// Takes over a listening socket inherited from a restart or from systemd; `address` says what
+/// it was configured as. The unix socket file of an inherited "unix:" address is removed with the
+/// listener; systemd's sockets are systemd's. Throws Error when `fd` is not a listening socket.
+Listener adopt_listener(int fd, const std::string& address);
 
 /// "127.0.0.1:5555", "[::1]:5555" (IPv4-mapped IPv6 shown as IPv4), "unix:/path" or "unix:".
 std::string format_address(const sockaddr* address, socklen_t length);

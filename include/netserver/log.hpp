@@ -7,6 +7,7 @@
 
 #include <string>
 #include <utility>
+#include <vector>
 
 #include <spdlog/spdlog.h>
 
@@ -20,9 +21,18 @@ namespace log {
 /// The spdlog level a netserver level is written at.
 spdlog::level::level_enum to_spdlog(LogLevel level);
 
-/// Sends the log to `target` ("" or "stderr", "stdout", or a file path opened for appending) and
-/// shows levels up to `level`. Throws Error when the file cannot be opened.
-void configure(LogLevel level, const std::string& target);
+/// Where `log_file: syslog` sends lines (RFC 3164 datagrams on a unix socket).
+struct SyslogSettings {
+  std::string ident = "netserver";     ///< program name in each line
+  std::string facility = "daemon";     ///< daemon, user, local0 ... local7, ...
+  std::string socket = "/dev/log";     ///< the syslog daemon's socket
+};
+
+/// Sends the log to `target` ("stderr", "stdout", "syslog", or a file path opened for appending)
+/// and shows levels up to `level`. Throws Error when the file or syslog cannot be opened.
+void configure(LogLevel level, const std::string& target, const SyslogSettings& syslog = {});
+/// The syslog facility names `facility` accepts.
+const std::vector<std::string>& syslog_facilities();
 /// Reopens the log file (after logrotate renamed it). Returns "" or what failed.
 std::string reopen();
 /// True when the log goes to the process's stderr (so fatal errors need not be printed twice).

@@ -7,12 +7,15 @@
 ///     return server.main(argc, argv);
 ///   }
 
+#include <sys/types.h>
+
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "netserver/access.hpp"
 #include "netserver/config.hpp"
 #include "netserver/handler.hpp"
 #include "netserver/listener.hpp"
@@ -64,8 +67,23 @@ class Server {
   const std::vector<Listener>& listeners() const { return listeners_; }
   /// Session bounds from the configuration.
   const SessionLimits& session_limits() const { return limits_; }
-  /// The built-in access rules (allow/deny); always true without rules.
+  /// The built-in access rules (allow, deny, cidr_allow, cidr_deny; Net::Server's order).
   bool allow_deny(const Session& session) const;
+
+  // --- for personalities: restart without dropping the port, log files ---------------------
+
+  /// SIGHUP, first half: loads the configuration again (file and command line, as started) and
+  /// binds the addresses it adds. False, with the reason logged, when the running server should
+  /// carry on instead (the configuration does not load, an address cannot be bound, chroot).
+  bool prepare_restart();
+  /// SIGHUP, second half: replaces this process with a fresh image of the program, handing over
+  /// the listening sockets; `children` are processes the new image must wait for. Returns only
+  /// if that failed (logged); the running server then carries on.
+  void restart(const std::vector<pid_t>& children);
+  /// Processes of the previous image (after a restart) that this one must wait for.
+  const std::vector<pid_t>& inherited_children() const;
+  /// SIGUSR1: reopens the log file (after logrotate moved it); failures are logged.
+  void reopen_log();
 
   // --- hooks: empty by default; override what you need, never call the base -------------------
 
@@ -106,6 +124,9 @@ class Server {
 
   void add_core_options();
   std::string help_text() const;
+  void check_combinations() const;
+  std::vector<ListenAddress> listen_addresses(const Config& config) const;
+  std::vector<std::string> owned_paths() const;
 
   std::string name_;
   std::shared_ptr<Handler> handler_;
@@ -116,7 +137,10 @@ class Server {
   std::vector<ListenAddress> addresses_;
   std::vector<Listener> listeners_;
   SessionLimits limits_;
+  AccessRules access_;
   std::string program_;
+  struct Operations;                     // pid file, identity, restart state (src/server.cpp)
+  std::unique_ptr<Operations> ops_;
 };
 
 }  // namespace netserver

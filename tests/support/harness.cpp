@@ -21,6 +21,8 @@
 #include <catch2/catch.hpp>
 
 #include <boost/process/args.hpp>
+#include <boost/process/env.hpp>
+#include <boost/process/environment.hpp>
 #include <boost/process/exe.hpp>
 #include <boost/process/io.hpp>
 
@@ -114,18 +116,20 @@ Outcome run(const std::string& program, const std::vector<std::string>& args, Se
 
 // --- ServerProcess -------------------------------------------------------------------------
 
-ServerProcess::ServerProcess(const std::string& program, const std::string& yaml, std::vector<std::string> args,
-                             bool wait_until_listening, std::vector<std::string> wrapper)
+ServerProcess::ServerProcess(const std::string& program, const std::string& yaml, Launch launch)
     : log_path_(dir_.path() / "server.log") {
+  std::vector<std::string> args = launch.args;
   args.insert(args.begin(), {"--config", dir_.write("server.yaml", yaml).string()});
   std::string exe = program;
-  if (!wrapper.empty()) {
+  if (!launch.wrapper.empty()) {
     args.insert(args.begin(), program);
-    args.insert(args.begin(), wrapper.begin() + 1, wrapper.end());
-    exe = wrapper.front();
+    args.insert(args.begin(), launch.wrapper.begin() + 1, launch.wrapper.end());
+    exe = launch.wrapper.front();
   }
-  child_ = bp::child(bp::exe = exe, bp::args = args, (bp::std_out & bp::std_err) > log_path_, bp::std_in < bp::null);
-  if (!wait_until_listening) return;
+  bp::environment env = boost::this_process::environment();
+  for (const auto& [name, value] : launch.env) env[name] = value;
+  child_ = bp::child(bp::exe = exe, bp::args = args, env, (bp::std_out & bp::std_err) > log_path_, bp::std_in < bp::null);
+  if (!launch.wait_until_listening) return;
   if (!wait_for_log("listening on ", 10s)) throw std::runtime_error("server did not start; its log:\n" + log());
   std::smatch match;
   const std::string text = log();
@@ -147,6 +151,13 @@ ServerProcess::~ServerProcess() {
 }
 
 pid_t ServerProcess::pid() const { return static_cast<pid_t>(child_.id()); }
+
+int ServerProcess::port_of(const std::string& host) const {
+  const std::string text = log();
+  const std::string marker = "listening on " + host + ":";
+  const std::size_t at = text.find(marker);
+  return at == std::string::npos ? -1 : std::stoi(text.substr(at + marker.size()));
+}
 
 std::string ServerProcess::log() const { return read_file(log_path_); }
 
@@ -191,25 +202,32 @@ std::vector<std::string> ServerProcess::error_lines() const {
 
 // --- Client --------------------------------------------------------------------------------
 
-Client::Client(int port, const std::string& host) {
+Client::Client(int port, const std::string& host, const std::string& source) {
   const bool v6 = host.find(':') != std::string::npos;
-  fd_ = ::socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_storage address{};
-  socklen_t length = 0;
-  if (v6) {
-    auto* a = reinterpret_cast<sockaddr_in6*>(&address);
-    a->sin6_family = AF_INET6;
-    a->sin6_port = htons(static_cast<uint16_t>(port));
-    ::inet_pton(AF_INET6, host.c_str(), &a->sin6_addr);
-    length = sizeof *a;
-  } else {
-    auto* a = reinterpret_cast<sockaddr_in*>(&address);
+  const int family = v6 ? AF_INET6 : AF_INET;
+  auto address_of = [&](const std::string& text, int at_port, sockaddr_storage& out) -> socklen_t {
+    if (v6) {
+      auto* a = reinterpret_cast<sockaddr_in6*>(&out);
+      a->sin6_family = AF_INET6;
+      a->sin6_port = htons(static_cast<uint16_t>(at_port));
+      ::inet_pton(AF_INET6, text.c_str(), &a->sin6_addr);
+      return sizeof *a;
+    }
+    auto* a = reinterpret_cast<sockaddr_in*>(&out);
     a->sin_family = AF_INET;
-    a->sin_port = htons(static_cast<uint16_t>(port));
-    ::inet_pton(AF_INET, host.c_str(), &a->sin_addr);
-    length = sizeof *a;
+    a->sin_port = htons(static_cast<uint16_t>(at_port));
+    ::inet_pton(AF_INET, text.c_str(), &a->sin_addr);
+    return sizeof *a;
+  };
+  fd_ = ::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_storage from{}, to{};
+  if (!source.empty()) {
+    const socklen_t length = address_of(source, 0, from);
+    if (::bind(fd_, reinterpret_cast<sockaddr*>(&from), length) != 0)
+      throw std::runtime_error("bind to " + source + ": " + std::strerror(errno));
   }
-  if (fd_ < 0 || ::connect(fd_, reinterpret_cast<sockaddr*>(&address), length) != 0)
+  const socklen_t length = address_of(host, port, to);
+  if (fd_ < 0 || ::connect(fd_, reinterpret_cast<sockaddr*>(&to), length) != 0)
     throw std::runtime_error("connect to " + host + ":" + std::to_string(port) + ": " + std::strerror(errno));
 }
 
@@ -315,7 +333,34 @@ bool Client::silent_for(Seconds quiet) {
   return fill(deadline) == Fill::timeout;
 }
 
-std::vector<pid_t> children_of(pid_t parent) {
+DatagramSink::DatagramSink(const std::string& path) : path_(path), fd_(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0)) {
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::strncpy(address.sun_path, path.c_str(), sizeof address.sun_path - 1);
+  if (::bind(fd_, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0)
+    throw std::runtime_error("bind " + path + ": " + std::strerror(errno));
+}
+
+DatagramSink::~DatagramSink() {
+  ::close(fd_);
+  ::unlink(path_.c_str());
+}
+
+std::string DatagramSink::until(const std::string& text, Seconds timeout) {
+  const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(timeout);
+  while (received_.find(text) == std::string::npos && Clock::now() < deadline) {
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, 50) <= 0) continue;
+    char buffer[4096];
+    const ssize_t n = ::recv(fd_, buffer, sizeof buffer, 0);
+    if (n > 0) received_ += std::string(buffer, static_cast<std::size_t>(n)) + "\n";
+  }
+  return received_;
+}
+
+namespace {
+// Children of `parent` whose state is (or is not) 'Z'.
+std::vector<pid_t> children_in_state(pid_t parent, bool zombies) {
   std::vector<pid_t> children;
   for (const auto& entry : fs::directory_iterator("/proc")) {
     const std::string name = entry.path().filename().string();
@@ -327,10 +372,14 @@ std::vector<pid_t> children_of(pid_t parent) {
     char state = 0;
     pid_t ppid = 0;
     fields >> state >> ppid;
-    if (ppid == parent && state != 'Z') children.push_back(std::stoi(name));
+    if (ppid == parent && (state == 'Z') == zombies) children.push_back(std::stoi(name));
   }
   return children;
 }
+}  // namespace
+
+std::vector<pid_t> children_of(pid_t parent) { return children_in_state(parent, false); }
+std::vector<pid_t> zombies_of(pid_t parent) { return children_in_state(parent, true); }
 
 bool eventually(const std::function<bool()>& condition, Seconds timeout) {
   const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(timeout);

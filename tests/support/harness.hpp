@@ -7,6 +7,7 @@
 #include <chrono>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -45,13 +46,37 @@ struct Outcome {
 /// Runs a program to its end (killed after `timeout`).
 Outcome run(const std::string& program, const std::vector<std::string>& args, Seconds timeout = 10s);
 
+/// How to start a server.
+struct Launch {
+  std::vector<std::string> args;                ///< after --config FILE
+  std::vector<std::string> wrapper;             ///< runs first and must exec the server (prlimit, ...)
+  std::map<std::string, std::string> env;       ///< added to the environment
+  bool wait_until_listening = true;             ///< wait for the first "listening on" line
+
+  Launch& with_args(std::vector<std::string> more) {
+    args.insert(args.end(), more.begin(), more.end());
+    return *this;
+  }
+  Launch& with_wrapper(std::vector<std::string> command) {
+    wrapper = std::move(command);
+    return *this;
+  }
+  Launch& with_env(const std::string& name, const std::string& value) {
+    env[name] = value;
+    return *this;
+  }
+  Launch& without_waiting() {
+    wait_until_listening = false;
+    return *this;
+  }
+};
+
 /// A server process started with an inline config; stopped (TERM, then KILL) when destroyed.
 class ServerProcess {
  public:
-  /// Starts `[wrapper...] program --config <file with yaml> args...` and waits until it logs
-  /// "listening on". A wrapper must exec the program (e.g. prlimit), so the pid stays the server's.
-  ServerProcess(const std::string& program, const std::string& yaml, std::vector<std::string> args = {},
-                bool wait_until_listening = true, std::vector<std::string> wrapper = {});
+  /// Starts `[wrapper...] program --config <file with yaml> args...`, by default waiting until it
+  /// logs "listening on". A wrapper must exec the program, so the pid stays the server's.
+  ServerProcess(const std::string& program, const std::string& yaml, Launch launch = {});
   ~ServerProcess();
   ServerProcess(const ServerProcess&) = delete;
   ServerProcess& operator=(const ServerProcess&) = delete;
@@ -60,6 +85,8 @@ class ServerProcess {
   pid_t pid() const;
   /// The TCP port of the first "listening on 127.0.0.1:PORT" line.
   int port() const { return port_; }
+  /// The port of the first "listening on HOST:PORT" line for `host` ("[::1]", "0.0.0.0"); -1 if none.
+  int port_of(const std::string& host) const;
   /// Everything the server logged so far.
   std::string log() const;
   /// Waits until the log contains `text` (true) or `timeout` passes (false).
@@ -91,8 +118,8 @@ class ServerProcess {
 /// A blocking TCP or unix-socket client with timeouts.
 class Client {
  public:
-  /// Connects to 127.0.0.1:port (or `host`), failing the test on error.
-  explicit Client(int port, const std::string& host = "127.0.0.1");
+  /// Connects to 127.0.0.1:port (or `host`, from `source` when given); throws on error.
+  explicit Client(int port, const std::string& host = "127.0.0.1", const std::string& source = "");
   /// Connects to a unix socket.
   static Client unix_socket(const std::string& path);
   ~Client();
@@ -127,8 +154,26 @@ class Client {
   std::string buffer_;
 };
 
+/// A unix datagram socket bound at `path`: a stand-in for /dev/log or systemd's NOTIFY_SOCKET.
+class DatagramSink {
+ public:
+  explicit DatagramSink(const std::string& path);
+  ~DatagramSink();
+  DatagramSink(const DatagramSink&) = delete;
+  DatagramSink& operator=(const DatagramSink&) = delete;
+  /// The datagrams received until one contains `text` (or `timeout`), joined by newlines.
+  std::string until(const std::string& text, Seconds timeout = 5s);
+
+ private:
+  std::string path_;
+  int fd_;
+  std::string received_;
+};
+
 /// The live child processes of `parent` (from /proc), zombies excluded.
 std::vector<pid_t> children_of(pid_t parent);
+/// The children of `parent` that exited and were not waited for.
+std::vector<pid_t> zombies_of(pid_t parent);
 
 /// Polls `condition` every 20 ms until it holds (true) or `timeout` passes (false).
 bool eventually(const std::function<bool()>& condition, Seconds timeout = 10s);

@@ -1,0 +1,68 @@
+#pragma once
+/// What turns a foreground program into a well-behaved service: the pid file, detaching into the
+/// background, and giving up root.
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+namespace netserver {
+
+/// The pid file: refuses to start over a live server, replaces a stale or empty file, and is
+/// removed at exit only while it still names this process.
+class PidFile {
+ public:
+  /// `path` is made absolute; its directory is opened now, so the file can still be removed after
+  /// a chdir or chroot.
+  explicit PidFile(const std::string& path);
+  ~PidFile();
+  PidFile(const PidFile&) = delete;
+  PidFile& operator=(const PidFile&) = delete;
+
+  /// Throws Error when the file names a live process other than this one; logs a stale or empty
+  /// file it will replace.
+  void check() const;
+  /// Writes this process's pid (atomically: a temporary file renamed over the old one).
+  void write();
+  /// Removes the file if it still holds the pid this process wrote.
+  void remove();
+  /// The absolute path.
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  std::string name_;
+  int directory_ = -1;
+  pid_t written_ = 0;
+};
+
+/// Detaches into the background (fork, setsid, chdir /, standard input and output to /dev/null,
+/// standard error to `stderr_path` or /dev/null). The original process waits until the daemon
+/// calls daemon_ready() -- then exits 0 -- or reports a failure with daemon_failed() -- then
+/// prints it and exits 1. Throws Error when fork fails.
+void detach(const std::string& stderr_path);
+/// In a detached process: tells the waiting original process that the server is up.
+void daemon_ready();
+/// In a detached process: hands `message` to the waiting original process, which prints it.
+void daemon_failed(const std::string& message);
+
+/// Who to run as, resolved from `user` / `group` (names or numeric ids).
+struct Identity {
+  bool change_user = false;
+  bool change_group = false;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  std::string user;   ///< as configured, for messages and initgroups
+  std::string group;
+  /// Resolves the names; throws ConfigError for an unknown user or group.
+  static Identity resolve(const std::string& user, const std::string& group);
+};
+
+/// Applies `chroot` and the identity (after bind, when started as root). Paths in `owned` (pid
+/// file, log file, unix sockets) are handed to the new owner first, so the server can still
+/// remove or reopen them. Throws Error if anything fails: never a silent run as root.
+void drop_privileges(const Identity& identity, const std::string& chroot_directory,
+                     const std::vector<std::string>& owned);
+
+}  // namespace netserver

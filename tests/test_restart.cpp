@@ -1,0 +1,135 @@
+// Restart without dropping the port (SIGHUP): no refused connection across 20 restarts under a
+// client that connects continuously, sessions open before a restart complete, no zombies, a broken
+// configuration keeps the old server, and listen addresses added or dropped by the new one.
+
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <csignal>
+#include <filesystem>
+#include <thread>
+
+#include "harness.hpp"
+
+using namespace harness;
+using Catch::Matchers::Contains;
+
+namespace {
+
+std::string yaml_for(const std::string& personality) {
+  return "personality: " + personality + "\nhost: 127.0.0.1\nport: 0\ngraceful_timeout: 60\n"
+         "prefork:\n  min_servers: 3\n  max_servers: 12\n  min_spare_servers: 1\n  max_spare_servers: 4\n";
+}
+
+// Sends HUP and waits until the new image says it started.
+bool restart(ServerProcess& server) {
+  const std::size_t before = server.count_in_log("(restarted)");
+  server.signal(SIGHUP);
+  return eventually([&] { return server.count_in_log("(restarted)") == before + 1; });
+}
+
+}  // namespace
+
+TEST_CASE("20 restarts under a connecting client refuse nobody and finish the sessions open before",
+          "[restart]") {
+  const std::string personality = GENERATE("single", "multiplex", "prefork");
+  ServerProcess server(binary("echo_server"), yaml_for(personality));
+  const int port = server.port();
+  Client held(port);  // open across every restart
+  REQUIRE(held.read_line());
+
+  std::atomic<bool> running{true};
+  std::atomic<int> served{0}, refused{0}, unanswered{0};
+  std::thread connector([&] {
+    for (int attempt = 0; running && attempt < 20000; ++attempt) {
+      try {
+        Client client(port);
+        if (client.read_line(10s)) ++served;
+        else ++unanswered;
+      } catch (const std::runtime_error&) {
+        ++refused;
+      }
+    }
+  });
+  bool all_restarted = true;
+  for (int i = 0; i < 20 && all_restarted; ++i) {
+    all_restarted = restart(server);
+    std::this_thread::sleep_for(30ms);
+  }
+  running = false;
+  connector.join();
+
+  INFO("personality " << personality);
+  if (unanswered > 0) INFO("server log:\n" << server.log());
+  CHECK(all_restarted);
+  CHECK(refused == 0);
+  CHECK(unanswered == 0);
+  CHECK(served > 20);
+  held.send("opened before the restarts\r\n");
+  CHECK(held.read_line() == "opened before the restarts");
+  held.send("quit\r\n");
+  CHECK(held.closed_by_peer());
+  CHECK(eventually([&] { return zombies_of(server.pid()).empty(); }));
+  CHECK(server.count_in_log("restarting: exec") == 20);
+}
+
+TEST_CASE("after a restart the processes of the old image end and are waited for", "[restart]") {
+  const std::string personality = GENERATE("multiplex", "prefork");
+  ServerProcess server(binary("echo_server"), yaml_for(personality));
+  Client held(server.port());
+  REQUIRE(held.read_line());
+  REQUIRE(restart(server));
+  Client fresh(server.port());
+  REQUIRE(fresh.read_line());
+  held.send("quit\r\n");
+  CHECK(held.closed_by_peer());
+  fresh.send("quit\r\n");
+  CHECK(fresh.closed_by_peer());
+  const std::size_t pool = personality == "prefork" ? 3 : 0;  // the new image's children
+  CHECK(eventually([&] { return children_of(server.pid()).size() <= pool && zombies_of(server.pid()).empty(); }));
+}
+
+TEST_CASE("a configuration that no longer loads keeps the old server running", "[restart]") {
+  ServerProcess server(binary("echo_server"), yaml_for("multiplex"));
+  server.dir().write("server.yaml", "personality: multiplex\nport: [broken\n");
+  server.signal(SIGHUP);
+  CHECK(server.wait_for_log("HUP: "));
+  CHECK_THAT(server.log(), Contains("YAML syntax error") && Contains("the running server carries on"));
+  CHECK(server.count_in_log("(restarted)") == 0);
+  Client client(server.port());
+  const auto banner = client.read_line();
+  REQUIRE(banner);
+  CHECK(pid_in(*banner) == server.pid());
+  server.expect_errors();
+}
+
+TEST_CASE("a restart binds addresses the new configuration adds and closes the ones it drops", "[restart]") {
+  ServerProcess server(binary("echo_server"), yaml_for("multiplex"));
+  const std::string path = (server.dir().path() / "added.sock").string();
+  server.dir().write("server.yaml", yaml_for("multiplex") + "listen: [\"127.0.0.1:0\", \"unix:" + path + "\"]\n");
+  REQUIRE(restart(server));
+  Client over_unix = Client::unix_socket(path);
+  CHECK(over_unix.read_line());
+  over_unix.close();
+  Client over_tcp(server.port());  // the port never changed
+  CHECK(over_tcp.read_line());
+  over_tcp.close();
+
+  server.dir().write("server.yaml", yaml_for("multiplex"));
+  REQUIRE(restart(server));
+  CHECK(server.wait_for_log("closing inherited listener unix:" + path));
+  CHECK_FALSE(std::filesystem::exists(path));
+  Client still(server.port());
+  CHECK(still.read_line());
+}
+
+TEST_CASE("a new address the restarted image could not bind keeps the old server", "[restart]") {
+  ServerProcess server(binary("echo_server"), yaml_for("multiplex"));
+  server.dir().write("server.yaml", yaml_for("multiplex") + "listen: [\"127.0.0.1:0\", \"192.0.2.1:9\"]\n");
+  server.signal(SIGHUP);
+  CHECK(server.wait_for_log("HUP: cannot bind 192.0.2.1:9"));
+  CHECK(server.count_in_log("(restarted)") == 0);
+  Client client(server.port());
+  CHECK(client.read_line());
+  server.expect_errors();
+}
