@@ -66,6 +66,9 @@ class Child {
       serve(std::move(*client));
     }
     server_.child_finish_hook();
+    io_.restart();  // closed sockets still waiting for their clients' EOF (at most `linger` seconds)
+    while (worker_.lingering() > 0 && io_.run_one() > 0) {
+    }
     return exit_status::ok;
   }
 
@@ -162,8 +165,8 @@ class Child {
   }
 
   void serve(Session::Socket client) {
-    worker_.serve(std::move(client));
     io_.restart();
+    worker_.serve(std::move(client));
     io_.run();  // until the session ends (lingering closes carry on in later runs)
   }
 
@@ -242,7 +245,8 @@ class Parent final : public ProcessControl {
   void signal_child(pid_t pid, int signal) override { ::kill(pid, signal); }
 
  private:
-  // The parent's end of a child's socketpair.
+  // The parent's end of a child's socketpair (shared with its read handler, which may still be
+  // queued when the child is reaped).
   struct Channel {
     Channel(asio::io_context& io, int fd) : stream(io, fd) {}
     asio::posix::stream_descriptor stream;
@@ -260,22 +264,22 @@ class Parent final : public ProcessControl {
   }
 
   void listen_to(pid_t pid, int fd) {
-    auto channel = std::make_unique<Channel>(io_, fd);
-    Channel& open = *channel;
-    channels_[pid] = std::move(channel);
-    read_reports(pid, open);
+    auto channel = std::make_shared<Channel>(io_, fd);
+    channels_[pid] = channel;
+    read_reports(pid, std::move(channel));
   }
 
-  void read_reports(pid_t pid, Channel& channel) {
-    channel.stream.async_read_some(asio::buffer(channel.reports), [this, pid, &channel](
-                                                                      const boost::system::error_code& error,
-                                                                      std::size_t bytes) {
+  void read_reports(pid_t pid, std::shared_ptr<Channel> channel) {
+    Channel& open = *channel;
+    open.stream.async_read_some(asio::buffer(open.reports), [this, pid, channel = std::move(channel)](
+                                                                const boost::system::error_code& error,
+                                                                std::size_t bytes) mutable {
       if (error) return;  // the child is gone (or its channel closed): waitpid says how
       for (std::size_t i = 0; i < bytes; ++i) {
-        if (channel.reports[i] == report_idle) pool_.child_idle(pid);
-        else if (channel.reports[i] == report_busy) pool_.child_busy(pid);
+        if (channel->reports[i] == report_idle) pool_.child_idle(pid);
+        else if (channel->reports[i] == report_busy) pool_.child_busy(pid);
       }
-      if (channels_.count(pid)) read_reports(pid, channel);
+      if (channels_.count(pid)) read_reports(pid, std::move(channel));
     });
   }
 
@@ -348,7 +352,7 @@ class Parent final : public ProcessControl {
   SignalWatcher signals_;
   asio::steady_timer check_timer_;
   asio::steady_timer grace_timer_;
-  std::map<pid_t, std::unique_ptr<Channel>> channels_;
+  std::map<pid_t, std::shared_ptr<Channel>> channels_;
   Pool pool_;
 };
 

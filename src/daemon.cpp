@@ -58,8 +58,10 @@ void redirect(int fd, const std::string& path, int flags) {
 PidFile::PidFile(const std::string& path) : path_(std::filesystem::absolute(path).lexically_normal().string()) {
   const std::filesystem::path absolute(path_);
   name_ = absolute.filename().string();
+  // A server restarted after giving up root may not open the directory: it then only keeps the
+  // file it already wrote (write() says so if it would need more).
   directory_ = ::open(absolute.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (directory_ < 0) throw Error(system_error_text("pid_file: cannot open the directory of " + path_, errno));
+  if (directory_ < 0) directory_error_ = errno;
 }
 
 PidFile::~PidFile() {
@@ -67,10 +69,9 @@ PidFile::~PidFile() {
 }
 
 void PidFile::check() const {
-  if (::faccessat(directory_, name_.c_str(), F_OK, 0) != 0) return;
-  const std::string text = read_text(path_);
-  long pid = 0;
-  std::istringstream(text) >> pid;
+  struct stat info {};
+  if (::lstat(path_.c_str(), &info) != 0) return;
+  const long pid = read_pid();
   if (pid <= 0) {
     log::notice("pid file {} is empty or unreadable; it will be replaced", path_);
     return;
@@ -84,8 +85,14 @@ void PidFile::check() const {
 }
 
 void PidFile::write() {
+  if (read_pid() == ::getpid()) {  // restarted in place: it is right already (and root may be gone)
+    written_ = ::getpid();
+    return;
+  }
+  if (directory_ < 0) throw Error(system_error_text("pid_file: cannot open the directory of " + path_, directory_error_));
   const std::string temporary = name_ + ".tmp";
-  const int fd = ::openat(directory_, temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  ::unlinkat(directory_, temporary.c_str(), 0);  // never write through a planted file or symlink
+  const int fd = ::openat(directory_, temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (fd < 0) throw Error(system_error_text("cannot write pid file " + path_, errno));
   const std::string text = std::to_string(::getpid()) + "\n";
   const bool written = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
@@ -95,14 +102,33 @@ void PidFile::write() {
   written_ = ::getpid();
 }
 
+long PidFile::read_pid() const {
+  long pid = 0;
+  const int fd = ::open(path_.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return 0;
+  char text[32] = {};
+  if (::read(fd, text, sizeof text - 1) > 0) std::istringstream(text) >> pid;
+  ::close(fd);
+  return pid;
+}
+
 void PidFile::remove() {
   if (written_ == 0 || written_ != ::getpid()) return;
-  long pid = 0;
-  std::istringstream(read_text(path_)) >> pid;  // a restart may have chroot'ed: the read can fail
-  if (pid != 0 && pid != written_) return;      // another server owns it now
-  if (::unlinkat(directory_, name_.c_str(), 0) != 0 && errno != ENOENT)
+  const long pid = read_pid();
+  if (pid != 0 && pid != written_) return;  // another server owns it now
+  const int removed = directory_ >= 0 ? ::unlinkat(directory_, name_.c_str(), 0) : ::unlink(path_.c_str());
+  if (removed != 0 && errno != ENOENT)
     log::warning("{}", system_error_text("cannot remove pid file " + path_, errno));
   written_ = 0;
+}
+
+std::string PidFile::restart_problem(const std::string& path) {
+  PidFile file(path);
+  if (file.read_pid() == ::getpid()) return "";  // the new image keeps it as it is
+  const std::string directory = std::filesystem::path(file.path()).parent_path().string();
+  if (::access(directory.c_str(), W_OK | X_OK) == 0) return "";
+  return system_error_text(fmt::format("pid_file: the restarted server (uid {}) could not write {}", ::geteuid(), file.path()),
+                           errno);
 }
 
 // --- background ----------------------------------------------------------------------------
@@ -190,8 +216,8 @@ void drop_privileges(const Identity& identity, const std::string& chroot_directo
     throw Error(fmt::format("cannot switch to user '{}' / group '{}'{}: not running as root (uid {})", identity.user,
                             identity.group, chroot_directory.empty() ? "" : " or chroot", ::geteuid()));
   }
-  for (const std::string& path : owned)
-    if (::chown(path.c_str(), identity.change_user ? identity.uid : static_cast<uid_t>(-1), identity.gid) != 0)
+  for (const std::string& path : owned)  // lchown: a symlink planted there is not followed
+    if (::lchown(path.c_str(), identity.change_user ? identity.uid : static_cast<uid_t>(-1), identity.gid) != 0)
       log::warning("{}", system_error_text("chown(" + path + ")", errno));
   if (!chroot_directory.empty()) {
     if (::chdir(chroot_directory.c_str()) != 0 || ::chroot(chroot_directory.c_str()) != 0 || ::chdir("/") != 0)

@@ -23,17 +23,23 @@ class PidFile {
   /// Throws Error when the file names a live process other than this one; logs a stale or empty
   /// file it will replace.
   void check() const;
-  /// Writes this process's pid (atomically: a temporary file renamed over the old one).
+  /// Writes this process's pid (atomically: a temporary file renamed over the old one); leaves a
+  /// file that names this process already (a restart in place) as it is.
   void write();
   /// Removes the file if it still holds the pid this process wrote.
   void remove();
   /// The absolute path.
   const std::string& path() const { return path_; }
+  /// "" when a restarted image of this process could take over `path` (it names this process,
+  /// or its directory is writable), else why not.
+  static std::string restart_problem(const std::string& path);
 
  private:
+  long read_pid() const;  // 0 when missing or unreadable
   std::string path_;
   std::string name_;
   int directory_ = -1;
+  int directory_error_ = 0;
   pid_t written_ = 0;
 };
 

@@ -85,7 +85,9 @@ class FdSink : public spdlog::sinks::base_sink<spdlog::details::null_mutex> {
 
  private:
   std::string open_file() {
-    const int fd = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    // As root, a symlink planted in a log directory the service user can write is not followed.
+    const int nofollow = ::geteuid() == 0 ? O_NOFOLLOW : 0;
+    const int fd = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | nofollow, 0644);
     if (fd < 0) return system_error_text("cannot open log file '" + path_ + "'", errno);
     fd_ = fd;
     owns_fd_ = true;
@@ -205,6 +207,16 @@ void configure(LogLevel level, const std::string& target, const SyslogSettings& 
   logger->flush_on(spdlog::level::trace);
   spdlog::set_default_logger(std::move(logger));
   current_sink() = std::move(file);
+}
+
+std::string probe(const std::string& target, const SyslogSettings& syslog) {
+  try {
+    if (target == "syslog") SyslogSink(syslog, 3);
+    else FdSink sink(target);
+  } catch (const Error& error) {
+    return error.what();
+  }
+  return "";
 }
 
 std::string reopen() { return current_sink() ? current_sink()->reopen() : std::string(); }

@@ -37,9 +37,10 @@ void Pool::start() { manage_pool(); }
 
 void Pool::child_idle(pid_t pid) {
   auto it = children_.find(pid);
-  if (it == children_.end() || it->second.state == ChildState::retiring) return;
+  if (it == children_.end()) return;
   if (!it->second.ready) boot_failures_ = 0;  // children can start after all
   it->second.ready = true;
+  if (it->second.state == ChildState::retiring) return;  // still leaving
   it->second.state = ChildState::idle;
   manage_pool();
 }
@@ -58,7 +59,7 @@ void Pool::child_exited(pid_t pid, int wait_status) {
   const Child child = it->second;
   children_.erase(it);
   const bool clean = WIFEXITED(wait_status) && WEXITSTATUS(wait_status) == 0;
-  if (!stopping_ && !child.ready) {
+  if (!stopping_ && !child.ready && child.state != ChildState::retiring) {
     note_boot_failure(pid, wait_status);
   } else if (stopping_ || clean) {
     log::info("child {} {}", pid, describe_wait_status(wait_status));

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
@@ -94,7 +95,10 @@ void Relauncher::exec(const std::vector<const Listener*>& listeners, const std::
     ::fcntl(listener->fd(), F_SETFD, 0);  // this one survives exec
     sockets += std::to_string(listener->fd()) + " " + listener->address() + "\n";
   }
-  for (pid_t pid : children) pids += (pids.empty() ? "" : ",") + std::to_string(pid);
+  for (pid_t pid : children) {
+    if (!pids.empty()) pids += ',';
+    pids += std::to_string(pid);
+  }
   ::setenv(listen_fds_variable, sockets.c_str(), 1);
   ::setenv(children_variable, pids.c_str(), 1);
   if (detached) ::setenv(detached_variable, "1", 1);
@@ -103,9 +107,18 @@ void Relauncher::exec(const std::vector<const Listener*>& listeners, const std::
   argv.push_back(nullptr);
   log::notice("restarting: exec {} with {} listening socket(s)", executable_, listeners.size());
   const bool moved = !directory_.empty() && ::chdir(directory_.c_str()) == 0;
+  // Until the new image has its handlers, these signals would act by default (TERM, HUP and USR1
+  // kill, TTIN stops): they stay blocked -- pending, not lost -- across exec; SignalWatcher
+  // unblocks each one as it installs its handler.
+  sigset_t held, previous;
+  sigemptyset(&held);
+  for (int signal : {SIGHUP, SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2, SIGTTIN, SIGTTOU, SIGCHLD})
+    sigaddset(&held, signal);
+  ::sigprocmask(SIG_BLOCK, &held, &previous);
   ::execv(executable_.c_str(), argv.data());
 
   const int error = errno;  // still here: undo, and carry on with the running server
+  ::sigprocmask(SIG_SETMASK, &previous, nullptr);
   for (const Listener* listener : listeners) ::fcntl(listener->fd(), F_SETFD, FD_CLOEXEC);
   for (const char* name : {listen_fds_variable, children_variable, detached_variable}) ::unsetenv(name);
   if (moved && detached && ::chdir("/") != 0) log::warning("{}", system_error_text("chdir(/)", errno));

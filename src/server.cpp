@@ -187,7 +187,7 @@ void Server::configure(int argc, char** argv) {
   }
   config_.emplace(Config::load(options_, command_line));
   personality_ = personalities_.find(config_->string("personality"))->create(*config_);
-  check_combinations();
+  check_combinations(*config_);
   if (command_line.check_config) {
     fmt::print("{}# configuration OK\n", config_->dump());
     throw Exit(exit_status::ok);
@@ -195,8 +195,7 @@ void Server::configure(int argc, char** argv) {
 }
 
 // Settings that are fine alone but not together.
-void Server::check_combinations() const {
-  const Config& config = *config_;
+void Server::check_combinations(const Config& config) const {
   if (config.boolean("background") && !is_file_target(config.string("log_file")) && config.string("log_file") != "syslog")
     throw ConfigError(fmt::format("background: true needs log_file set to a file or syslog: {} is closed when the "
                                   "server detaches ({})",
@@ -214,6 +213,7 @@ void Server::post_configure() {
   limits_.max_line = static_cast<std::size_t>(config.bytes("max_line"));
   limits_.max_output = static_cast<std::size_t>(config.bytes("max_output"));
   limits_.idle_timeout = config.seconds("timeout");
+  limits_.close_timeout = config.seconds("graceful_timeout");
   access_ = AccessRules(config.list("allow"), config.list("deny"), config.list("cidr_allow"), config.list("cidr_deny"));
   if (config.list("allow").empty() && config.list("cidr_allow").empty() && !access_.empty())
     log::warning("only deny rules are set: as in Net::Server, peers that match no allow or cidr_allow rule are "
@@ -317,10 +317,6 @@ bool Server::allow_deny(const Session& session) const {
 
 bool Server::prepare_restart() {
   ops_->added_for_restart.clear();
-  if (!config_->string("chroot").empty()) {
-    log::error("HUP: cannot restart inside a chroot (the program is not reachable there); the running server carries on");
-    return false;
-  }
   const Relauncher& relauncher = *ops_->relauncher;
   const std::filesystem::path here = std::filesystem::current_path();
   try {
@@ -328,8 +324,7 @@ bool Server::prepare_restart() {
     std::vector<const char*> argv;
     for (const std::string& argument : relauncher.arguments()) argv.push_back(argument.c_str());
     Config fresh = Config::load(options_, CommandLine::parse(static_cast<int>(argv.size()), argv.data(), options_));
-    personalities_.find(fresh.string("personality"))->create(fresh);
-    Identity::resolve(fresh.string("user"), fresh.string("group"));
+    check_restartable(fresh);
     for (const ListenAddress& where : listen_addresses(fresh)) {
       const auto listening = [&](const Listener& l) { return l.address() == where.text() || l.address() == "systemd"; };
       if (std::none_of(listeners_.begin(), listeners_.end(), listening))
@@ -340,11 +335,35 @@ bool Server::prepare_restart() {
   } catch (const std::exception& error) {
     log::error("HUP: {}; the running server carries on", error.what());
   }
-  ops_->added_for_restart.clear();
+  cancel_restart();
   std::error_code ignored;
   std::filesystem::current_path(here, ignored);
   return false;
 }
+
+// Everything the new image would check before serving, done here, so that a HUP either restarts
+// or changes nothing: a new image that fails would take the listening sockets down with it.
+void Server::check_restartable(const Config& fresh) const {
+  if (!config_->string("chroot").empty()) throw Error("cannot restart inside a chroot (the program is not reachable there)");
+  personalities_.find(fresh.string("personality"))->create(fresh);
+  check_combinations(fresh);
+  const Identity wanted = Identity::resolve(fresh.string("user"), fresh.string("group"));
+  const bool same_user = !wanted.change_user || wanted.uid == ::geteuid();
+  const bool same_group = !wanted.change_group || wanted.gid == ::getegid();
+  if (::geteuid() != 0 && (!same_user || !same_group))
+    throw Error(fmt::format("the configuration asks for user '{}' / group '{}', but this server gave up root at start: "
+                            "restart it instead of reloading",
+                            fresh.string("user"), fresh.string("group")));
+  std::string target = fresh.string("log_file");
+  if (is_file_target(target)) target = std::filesystem::absolute(target).string();
+  const std::string log_problem =
+      log::probe(target, {fresh.string("syslog_ident"), fresh.string("syslog_facility"), fresh.string("syslog_socket")});
+  if (!log_problem.empty()) throw Error(log_problem);
+  if (const std::string& pid_file = fresh.string("pid_file"); !pid_file.empty())
+    if (const std::string problem = PidFile::restart_problem(pid_file); !problem.empty()) throw Error(problem);
+}
+
+void Server::cancel_restart() { ops_->added_for_restart.clear(); }
 
 void Server::restart(const std::vector<pid_t>& children) {
   std::vector<const Listener*> handed_over;

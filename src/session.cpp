@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <functional>
 
 #include <boost/asio/post.hpp>
 #include <fmt/format.h>
@@ -32,7 +33,8 @@ Clock::duration to_duration(double seconds) {
 // input never turns our close into a reset that could destroy the reply in flight.
 class Linger : public std::enable_shared_from_this<Linger> {
  public:
-  Linger(Session::Socket socket, double seconds) : socket_(std::move(socket)), timer_(socket_.get_executor()) {
+  Linger(Session::Socket socket, double seconds, std::function<void()> done)
+      : socket_(std::move(socket)), timer_(socket_.get_executor()), done_(std::move(done)) {
     timer_.expires_after(to_duration(seconds));
   }
   void start() {
@@ -46,16 +48,17 @@ class Linger : public std::enable_shared_from_this<Linger> {
   void drain() {
     socket_.async_read_some(asio::buffer(sink_), [self = shared_from_this()](const boost::system::error_code& error,
                                                                             std::size_t) {
-      if (error) {
+      if (error) {  // EOF, an error, or the timer closed the socket: the one way out
         self->timer_.cancel();
         self->socket_.close();
-        return;
+        return self->done_();
       }
       self->drain();
     });
   }
   Session::Socket socket_;
   asio::steady_timer timer_;
+  std::function<void()> done_;
   char sink_[512];
 };
 
@@ -117,6 +120,12 @@ void Session::close() {
   state_ = State::closing;
   user_timer_.reset();
   if (!in_dispatch_) flush();  // finishes at once when nothing is queued
+  if (state_ != State::closing) return;
+  // What is still queued gets close_timeout seconds of no progress at most: a client that stops
+  // reading cannot keep a closing session (and its descriptor) forever.
+  last_output_ = Clock::now();
+  if (!idle_timer_) idle_timer_ = std::make_unique<asio::steady_timer>(socket_.get_executor());
+  arm_idle_timer(to_duration(limits().close_timeout));
 }
 
 void Session::close_with_error(std::string_view reason) {
@@ -148,7 +157,8 @@ void Session::finish(std::string_view reason, bool graceful) {
   if (graceful && !peer_eof_ && socket_.is_open()) {
     socket_.shutdown(asio::socket_base::shutdown_send, ignored);
     socket_.cancel(ignored);
-    std::make_shared<Linger>(std::move(socket_), limits().linger)->start();
+    worker_.linger_started();
+    std::make_shared<Linger>(std::move(socket_), limits().linger, [&worker = worker_] { worker.linger_ended(); })->start();
   } else {
     socket_.close(ignored);
   }
@@ -280,6 +290,7 @@ void Session::flush() {
     if (n >= 0) {
       out_sent_ += static_cast<std::size_t>(n);
       bytes_out_ += static_cast<std::size_t>(n);
+      last_output_ = Clock::now();
     } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
       return wait_writable();
     } else if (errno != EINTR) {
@@ -290,7 +301,9 @@ void Session::flush() {
   out_sent_ = 0;
   if (out_.capacity() > 64 * 1024) std::string().swap(out_);
   if (state_ == State::closing) return finish(end_reason_.empty() ? "server closed" : end_reason_, true);
-  start_read();  // resumes a read paused for backpressure
+  // Resumes a read paused for backpressure -- but not from inside a handler: a read may land in
+  // inbox_ at once, under the input the handler is still working through.
+  if (!in_dispatch_) start_read();
 }
 
 void Session::wait_writable() {
@@ -324,8 +337,10 @@ void Session::set_timeout(double seconds) {
   });
 }
 
-// The idle timer is not re-armed on every read: when it fires it checks the time of the last
-// input and sleeps again for the remainder.
+// One timer bounds both waits: an open session's wait for input (timeout) and a closing
+// session's wait for its client to take the output (close_timeout). It is not re-armed on every
+// read or write: when it fires it checks the time of the last progress and sleeps again for the
+// remainder.
 void Session::arm_idle_timer(Clock::duration after) {
   idle_timer_->expires_after(after);
   idle_timer_->async_wait([self = shared_from_this()](const boost::system::error_code& error) {
@@ -334,7 +349,14 @@ void Session::arm_idle_timer(Clock::duration after) {
 }
 
 void Session::on_idle_timer() {
-  if (state_ != State::open || !idle_timer_) return;
+  if (state_ == State::finished || !idle_timer_) return;
+  if (state_ == State::closing) {
+    const Clock::duration limit = to_duration(limits().close_timeout);
+    const Clock::duration stalled = Clock::now() - last_output_;
+    if (stalled < limit) return arm_idle_timer(limit - stalled);
+    log::info("dropping {} (session {}): it took none of its last output for {} s", peer_, id_, limits().close_timeout);
+    return finish("output not taken", false);
+  }
   const Clock::duration limit = to_duration(limits().idle_timeout);
   const Clock::duration idle = Clock::now() - last_input_;
   if (idle < limit) return arm_idle_timer(limit - idle);

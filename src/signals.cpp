@@ -1,5 +1,6 @@
 #include "signals.hpp"
 
+#include <csignal>
 #include <cstring>
 
 #include "netserver/log.hpp"
@@ -9,10 +10,15 @@ namespace netserver {
 SignalWatcher::SignalWatcher(boost::asio::io_context& io) : set_(io) {}
 
 void SignalWatcher::on(std::initializer_list<int> signals, const std::function<void(int)>& action) {
+  sigset_t unblock;
+  sigemptyset(&unblock);
   for (int signal : signals) {
     set_.add(signal);
     actions_[signal] = action;
+    sigaddset(&unblock, signal);
   }
+  // A restart execs with these blocked (see Relauncher::exec); now they have a handler.
+  ::sigprocmask(SIG_UNBLOCK, &unblock, nullptr);
   if (!waiting_) wait();
 }
 

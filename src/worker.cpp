@@ -156,7 +156,11 @@ void Worker::admit(Session::Socket socket) {
   } catch (const std::exception& error) {
     log::error("accept hook failed for {}: {}", peer, error.what());
   }
-  if (!allowed) return session->refuse();
+  if (!allowed) {
+    session->refuse();
+    if (on_session_end_) on_session_end_();
+    return;
+  }
   registry_.add(session);
   if (!can_accept()) stop_accepting();
   if (on_session_start_) on_session_start_();
@@ -264,8 +268,15 @@ void Worker::stop(StopMode mode, double grace, std::function<void()> stopped) {
   check_stopped();
 }
 
+void Worker::linger_ended() {
+  --lingering_;
+  if (stopping_) check_stopped();
+}
+
+// Stopped once no session is open, no client waits and no closed socket lingers (a close before
+// the client's EOF could turn into a reset that destroys the last reply in flight).
 void Worker::check_stopped() {
-  if (!stopping_ || has_clients() || !stopped_) return;
+  if (!stopping_ || has_clients() || lingering_ > 0 || !stopped_) return;
   grace_timer_.cancel();
   auto stopped = std::move(stopped_);
   stopped_ = nullptr;
@@ -330,16 +341,21 @@ void run_worker(Server& server, const WorkerOptions& options, StopMode graceful)
   // rest wait in the backlog for the new image; then the hand-over runs after them.
   auto hand_over = [&] {
     pid_t drainer = 0;
+    int abort_copy = -1;
     if (worker.has_clients()) {
-      drainer = fork_drainer(io, worker, signals, grace);
+      drainer = fork_drainer(io, worker, signals, grace, abort_copy);
       if (drainer == 0) return;  // this is the copy, which goes on draining
-      if (drainer < 0) return worker.resume_accepting();  // no restart (logged)
+      if (drainer < 0) {  // no restart (logged)
+        server.cancel_restart();
+        return worker.resume_accepting();
+      }
     }
     std::vector<pid_t> waiting = children;
     if (drainer > 0) waiting.push_back(drainer);
     server.restart(waiting);
-    if (drainer > 0) {  // exec failed: the sessions stay here after all
-      ::kill(drainer, SIGKILL);
+    if (drainer > 0) {  // exec failed: the sessions stay here after all; the copy leaves untouched
+      (void)::write(abort_copy, "x", 1);
+      ::close(abort_copy);
       ::waitpid(drainer, nullptr, 0);
     }
     worker.resume_accepting();
@@ -354,15 +370,32 @@ void run_worker(Server& server, const WorkerOptions& options, StopMode graceful)
   io.run();
 }
 
-pid_t fork_drainer(asio::io_context& io, Worker& worker, SignalWatcher& signals, double grace) {
+pid_t fork_drainer(asio::io_context& io, Worker& worker, SignalWatcher& signals, double grace, int& abort_copy) {
+  int go_ahead[2];
+  if (::pipe2(go_ahead, O_CLOEXEC) != 0) {
+    log::error("{}", system_error_text("HUP: pipe() failed while keeping the open sessions; no restart", errno));
+    return -1;
+  }
   io.notify_fork(asio::execution_context::fork_prepare);
   const pid_t pid = ::fork();
   if (pid != 0) {
     io.notify_fork(asio::execution_context::fork_parent);
-    if (pid < 0) log::error("{}", system_error_text("HUP: fork() failed while keeping the open sessions; no restart", errno));
+    ::close(go_ahead[0]);
+    abort_copy = go_ahead[1];  // closed by the exec (close-on-exec): the copy's go-ahead
+    if (pid < 0) {
+      ::close(go_ahead[1]);
+      log::error("{}", system_error_text("HUP: fork() failed while keeping the open sessions; no restart", errno));
+    }
     return pid;
   }
   io.notify_fork(asio::execution_context::fork_child);
+  ::close(go_ahead[1]);
+  char word = 0;
+  ssize_t n;
+  while ((n = ::read(go_ahead[0], &word, 1)) < 0 && errno == EINTR) {
+  }
+  ::close(go_ahead[0]);
+  if (n != 0) ::_exit(exit_status::ok);  // the exec failed: the original keeps the sessions
   log::notice("pid {} keeps {} session(s) of the previous image until they end", ::getpid(), worker.registry().size());
   signals.on({SIGHUP, SIGUSR1}, [](int) {});  // the new image is the server now
   signals.on({SIGTERM, SIGINT, SIGQUIT}, [&worker, grace](int) {

@@ -91,6 +91,12 @@ class Worker {
   void schedule_flush(std::shared_ptr<Session> session);
   /// Called by a session once it has ended and on_close ran.
   void session_ended(Session& session);
+  /// A closed session's socket waits for its client's EOF (at most `linger` seconds).
+  void linger_started() { ++lingering_; }
+  /// ... and is closed now.
+  void linger_ended();
+  /// Sockets still lingering; a process should let them finish before it exits.
+  std::size_t lingering() const { return lingering_; }
   /// A read buffer shared by every session of this process.
   std::span<char> scratch() { return scratch_; }
   /// Called by a session for every read that delivered input.
@@ -128,6 +134,7 @@ class Worker {
   std::uint64_t inputs_ = 0;          // reads completed, to tell a busy loop from an idle one
   std::uint64_t inputs_at_post_ = 0;
   std::uint64_t served_ = 0;
+  std::size_t lingering_ = 0;
   std::uint64_t next_id_ = 0;
   bool stopping_ = false;
   boost::asio::steady_timer grace_timer_;
@@ -151,7 +158,8 @@ void run_worker(Server& server, const WorkerOptions& options, StopMode graceful)
 
 /// SIGHUP with sessions open: a copy of this process keeps them until they end (or
 /// graceful_timeout), while this process execs the new image. Returns the copy's pid in the
-/// restarting process, 0 in the copy itself, -1 when fork failed (logged).
-pid_t fork_drainer(boost::asio::io_context& io, Worker& worker, SignalWatcher& signals, double grace);
+/// restarting process, 0 in the copy itself, -1 when fork failed (logged). The copy touches no
+/// session before the exec happened: if it fails, write to `abort_copy` and the copy just exits.
+pid_t fork_drainer(boost::asio::io_context& io, Worker& worker, SignalWatcher& signals, double grace, int& abort_copy);
 
 }  // namespace netserver

@@ -7,7 +7,10 @@
 #include <atomic>
 #include <csignal>
 #include <filesystem>
+#include <fstream>
 #include <thread>
+
+#include <sys/stat.h>
 
 #include "harness.hpp"
 
@@ -132,4 +135,65 @@ TEST_CASE("a new address the restarted image could not bind keeps the old server
   Client client(server.port());
   CHECK(client.read_line());
   server.expect_errors();
+}
+
+TEST_CASE("systemd hears RELOADING and READY again around a restart with the same MAINPID", "[restart][systemd]") {
+  TempDir dir;
+  const std::string path = (dir.path() / "notify").string();
+  DatagramSink notify(path);
+  ServerProcess server(binary("echo_server"), yaml_for("multiplex"), Launch().with_env("NOTIFY_SOCKET", path));
+  REQUIRE_THAT(notify.until("READY=1"), Contains("MAINPID=" + std::to_string(server.pid())));
+  REQUIRE(restart(server));
+  std::string all;
+  const bool ready_again = eventually([&] {
+    all = notify.received(0.05s);
+    const std::size_t reloading = all.find("RELOADING=1");
+    return reloading != std::string::npos && all.find("READY=1", reloading) != std::string::npos;
+  });
+  INFO(all);
+  CHECK(ready_again);
+  CHECK(all.rfind("MAINPID=" + std::to_string(server.pid())) > all.find("RELOADING=1"));
+}
+
+TEST_CASE("signals that arrive during a restart wait for the new image instead of killing it", "[restart][signals]") {
+  ServerProcess server(binary("echo_server"), yaml_for("multiplex"));
+  for (int i = 0; i < 5; ++i) {
+    std::atomic<bool> sending{true};
+    std::thread pelter([&] {  // USR1 before, during and after the exec: its default action kills
+      while (sending) {
+        server.signal(SIGUSR1);
+        std::this_thread::sleep_for(200us);
+      }
+    });
+    const bool restarted = restart(server);
+    sending = false;
+    pelter.join();
+    REQUIRE(restarted);
+  }
+  CHECK_FALSE(server.wait_exit(0.5s).has_value());  // still running
+  Client client(server.port());
+  CHECK(client.read_line());
+}
+
+TEST_CASE("after dropping root a restart keeps the pid file it cannot rewrite", "[restart][privileges]") {
+  if (::geteuid() != 0) {
+    WARN("not running as root: not tested");
+    return;
+  }
+  TempDir dir;  // like /run: owned by root, searchable, not writable by user nobody
+  ::chmod(dir.path().c_str(), 0755);
+  const std::string pid_file = (dir.path() / "server.pid").string();
+  ServerProcess server(binary("echo_server"), yaml_for("multiplex") + "user: nobody\npid_file: " + pid_file + "\n");
+  ::chmod(server.dir().path().c_str(), 0755);  // the configuration must stay readable to user nobody
+  REQUIRE(restart(server));
+  CHECK(::kill(server.pid(), 0) == 0);
+  std::ifstream in(pid_file);
+  long pid = 0;
+  in >> pid;
+  CHECK(pid == server.pid());
+  Client client(server.port());
+  CHECK(client.read_line());
+  client.close();
+  CHECK(server.stop() == 0);
+  CHECK(server.wait_for_log("cannot remove pid file"));  // the directory is root's: said, not hidden
 }

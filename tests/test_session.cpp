@@ -109,3 +109,29 @@ TEST_CASE("a refused client gets only request_denied_hook - never the handler", 
                                   "hook post_process_request_hook"});
   CHECK(server.count_in_log("closed 127.0.0.1") == 0);
 }
+
+TEST_CASE("a large reply written from inside a handler never disturbs the input still to be read", "[session]") {
+  const std::string personality = GENERATE("single", "multiplex");
+  ServerProcess server = probe(personality);
+  Client client(server.port());
+  REQUIRE(client.read_line());
+  // The handler sleeps, the next packet arrives meanwhile, then `flood` writes 200 KB at once
+  // while `echo one` is still waiting in the same input buffer.
+  // The second packet is long enough to cover `echo one` if it were read into the same buffer.
+  const std::string second(60, 'z');
+  client.send("sleep 0.3\r\nflood 200000\r\necho one\r\n");
+  std::this_thread::sleep_for(0.1s);
+  client.send("echo " + second + "\r\n");
+  for (int i = 0; i < 200; ++i) REQUIRE(client.read_line() == std::string(998, 'f'));
+  CHECK(client.read_line() == "one");
+  CHECK(client.read_line() == second);
+}
+
+TEST_CASE("a closing session whose client takes no output is dropped after graceful_timeout", "[session][limits]") {
+  ServerProcess server = probe("multiplex", "max_output: 16M\ngraceful_timeout: 1\n");
+  Client client(server.port());
+  REQUIRE(client.read_line());
+  client.send("flood 12000000\r\nclose\r\n");  // far more than the kernel buffers; never read
+  CHECK(server.wait_for_log("took none of its last output for 1 s", 10s));
+  CHECK(server.wait_for_log("output not taken"));
+}

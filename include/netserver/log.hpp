@@ -31,6 +31,9 @@ struct SyslogSettings {
 /// Sends the log to `target` ("stderr", "stdout", "syslog", or a file path opened for appending)
 /// and shows levels up to `level`. Throws Error when the file or syslog cannot be opened.
 void configure(LogLevel level, const std::string& target, const SyslogSettings& syslog = {});
+/// Checks that configure() would succeed with `target` without switching the log: "" or what
+/// would fail (a file that cannot be opened, a syslog socket that does not answer).
+std::string probe(const std::string& target, const SyslogSettings& syslog = {});
 /// The syslog facility names `facility` accepts.
 const std::vector<std::string>& syslog_facilities();
 /// Reopens the log file (after logrotate renamed it). Returns "" or what failed.

@@ -80,6 +80,8 @@ class Server {
   /// the listening sockets; `children` are processes the new image must wait for. Returns only
   /// if that failed (logged); the running server then carries on.
   void restart(const std::vector<pid_t>& children);
+  /// Gives up a restart prepared by prepare_restart() (the addresses it bound are closed).
+  void cancel_restart();
   /// Processes of the previous image (after a restart) that this one must wait for.
   const std::vector<pid_t>& inherited_children() const;
   /// SIGUSR1: reopens the log file (after logrotate moved it); failures are logged.
@@ -124,7 +126,8 @@ class Server {
 
   void add_core_options();
   std::string help_text() const;
-  void check_combinations() const;
+  void check_combinations(const Config& config) const;
+  void check_restartable(const Config& fresh) const;
   std::vector<ListenAddress> listen_addresses(const Config& config) const;
   std::vector<std::string> owned_paths() const;
 

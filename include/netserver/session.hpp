@@ -25,6 +25,7 @@ struct SessionLimits {
   std::size_t max_line = 64 * 1024;     ///< longest input line in bytes, line end not counted
   std::size_t max_output = 1 << 20;     ///< queued output past which the client is dropped
   double idle_timeout = 0;              ///< seconds without input before closing; 0 = never
+  double close_timeout = 10;            ///< seconds a closing session may go without its client taking output
   double linger = 2;                    ///< seconds to wait for the client's EOF after our last byte
 };
 
@@ -121,7 +122,8 @@ class Session : public std::enable_shared_from_this<Session> {
   std::uint64_t bytes_out_ = 0;
   std::chrono::steady_clock::time_point started_;
   std::chrono::steady_clock::time_point last_input_;
-  std::unique_ptr<boost::asio::steady_timer> idle_timer_;
+  std::chrono::steady_clock::time_point last_output_;  // last write that made progress
+  std::unique_ptr<boost::asio::steady_timer> idle_timer_;  // idle (open) or close deadline (closing)
   std::unique_ptr<boost::asio::steady_timer> user_timer_;
   std::uint64_t user_timer_generation_ = 0;
   std::size_t registry_index_ = 0;

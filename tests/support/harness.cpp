@@ -348,12 +348,17 @@ DatagramSink::~DatagramSink() {
 
 std::string DatagramSink::until(const std::string& text, Seconds timeout) {
   const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(timeout);
-  while (received_.find(text) == std::string::npos && Clock::now() < deadline) {
-    pollfd p{fd_, POLLIN, 0};
-    if (::poll(&p, 1, 50) <= 0) continue;
+  while (received_.find(text) == std::string::npos && Clock::now() < deadline) received(0.05s);
+  return received_;
+}
+
+std::string DatagramSink::received(Seconds wait) {
+  pollfd p{fd_, POLLIN, 0};
+  while (::poll(&p, 1, static_cast<int>(wait.count() * 1000)) > 0) {
     char buffer[4096];
     const ssize_t n = ::recv(fd_, buffer, sizeof buffer, 0);
     if (n > 0) received_ += std::string(buffer, static_cast<std::size_t>(n)) + "\n";
+    wait = Seconds(0);  // then take only what is already there
   }
   return received_;
 }

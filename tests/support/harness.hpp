@@ -163,6 +163,8 @@ class DatagramSink {
   DatagramSink& operator=(const DatagramSink&) = delete;
   /// The datagrams received until one contains `text` (or `timeout`), joined by newlines.
   std::string until(const std::string& text, Seconds timeout = 5s);
+  /// Everything received so far, after reading what arrives within `wait`.
+  std::string received(Seconds wait);
 
  private:
   std::string path_;
