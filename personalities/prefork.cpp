@@ -44,6 +44,12 @@ constexpr char order_retire = 'r';
 // asks (retire, TERM), when the parent is gone, or after max_requests sessions.
 class Child {
  public:
+  // A client and its address ("127.0.0.1:5555"; a unix-socket client goes by the listener's path).
+  struct Accepted {
+    Session::Socket socket;
+    std::string peer;
+  };
+
   Child(Server& server, const PreFork::Settings& settings, int channel)
       : server_(server), settings_(settings), channel_(channel), worker_(server, io_, WorkerOptions{}) {
     worker_.on_session_end([this] { io_.stop(); });
@@ -60,7 +66,7 @@ class Child {
     for (std::uint64_t served = 0; !leaving_ && (settings_.max_requests == 0 || served < settings_.max_requests);
          ++served) {
       report(report_idle);
-      std::optional<Session::Socket> client = wait_for_client();
+      std::optional<Accepted> client = wait_for_client();
       if (!client) break;
       report(report_busy);
       serve(std::move(*client));
@@ -116,7 +122,7 @@ class Child {
   // Blocks until a client is accepted (returned) or it is time to leave (nothing; leaving_ set).
   // A child woken for a connection takes it even when told to leave in the same wake-up: with
   // EPOLLEXCLUSIVE the kernel woke this child instead of another, and nobody else would take it.
-  std::optional<Session::Socket> wait_for_client() {
+  std::optional<Accepted> wait_for_client() {
     epoll_event events[8];
     for (;;) {
       const int ready = ::epoll_wait(epoll_, events, 8, -1);
@@ -148,8 +154,10 @@ class Child {
     return stay;
   }
 
-  std::optional<Session::Socket> accept_from(int listener_fd) {
-    const int fd = ::accept4(listener_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  std::optional<Accepted> accept_from(int listener_fd) {
+    sockaddr_storage peer{};
+    socklen_t length = sizeof peer;
+    const int fd = ::accept4(listener_fd, reinterpret_cast<sockaddr*>(&peer), &length, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
         log::warning("{}; pausing 100 ms", system_error_text("accept() in a child", errno));
@@ -157,16 +165,18 @@ class Child {
       }
       return std::nullopt;  // EAGAIN: another child took it
     }
-    sockaddr_storage local{};
-    socklen_t length = sizeof local;
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &length);
-    const int protocol = local.ss_family == AF_UNIX ? 0 : IPPROTO_TCP;
-    return Session::Socket(io_, asio::generic::stream_protocol(local.ss_family, protocol), fd);
+    const int family = peer.ss_family;
+    const int protocol = family == AF_UNIX ? 0 : IPPROTO_TCP;
+    std::string name;
+    for (const Listener& listener : server_.listeners())
+      if (family == AF_UNIX && listener.fd() == listener_fd) name = listener.name();
+    if (name.empty()) name = format_address(reinterpret_cast<sockaddr*>(&peer), length);
+    return Accepted{Session::Socket(io_, asio::generic::stream_protocol(family, protocol), fd), std::move(name)};
   }
 
-  void serve(Session::Socket client) {
+  void serve(Accepted client) {
     io_.restart();
-    worker_.serve(std::move(client));
+    worker_.serve(std::move(client.socket), std::move(client.peer));
     io_.run();  // until the session ends (lingering closes carry on in later runs)
   }
 

@@ -200,7 +200,7 @@ void Session::on_read(const boost::system::error_code& error, std::size_t bytes)
   if (error == asio::error::eof) return handle_eof();
   if (error) return finish(error.message(), false);
   bytes_in_ += bytes;
-  last_input_ = Clock::now();
+  if (idle_timer_) last_input_ = Clock::now();  // only the idle timeout needs it
   worker_.note_input();
   if (state_ == State::open) {
     std::string_view chunk(inbox_, bytes);
@@ -290,7 +290,7 @@ void Session::flush() {
     if (n >= 0) {
       out_sent_ += static_cast<std::size_t>(n);
       bytes_out_ += static_cast<std::size_t>(n);
-      last_output_ = Clock::now();
+      if (state_ == State::closing) last_output_ = Clock::now();  // only the close deadline needs it
     } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
       return wait_writable();
     } else if (errno != EINTR) {

@@ -23,18 +23,17 @@ using boost::system::error_code;
 struct Worker::Acceptor {
   asio::basic_socket_acceptor<asio::generic::stream_protocol> socket;
   std::string name;
-  bool pending = false;  // an accept is in flight
+  int family = AF_UNSPEC;
+  asio::generic::stream_protocol::endpoint peer;  // filled by accept itself: no getpeername()
+  bool pending = false;                            // an accept is in flight
+
+  // "127.0.0.1:5555"; a unix-socket client has no name of its own: the listener's path stands in.
+  std::string peer_name() const {
+    return family == AF_UNIX ? name : format_address(peer.data(), static_cast<socklen_t>(peer.size()));
+  }
 };
 
 namespace {
-
-std::string peer_name(Session::Socket& socket) {
-  error_code error;
-  auto remote = socket.remote_endpoint(error);
-  if (error) return "(unknown peer)";
-  if (remote.protocol().family() == AF_UNIX) remote = socket.local_endpoint(error);  // clients are unnamed
-  return format_address(remote.data(), static_cast<socklen_t>(remote.size()));
-}
 
 // Out of descriptors or memory: the pending connection stays queued, so accepting again at once
 // would spin. These pause accepting briefly instead.
@@ -62,7 +61,8 @@ void Worker::listen(const std::vector<Listener>& listeners) {
   for (const Listener& listener : listeners) {
     const int fd = ::fcntl(listener.fd(), F_DUPFD_CLOEXEC, 0);
     if (fd < 0) throw Error(system_error_text("dup() of the listener on " + listener.name(), errno));
-    auto acceptor = std::make_unique<Acceptor>(Acceptor{asio::basic_socket_acceptor<asio::generic::stream_protocol>(io_), listener.name()});
+    auto acceptor = std::make_unique<Acceptor>(
+        Acceptor{asio::basic_socket_acceptor<asio::generic::stream_protocol>(io_), listener.name(), listener.family(), {}});
     const int protocol = listener.family() == AF_UNIX ? 0 : IPPROTO_TCP;
     acceptor->socket.assign(asio::generic::stream_protocol(listener.family(), protocol), fd);
     acceptors_.push_back(std::move(acceptor));
@@ -85,7 +85,7 @@ void Worker::accept_all() {
 void Worker::accept(Acceptor& acceptor) {
   if (acceptor.pending || !can_accept()) return;
   acceptor.pending = true;
-  acceptor.socket.async_accept([this, &acceptor](const error_code& error, Session::Socket socket) {
+  acceptor.socket.async_accept(acceptor.peer, [this, &acceptor](const error_code& error, Session::Socket socket) {
     acceptor.pending = false;
     on_accept(acceptor, error, std::move(socket));
   });
@@ -99,7 +99,7 @@ void Worker::on_accept(Acceptor& acceptor, const error_code& error, Session::Soc
   } else {
     shortage_logged_ = false;
     ::fcntl(socket.native_handle(), F_SETFD, FD_CLOEXEC);  // a restart's exec must not inherit clients
-    serve(std::move(socket));
+    serve(std::move(socket), acceptor.peer_name());
   }
   accept(acceptor);
 }
@@ -131,17 +131,17 @@ void Worker::stop_accepting() {
 
 // --- sessions ------------------------------------------------------------------------------
 
-void Worker::serve(Session::Socket socket) {
-  if (!stopping_) admit(std::move(socket));
+void Worker::serve(Session::Socket socket, std::string peer) {
+  if (!stopping_) admit(std::move(socket), std::move(peer));
 }
 
-void Worker::admit(Session::Socket socket) {
+void Worker::admit(Session::Socket socket, std::string peer) {
   if (registry_.size() >= options_.max_sessions) {
-    if (!options_.refuse_when_full) return parked_.push_back(std::move(socket));
-    return refuse(socket, "server busy");
+    if (options_.refuse_when_full) return refuse(socket, peer, "server busy");
+    parked_.emplace_back(std::move(socket), std::move(peer));
+    return;
   }
   ++served_;
-  std::string peer = peer_name(socket);
   auto session = std::make_shared<Session>(*this, std::move(socket), ++next_id_, peer);
   log::info("connection from {} (session {})", peer, session->id());
   bool allowed = false;
@@ -171,9 +171,9 @@ void Worker::admit(Session::Socket socket) {
 // also while draining: they connected before the stop.
 void Worker::serve_parked() {
   while (!parked_.empty() && registry_.size() < options_.max_sessions) {
-    Session::Socket next = std::move(parked_.front());
+    auto [socket, peer] = std::move(parked_.front());
     parked_.pop_front();
-    admit(std::move(next));
+    admit(std::move(socket), std::move(peer));
   }
 }
 
@@ -187,8 +187,8 @@ void Worker::resume_accepting() {
   accept_all();
 }
 
-void Worker::refuse(Session::Socket& socket, std::string_view reason) {
-  log::info("refusing {}: {} ({} sessions open)", peer_name(socket), reason, registry_.size());
+void Worker::refuse(Session::Socket& socket, const std::string& peer, std::string_view reason) {
+  log::info("refusing {}: {} ({} sessions open)", peer, reason, registry_.size());
   const std::string line = "error: " + std::string(reason) + "\r\n";
   [[maybe_unused]] const ssize_t ignored = ::send(socket.native_handle(), line.data(), line.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
 }
