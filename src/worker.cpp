@@ -74,7 +74,6 @@ void Worker::listen(const std::vector<Listener>& listeners) {
 
 bool Worker::can_accept() const {
   if (stopping_ || accept_paused_ || accept_held_) return false;
-  if (options_.max_requests != 0 && served_ + parked_.size() >= options_.max_requests) return false;
   return options_.refuse_when_full || registry_.size() + parked_.size() < options_.max_sessions;
 }
 
@@ -141,7 +140,6 @@ void Worker::admit(Session::Socket socket, std::string peer) {
     parked_.emplace_back(std::move(socket), std::move(peer));
     return;
   }
-  ++served_;
   auto session = std::make_shared<Session>(*this, std::move(socket), ++next_id_, peer);
   log::info("connection from {} (session {})", peer, session->id());
   bool allowed = false;
@@ -163,7 +161,6 @@ void Worker::admit(Session::Socket socket, std::string peer) {
   }
   registry_.add(session);
   if (!can_accept()) stop_accepting();
-  if (on_session_start_) on_session_start_();
   session->start();
 }
 
@@ -206,8 +203,6 @@ void Worker::session_ended(Session& session) {
   if (on_session_end_) on_session_end_();
   serve_parked();
   if (stopping_) return check_stopped();
-  if (options_.max_requests != 0 && served_ >= options_.max_requests && registry_.size() == 0 && on_exhausted_)
-    return on_exhausted_();
   accept_all();
 }
 

@@ -35,9 +35,6 @@ struct WorkerOptions {
   /// At max_sessions: stop accepting (clients wait in the backlog), or accept and refuse them
   /// with "error: server busy".
   bool refuse_when_full = false;
-  /// Stop accepting after this many sessions (0: no limit); `on_exhausted` runs once the last
-  /// of them ended.
-  std::uint64_t max_requests = 0;
 };
 
 /// How to end the sessions when the worker stops.
@@ -69,17 +66,12 @@ class Worker {
   void stop(StopMode mode, double grace, std::function<void()> stopped);
   /// True once stop() was called.
   bool stopping() const { return stopping_; }
-  /// Runs when max_requests sessions were served and the last one ended.
-  void on_exhausted(std::function<void()> callback) { on_exhausted_ = std::move(callback); }
-  /// Runs after every session's end (PreFork children report "idle" from here).
+  /// Runs after every session's end, refused ones included (a PreFork child then waits for its
+  /// next client).
   void on_session_end(std::function<void()> callback) { on_session_end_ = std::move(callback); }
-  /// Runs when a session starts (PreFork children report "busy" from here).
-  void on_session_start(std::function<void()> callback) { on_session_start_ = std::move(callback); }
 
   /// The sessions alive in this process.
   Registry& registry() { return registry_; }
-  /// Sessions started so far.
-  std::uint64_t served() const { return served_; }
 
   // For Session.
   boost::asio::io_context& io() { return io_; }
@@ -133,15 +125,12 @@ class Worker {
   int flush_deferrals_ = 0;
   std::uint64_t inputs_ = 0;          // reads completed, to tell a busy loop from an idle one
   std::uint64_t inputs_at_post_ = 0;
-  std::uint64_t served_ = 0;
   std::size_t lingering_ = 0;
   std::uint64_t next_id_ = 0;
   bool stopping_ = false;
   boost::asio::steady_timer grace_timer_;
   std::function<void()> stopped_;
-  std::function<void()> on_exhausted_;
   std::function<void()> on_session_end_;
-  std::function<void()> on_session_start_;
   std::vector<char> scratch_;
 };
 
