@@ -284,85 +284,105 @@ namespace netserver {
 
 namespace {
 
-// Waits for the processes in `children` that have ended (they are ours: drainers of earlier
-// restarts) and forgets them.
-void reap(std::vector<pid_t>& children) {
-  std::erase_if(children, [](pid_t pid) { return ::waitpid(pid, nullptr, WNOHANG) == pid; });
-}
+// The loop of a personality that serves in this process (single, multiplex): a Worker on one
+// io_context, and what each signal does to it.
+class ProcessLoop {
+ public:
+  ProcessLoop(Server& server, const WorkerOptions& options, StopMode graceful)
+      : server_(server),
+        worker_(server, io_, options),
+        signals_(io_),
+        status_(io_),
+        children_(server.inherited_children()),
+        grace_(server.config().seconds("graceful_timeout")),
+        graceful_(graceful) {}
 
-// Every couple of seconds, tells systemd how many sessions are open (only when systemd listens).
-void report_status(asio::steady_timer& timer, Worker& worker, std::size_t last) {
-  timer.expires_after(std::chrono::seconds(2));
-  timer.async_wait([&timer, &worker, last](const error_code& error) {
-    if (error || worker.stopping()) return;
-    const std::size_t now = worker.registry().size();
-    if (now != last) systemd::notify(fmt::format("STATUS={} session(s) open", now));
-    report_status(timer, worker, now);
-  });
-}
+  void run() {
+    worker_.listen(server_.listeners());
+    reap();  // children that ended during the exec: their SIGCHLD went to the old image
+    signals_.on({SIGTERM, SIGINT}, [this](int signal) { stop(signal, graceful_); });
+    signals_.on({SIGQUIT}, [this](int signal) { stop(signal, StopMode::abort); });
+    signals_.on({SIGHUP}, [this](int) { restart(); });
+    signals_.on({SIGUSR1}, [this](int) { server_.reopen_log(); });
+    signals_.on({SIGCHLD}, [this](int) { reap(); });
+    if (std::getenv("NOTIFY_SOCKET")) report_status(0);
+    io_.run();
+  }
 
-}  // namespace
-
-void run_worker(Server& server, const WorkerOptions& options, StopMode graceful) {
-  asio::io_context io(single_threaded);
-  Worker worker(server, io, options);
-  worker.listen(server.listeners());
-  SignalWatcher signals(io);
-  asio::steady_timer status(io);
-  std::vector<pid_t> children = server.inherited_children();  // drainers of earlier images
-  reap(children);  // those that ended during the exec: their SIGCHLD went to the old image
-  const double grace = server.config().seconds("graceful_timeout");
-  auto stop = [&](StopMode mode) {
-    worker.stop(mode, grace, [&] {
-      status.cancel();
-      signals.stop();
-      io.stop();
+ private:
+  void stop(int signal, StopMode mode) {
+    log::notice("{} received: stopping {}({} session(s) open, at most {} s)", signal_name(signal),
+                mode == StopMode::abort ? "now " : "gracefully ", worker_.registry().size(), grace_);
+    systemd::notify("STOPPING=1");
+    worker_.stop(mode, grace_, [this] {
+      status_.cancel();
+      signals_.stop();
+      io_.stop();
     });
-  };
-  signals.on({SIGTERM, SIGINT}, [&](int signal) {
-    log::notice("{} received: stopping gracefully ({} session(s) open, at most {} s)", signal_name(signal),
-                worker.registry().size(), grace);
-    systemd::notify("STOPPING=1");
-    stop(graceful);
-  });
-  signals.on({SIGQUIT}, [&](int) {
-    log::notice("QUIT received: stopping now");
-    systemd::notify("STOPPING=1");
-    stop(StopMode::abort);
-  });
-  signals.on({SIGUSR1}, [&](int) { server.reopen_log(); });
-  signals.on({SIGCHLD}, [&](int) { reap(children); });
+  }
+
   // HUP: accepting stops first, so that connections already accepted become sessions and the
-  // rest wait in the backlog for the new image; then the hand-over runs after them.
-  auto hand_over = [&] {
+  // rest wait in the backlog for the new image; the hand-over runs once those are handled.
+  void restart() {
+    if (worker_.stopping() || !server_.prepare_restart()) return;
+    log::notice("HUP received: restarting without closing the listeners ({} session(s) open)",
+                worker_.registry().size());
+    worker_.hold_accepting();
+    asio::post(io_, [this] { hand_over(); });
+  }
+
+  void hand_over() {
     pid_t drainer = 0;
     int abort_copy = -1;
-    if (worker.has_clients()) {
-      drainer = fork_drainer(io, worker, signals, grace, abort_copy);
+    if (worker_.has_clients()) {
+      drainer = fork_drainer(io_, worker_, signals_, grace_, abort_copy);
       if (drainer == 0) return;  // this is the copy, which goes on draining
-      if (drainer < 0) {  // no restart (logged)
-        server.cancel_restart();
-        return worker.resume_accepting();
+      if (drainer < 0) {         // no restart (logged)
+        server_.cancel_restart();
+        return worker_.resume_accepting();
       }
     }
-    std::vector<pid_t> waiting = children;
+    std::vector<pid_t> waiting = children_;
     if (drainer > 0) waiting.push_back(drainer);
-    server.restart(waiting);
+    server_.restart(waiting);
     if (drainer > 0) {  // exec failed: the sessions stay here after all; the copy leaves untouched
       (void)::write(abort_copy, "x", 1);
       ::close(abort_copy);
       ::waitpid(drainer, nullptr, 0);
     }
-    worker.resume_accepting();
-  };
-  signals.on({SIGHUP}, [&](int) {
-    if (worker.stopping() || !server.prepare_restart()) return;
-    log::notice("HUP received: restarting without closing the listeners ({} session(s) open)", worker.registry().size());
-    worker.hold_accepting();
-    asio::post(io, hand_over);
-  });
-  if (std::getenv("NOTIFY_SOCKET")) report_status(status, worker, 0);
-  io.run();
+    worker_.resume_accepting();
+  }
+
+  // Waits for the drainers of earlier images that have ended (they are ours) and forgets them.
+  void reap() {
+    std::erase_if(children_, [](pid_t pid) { return ::waitpid(pid, nullptr, WNOHANG) == pid; });
+  }
+
+  // Every couple of seconds, tells systemd how many sessions are open (only when systemd listens).
+  void report_status(std::size_t last) {
+    status_.expires_after(std::chrono::seconds(2));
+    status_.async_wait([this, last](const error_code& error) {
+      if (error || worker_.stopping()) return;
+      const std::size_t now = worker_.registry().size();
+      if (now != last) systemd::notify(fmt::format("STATUS={} session(s) open", now));
+      report_status(now);
+    });
+  }
+
+  Server& server_;
+  asio::io_context io_{single_threaded};
+  Worker worker_;
+  SignalWatcher signals_;
+  asio::steady_timer status_;
+  std::vector<pid_t> children_;  // drainers of earlier images, and of this one's restarts
+  double grace_;
+  StopMode graceful_;
+};
+
+}  // namespace
+
+void run_worker(Server& server, const WorkerOptions& options, StopMode graceful) {
+  ProcessLoop(server, options, graceful).run();
 }
 
 pid_t fork_drainer(asio::io_context& io, Worker& worker, SignalWatcher& signals, double grace, int& abort_copy) {
