@@ -13,6 +13,7 @@
 #include "netserver/errors.hpp"
 #include "netserver/log.hpp"
 #include "restart.hpp"
+#include "signals.hpp"
 #include "systemd.hpp"
 
 namespace netserver {
@@ -159,6 +160,7 @@ int Server::main(int argc, char** argv) {
 }
 
 void Server::run(int argc, char** argv) {
+  hold_signals_until_handled();  // HUP or USR1 during start-up wait for the loop's handlers
   configure_hook();
   configure(argc, argv);    // defaults < --config FILE < --key=value; picks the personality
   post_configure();         // logging, pid file check, user/group, access rules, session limits

@@ -42,6 +42,13 @@ void SignalWatcher::wait() {
   });
 }
 
+void hold_signals_until_handled() {
+  sigset_t held;
+  sigemptyset(&held);
+  for (int signal : {SIGHUP, SIGUSR1, SIGTTIN, SIGTTOU, SIGCHLD}) sigaddset(&held, signal);
+  ::sigprocmask(SIG_BLOCK, &held, nullptr);
+}
+
 std::string signal_name(int signal) {
   const char* abbreviation = ::sigabbrev_np(signal);
   return abbreviation ? abbreviation : std::to_string(signal);

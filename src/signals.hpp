@@ -30,4 +30,9 @@ class SignalWatcher {
 /// "TERM" for SIGTERM.
 std::string signal_name(int signal);
 
+/// Blocks HUP, USR1, TTIN, TTOU and CHLD until a SignalWatcher handles them: their default
+/// actions (terminate, stop) must not hit a server that is still starting. TERM, INT and QUIT
+/// keep acting at once, so a stuck start-up can still be interrupted.
+void hold_signals_until_handled();
+
 }  // namespace netserver

@@ -63,11 +63,16 @@ class ProbeServer : public netserver::Server {
     options().add(netserver::Option::flag("probe.deny", false, "refuse every client in allow_deny_hook"));
     options().add(netserver::Option::text("probe.child_init", "ok", "child_init_hook: ok, throw, or crash")
                       .with_choices({"ok", "throw", "crash"}));
+    options().add(netserver::Option::duration("probe.pre_loop_delay", 0, 0, 60,
+                                              "pre_loop_hook sleeps this long (after the server announced it is ready)"));
   }
   void configure_hook() override { trace("configure_hook"); }
   void post_configure_hook() override { trace("post_configure_hook"); }
   void post_bind_hook() override { trace("post_bind_hook"); }
-  void pre_loop_hook() override { trace("pre_loop_hook"); }
+  void pre_loop_hook() override {
+    trace("pre_loop_hook");
+    std::this_thread::sleep_for(std::chrono::duration<double>(config().seconds("probe.pre_loop_delay")));
+  }
   void pre_server_close_hook() override { trace("pre_server_close_hook"); }
   void post_accept_hook(Session& session) override { trace("post_accept_hook " + session.peer()); }
   bool allow_deny_hook(Session& session) override {

@@ -155,6 +155,16 @@ TEST_CASE("systemd hears RELOADING and READY again around a restart with the sam
   CHECK(all.rfind("MAINPID=" + std::to_string(server.pid())) > all.find("RELOADING=1"));
 }
 
+TEST_CASE("HUP and USR1 arriving while the server starts wait for its handlers", "[restart][signals]") {
+  const std::string personality = GENERATE("multiplex", "prefork");
+  ServerProcess server(binary("probe_server"), yaml_for(personality) + "probe:\n  pre_loop_delay: 0.5\n");
+  REQUIRE(server.wait_for_log("hook pre_loop_hook"));  // ready and listening, handlers not yet there
+  server.signal(SIGUSR1);
+  server.signal(SIGHUP);
+  CHECK(eventually([&] { return server.count_in_log("(restarted)") == 1; }));
+  CHECK_FALSE(server.wait_exit(0.2s).has_value());
+}
+
 TEST_CASE("signals that arrive during a restart wait for the new image instead of killing it", "[restart][signals]") {
   ServerProcess server(binary("echo_server"), yaml_for("multiplex"));
   for (int i = 0; i < 5; ++i) {
