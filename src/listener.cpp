@@ -260,14 +260,6 @@ void bind_address(const ListenAddress& where, const BindOptions& options, std::v
   for (std::size_t i = first; i < out.size(); ++i) out[i].address_ = where.text();
 }
 
-std::vector<Listener> bind_listeners(const std::vector<ListenAddress>& addresses, const BindOptions& options) {
-  std::vector<Listener> listeners;
-  std::set<std::string> seen;
-  for (const ListenAddress& where : addresses)
-    if (seen.insert(where.text()).second) bind_address(where, options, listeners);
-  return listeners;
-}
-
 Listener adopt_listener(int fd, const std::string& address) {
   int listening = 0;
   socklen_t size = sizeof listening;

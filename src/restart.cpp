@@ -8,6 +8,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
+#include <set>
 #include <sstream>
 
 #include "netserver/errors.hpp"
@@ -61,8 +62,10 @@ std::vector<Listener> open_listeners(const std::vector<ListenAddress>& addresses
   const bool from_systemd = std::any_of(inherited.sockets.begin(), inherited.sockets.end(),
                                         [](const Inheritance::Socket& s) { return s.address == "systemd"; });
   if (from_systemd) log::notice("listening on the sockets systemd passed; listen, host and port are not used");
+  std::set<std::string> seen;
   for (const ListenAddress& where : addresses) {
     if (from_systemd) break;
+    if (!seen.insert(where.text()).second) continue;  // listed twice: bound once
     bool adopted = false;
     for (Inheritance::Socket& socket : inherited.sockets) {
       if (socket.fd < 0 || socket.address != where.text()) continue;

@@ -107,3 +107,10 @@ TEST_CASE("sd_notify: READY with a status then STOPPING", "[listen][systemd]") {
   server.signal(SIGTERM);
   CHECK_THAT(notify.until("STOPPING=1"), Contains("STOPPING=1"));
 }
+
+TEST_CASE("an address listed twice is bound once", "[listen]") {
+  ServerProcess server(binary("echo_server"), multiplex("listen: [\"127.0.0.1:0\", \"127.0.0.1:0\"]\n"));
+  CHECK(server.count_in_log("listening on 127.0.0.1:") == 1);
+  Client client(server.port());
+  CHECK(client.read_line());
+}

@@ -67,10 +67,9 @@ class Listener {
   std::string unix_path_;
 };
 
-/// Binds and listens on every address ("*" is the IPv6 wildcard accepting IPv4 too, or the IPv4
-/// wildcard where IPv6 is unavailable). Throws Error("cannot bind <addr>: <reason>").
-std::vector<Listener> bind_listeners(const std::vector<ListenAddress>& addresses, const BindOptions& options);
-/// Binds one address, appending its listener(s) to `out` (a host name may resolve to several).
+/// Binds one address, appending its listener(s) to `out` (a host name may resolve to several;
+/// "*" is the IPv6 wildcard accepting IPv4 too, or the IPv4 wildcard where IPv6 is unavailable).
+/// Throws Error("cannot bind <addr>: <reason>").
 void bind_address(const ListenAddress& where, const BindOptions& options, std::vector<Listener>& out);
 /// Takes over a listening socket inherited from a restart or from systemd; `address` says what
 /// it was configured as. The unix socket file of an inherited "unix:" address is removed with the
