@@ -46,7 +46,7 @@ class Child {
  public:
   // A client and its address ("127.0.0.1:5555"; a unix-socket client goes by the listener's path).
   struct Accepted {
-    Session::Socket socket;
+    Transport::Socket socket;
     std::string peer;
   };
 
@@ -171,7 +171,7 @@ class Child {
     for (const Listener& listener : server_.listeners())
       if (family == AF_UNIX && listener.fd() == listener_fd) name = listener.name();
     if (name.empty()) name = format_address(reinterpret_cast<sockaddr*>(&peer), length);
-    return Accepted{Session::Socket(io_, asio::generic::stream_protocol(family, protocol), fd), std::move(name)};
+    return Accepted{Transport::Socket(io_, asio::generic::stream_protocol(family, protocol), fd), std::move(name)};
   }
 
   void serve(Accepted client) {
