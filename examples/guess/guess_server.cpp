@@ -55,8 +55,9 @@ class GuessGame : public netserver::Conversation {
         session.send_line(fmt::format("{} is too {}. Your guess?", guess, guess < secret ? "low" : "high"));
       } else {
         session.send_line(fmt::format("Right! It was {}; you needed {} guesses.", secret, tries));
-        session.registry().broadcast(fmt::format("*** {} found {} in {} guesses\r\n", session.peer(), secret, tries),
-                                     &session);
+        if (session.server().config().boolean("announce_wins"))
+          session.registry().broadcast(fmt::format("*** {} found {} in {} guesses\r\n", session.peer(), secret, tries),
+                                       &session);
         co_return true;
       }
     }
@@ -75,6 +76,7 @@ class GuessGame : public netserver::Conversation {
 int main(int argc, char** argv) {
   netserver::Server server("guess", std::make_shared<GuessGame>());
   server.options().add(netserver::Option::duration("answer_timeout", 60, 0.01, 86400, "seconds a player may think"));
+  server.options().add(netserver::Option::flag("announce_wins", true, "tell the other players of this process about a win"));
   server.set_default("personality", std::string("multiplex"));
   return server.main(argc, argv);
 }
