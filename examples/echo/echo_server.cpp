@@ -10,7 +10,9 @@
 namespace {
 
 std::string banner(const netserver::Session& session) {
-  return fmt::format("Welcome to \"echo\" (personality {}, pid {})", session.server().personality_name(), ::getpid());
+  const netserver::TlsInfo* tls = session.tls();
+  return fmt::format("Welcome to \"echo\" (personality {}, pid {}{}{})", session.server().personality_name(), ::getpid(),
+                     tls ? ", tls " : "", tls ? tls->version : "");
 }
 
 // Callbacks: the event loop hands over each line.
