@@ -9,6 +9,7 @@
 
 #include <fmt/format.h>
 
+#include "bus/bus_options.hpp"
 #include "daemon.hpp"
 #include "netserver/errors.hpp"
 #include "netserver/log.hpp"
@@ -121,6 +122,7 @@ void Server::add_core_options() {
   options_.add(Option::list("cidr_allow", {}, "networks whose peers are allowed: 10.0.0.0/8, ::1/128")
                    .with_check(check_network_list));
   options_.add(Option::list("cidr_deny", {}, "networks whose peers are refused").with_check(check_network_list));
+  bus::add_bus_options(options_, name_);
 }
 
 void Server::add_personality(PersonalityInfo info) {
@@ -198,6 +200,7 @@ void Server::configure(int argc, char** argv) {
 
 // Settings that are fine alone but not together.
 void Server::check_combinations(const Config& config) const {
+  bus::check_bus_combinations(config);
   if (config.boolean("background") && !is_file_target(config.string("log_file")) && config.string("log_file") != "syslog")
     throw ConfigError(fmt::format("background: true needs log_file set to a file or syslog: {} is closed when the "
                                   "server detaches ({})",

@@ -77,6 +77,7 @@ Session::~Session() = default;
 
 Server& Session::server() const { return worker_.server(); }
 Registry& Session::registry() const { return worker_.registry(); }
+Room& Session::room(std::string_view name) const { return worker_.rooms().room(name); }
 const SessionLimits& Session::limits() const { return worker_.limits(); }
 
 // --- lifecycle -------------------------------------------------------------------------------

@@ -8,5 +8,6 @@
 #include "netserver/log.hpp"
 #include "netserver/options.hpp"
 #include "netserver/registry.hpp"
+#include "netserver/room.hpp"
 #include "netserver/server.hpp"
 #include "netserver/session.hpp"
