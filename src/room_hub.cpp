@@ -9,9 +9,7 @@
 
 namespace netserver {
 
-RoomHub::RoomHub(Server& server, boost::asio::io_context& io) : io_(io), settings_(bus::bus_settings(server.config())) {
-  if (settings_) make_bus();
-}
+RoomHub::RoomHub(Server& server, boost::asio::io_context& io) : io_(io), settings_(bus::bus_settings(server.config())) {}
 
 RoomHub::~RoomHub() {
   closing_ = true;
@@ -26,7 +24,9 @@ void RoomHub::make_bus() {
 
 bus::RedisBus* RoomHub::bus() {
   if (!settings_ || closing_) return bus_.get();
-  if (bus_pid_ != ::getpid()) {
+  if (!bus_) {
+    make_bus();
+  } else if (bus_pid_ != ::getpid()) {
     bus_.reset();  // inherited through a fork: closed here without a word to Redis
     make_bus();
     for (auto& [name, room] : rooms_) static_cast<BusRoom&>(*room).rebound();

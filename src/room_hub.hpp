@@ -21,8 +21,9 @@ class Session;
 
 class RoomHub {
  public:
-  /// Without a bus configured, rooms are LocalRooms; with one, the bus starts connecting now
-  /// (a Worker is made in the process that serves, after any fork).
+  /// Without a bus configured, rooms are LocalRooms; with one, the bus connects when a room is
+  /// first used: in the process that serves, after any fork, with its loop running (an idle
+  /// PreFork child waits outside its loop, where a connection could not make progress).
   RoomHub(Server& server, boost::asio::io_context& io);
   ~RoomHub();
   RoomHub(const RoomHub&) = delete;

@@ -79,10 +79,13 @@ void RedisBus::connect() {
   subscriber_ = std::make_unique<RedisConnection>(io_, settings_.address, settings_.connect_timeout, "subscriber");
   publisher_ = std::make_unique<RedisConnection>(io_, settings_.address, settings_.connect_timeout, "publisher");
   subscriber_->on_push([this](const redisReply& reply) { on_push(reply); });
+  const std::uint64_t generation = ++generation_;
   for (auto* connection : {subscriber_.get(), publisher_.get()}) {
     const std::string role = connection == subscriber_.get() ? "subscriber" : "publisher";
     connection->open([this] { connection_ready(); },
-                     [this, role](const std::string& error) { connection_failed(role, error); });
+                     [this, role, generation](const std::string& error) {
+                       if (generation == generation_) connection_failed(role, error);  // else already down
+                     });
   }
 }
 
@@ -101,6 +104,7 @@ void RedisBus::connection_failed(const std::string& role, const std::string& err
 // One failure ends both connections: the bus is up only as a whole. Connections are freed from
 // the loop, never inside their own callbacks.
 void RedisBus::went_down(const std::string& why) {
+  ++generation_;  // the other connection's failure, if any, is this one
   const bool was_up = state_ == State::up;
   const bool first_failure = state_ == State::starting || was_up;
   for (auto* connection : {&subscriber_, &publisher_})

@@ -115,6 +115,7 @@ class RedisBus {
   std::unique_ptr<RedisConnection> publisher_;
   std::vector<std::unique_ptr<RedisConnection>> retired_;  // failed connections, freed from the loop
   int ready_count_ = 0;
+  std::uint64_t generation_ = 0;            // of the current pair of connections
   std::map<std::string, Channel, std::less<>> channels_;  // by channel name
   boost::asio::steady_timer retry_timer_;
   boost::asio::steady_timer probe_timer_;

@@ -1,10 +1,15 @@
 #include "bus/redis_connection.hpp"
 
 #include <fcntl.h>
+#include <netdb.h>
 #include <poll.h>
+#include <unistd.h>
 
 #include <chrono>
+#include <cstring>
+#include <thread>
 
+#include <boost/asio/ip/address.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <fmt/format.h>
@@ -72,7 +77,6 @@ RedisConnection::RedisConnection(asio::io_context& io, RedisAddress address, dou
       address_(std::move(address)),
       connect_timeout_(connect_timeout),
       role_(std::move(role)),
-      resolver_(io),
       deadline_(io) {}
 
 RedisConnection::~RedisConnection() {
@@ -92,14 +96,39 @@ void RedisConnection::open(std::function<void()> ready, std::function<void(const
     if (!error) fail(fmt::format("no answer within {} s (connect, AUTH, PING)", connect_timeout_));
   });
   if (address_.is_unix()) return connect_to("");
+  error_code not_numeric;
+  const asio::ip::address numeric = asio::ip::make_address(address_.host, not_numeric);
+  if (!not_numeric) return connect_to(numeric.to_string());
+  resolve();
+}
+
+// getaddrinfo blocks, and the loop runs without locks on one thread (asio's own async resolver
+// needs a second one): a short-lived thread resolves and reports through a pipe the loop watches.
+void RedisConnection::resolve() {
+  int ends[2];
+  if (::pipe2(ends, O_CLOEXEC | O_NONBLOCK) != 0) return fail(fmt::format("pipe() for resolving {}: {}", address_.host, std::strerror(errno)));
+  auto answer = std::make_shared<std::string>();
+  std::thread([host = address_.host, answer, done = ends[1]] {
+    addrinfo hints{};
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* found = nullptr;
+    const int status = ::getaddrinfo(host.c_str(), nullptr, &hints, &found);
+    char text[INET6_ADDRSTRLEN] = {};
+    if (status != 0) *answer = std::string("!") + ::gai_strerror(status);
+    else if (::getnameinfo(found->ai_addr, found->ai_addrlen, text, sizeof text, nullptr, 0, NI_NUMERICHOST) == 0) *answer = text;
+    else *answer = "!no numeric address";
+    if (found != nullptr) ::freeaddrinfo(found);
+    [[maybe_unused]] const ssize_t ignored = ::write(done, "x", 1);
+    ::close(done);
+  }).detach();
+  resolving_ = std::make_unique<asio::posix::stream_descriptor>(io_, ends[0]);
   std::weak_ptr<bool> alive = alive_;
-  resolver_.async_resolve(address_.host, std::to_string(address_.port),
-                          [this, alive](const error_code& error, asio::ip::tcp::resolver::results_type results) {
-                            if (alive.expired() || error == asio::error::operation_aborted) return;
-                            if (error || results.empty())
-                              return fail(fmt::format("cannot resolve {}: {}", address_.host, error.message()));
-                            connect_to(results.begin()->endpoint().address().to_string());
-                          });
+  resolving_->async_wait(asio::posix::stream_descriptor::wait_read, [this, alive, answer](const error_code& error) {
+    if (alive.expired() || error) return;
+    resolving_.reset();
+    if (answer->starts_with('!')) return fail(fmt::format("cannot resolve {}: {}", address_.host, answer->substr(1)));
+    connect_to(*answer);
+  });
 }
 
 void RedisConnection::connect_to(const std::string& ip) {
@@ -235,7 +264,7 @@ void RedisConnection::fail(const std::string& error) {
   failed_ = true;
   open_ = false;
   deadline_.cancel();
-  resolver_.cancel();
+  resolving_.reset();
   close_context();
   auto failed = std::move(failed_callback_);
   if (failed) failed(error);

@@ -12,15 +12,15 @@
 #include <vector>
 
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
 
 #include "bus/redis_address.hpp"
 
 namespace netserver::bus {
 
-/// A connection to Redis. Never blocks the loop: host names are resolved by Asio before hiredis
-/// connects (hiredis's own getaddrinfo would block), the connect and the handshake (AUTH, PING)
+/// A connection to Redis. Never blocks the loop: host names are resolved on a helper thread
+/// before hiredis connects (hiredis's own getaddrinfo would block), the connect and the handshake (AUTH, PING)
 /// are bounded by a timer. Not thread-safe. Destroy it only from the loop, never from inside one
 /// of its own callbacks (failures are reported through asio::post for that reason).
 class RedisConnection {
@@ -66,6 +66,7 @@ class RedisConnection {
   static void on_reply(redisAsyncContext* context, void* reply, void* data);
   static void on_subscription_reply(redisAsyncContext* context, void* reply, void* data);
 
+  void resolve();
   void connect_to(const std::string& ip);
   void attach();
   void handshake();
@@ -77,7 +78,7 @@ class RedisConnection {
   RedisAddress address_;
   double connect_timeout_;
   std::string role_;
-  boost::asio::ip::tcp::resolver resolver_;
+  std::unique_ptr<boost::asio::posix::stream_descriptor> resolving_;  // a resolver thread's answer
   boost::asio::steady_timer deadline_;
   redisAsyncContext* context_ = nullptr;  // owned by hiredis once it reports a disconnect
   std::shared_ptr<Watch> watch_;
