@@ -85,13 +85,13 @@ void Worker::accept_all() {
 void Worker::accept(Acceptor& acceptor) {
   if (acceptor.pending || !can_accept()) return;
   acceptor.pending = true;
-  acceptor.socket.async_accept(acceptor.peer, [this, &acceptor](const error_code& error, Session::Socket socket) {
+  acceptor.socket.async_accept(acceptor.peer, [this, &acceptor](const error_code& error, Transport::Socket socket) {
     acceptor.pending = false;
     on_accept(acceptor, error, std::move(socket));
   });
 }
 
-void Worker::on_accept(Acceptor& acceptor, const error_code& error, Session::Socket socket) {
+void Worker::on_accept(Acceptor& acceptor, const error_code& error, Transport::Socket socket) {
   if (error == asio::error::operation_aborted) return;
   if (is_resource_shortage(error)) return pause_accepting(error);
   if (error) {
@@ -131,17 +131,17 @@ void Worker::stop_accepting() {
 
 // --- sessions ------------------------------------------------------------------------------
 
-void Worker::serve(Session::Socket socket, std::string peer) {
+void Worker::serve(Transport::Socket socket, std::string peer) {
   if (!stopping_) admit(std::move(socket), std::move(peer));
 }
 
-void Worker::admit(Session::Socket socket, std::string peer) {
+void Worker::admit(Transport::Socket socket, std::string peer) {
   if (registry_.size() >= options_.max_sessions) {
     if (options_.refuse_when_full) return refuse(socket, peer, "server busy");
     parked_.emplace_back(std::move(socket), std::move(peer));
     return;
   }
-  auto session = std::make_shared<Session>(*this, std::move(socket), ++next_id_, peer);
+  auto session = std::make_shared<Session>(*this, make_plain_transport(std::move(socket)), ++next_id_, peer);
   log::info("connection from {} (session {})", peer, session->id());
   bool allowed = false;
   try {
@@ -185,7 +185,7 @@ void Worker::resume_accepting() {
   accept_all();
 }
 
-void Worker::refuse(Session::Socket& socket, const std::string& peer, std::string_view reason) {
+void Worker::refuse(Transport::Socket& socket, const std::string& peer, std::string_view reason) {
   log::info("refusing {}: {} ({} sessions open)", peer, reason, registry_.size());
   const std::string line = "error: " + std::string(reason) + "\r\n";
   [[maybe_unused]] const ssize_t ignored = ::send(socket.native_handle(), line.data(), line.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
