@@ -28,8 +28,10 @@ class ChatHandler : public netserver::LineHandler {
  public:
   void on_connect(Session& session) override {
     session.send_line("Welcome, to the server!");
-    session.send_line(fmt::format("You are served by \"chat\" (personality {}, pid {}); /help lists the commands",
-                                  session.server().personality_name(), ::getpid()));
+    const netserver::TlsInfo* tls = session.tls();
+    session.send_line(fmt::format("You are served by \"chat\" (personality {}, pid {}{}{}); /help lists the commands",
+                                  session.server().personality_name(), ::getpid(), tls ? ", tls " : "",
+                                  tls ? tls->version : ""));
     // Announced once the session hears the room (at once without a bus).
     room(session).join(session, name(session), [](Session& joined) {
       tell_others(joined, fmt::format("Please welcome {}, who just joined us", name(joined)));

@@ -11,3 +11,4 @@
 #include "netserver/room.hpp"
 #include "netserver/server.hpp"
 #include "netserver/session.hpp"
+#include "netserver/tls.hpp"
