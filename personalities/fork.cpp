@@ -37,6 +37,7 @@ struct Client {
   int fd;
   int family;
   std::string peer;  // "127.0.0.1:5555"; a unix-socket client goes by the listener's path
+  bool tls;          // it came in on a tls:// listener
 };
 
 // --- the child ---------------------------------------------------------------------------------
@@ -58,8 +59,8 @@ int serve_client(Server& server, const std::vector<int>& parent_descriptors, Cli
   asio::io_context io{single_threaded};
   Worker worker(server, io, WorkerOptions{});
   const int protocol = client.family == AF_UNIX ? 0 : IPPROTO_TCP;
-  worker.serve(Session::Socket(io, asio::generic::stream_protocol(client.family, protocol), client.fd),
-               std::move(client.peer));
+  worker.serve(Transport::Socket(io, asio::generic::stream_protocol(client.family, protocol), client.fd),
+               std::move(client.peer), client.tls);
   io.run();  // until the session ended and its socket stopped lingering
   return exit_status::ok;
 }
@@ -178,7 +179,7 @@ void Parent::accept_from(std::size_t index) {
     const std::size_t i = index;
     const Listener& from = server_.listeners()[i];
     std::string name = peer.ss_family == AF_UNIX ? from.name() : format_address(reinterpret_cast<sockaddr*>(&peer), length);
-    fork_child(Client{fd, peer.ss_family, std::move(name)});
+    fork_child(Client{fd, peer.ss_family, std::move(name), from.tls()});
   }
 }
 
