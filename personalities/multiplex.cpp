@@ -122,13 +122,14 @@ class Crew final : public ChildPolicy {
 
 // The parent of N workers: a Pool with min = max = N and no spare bounds keeps the crew, the
 // Supervisor forks, reaps and carries the signals. A worker takes TERM as "close gracefully",
-// HUP as "finish your sessions and leave" (restart, TTOU).
+// HUP as "finish your sessions and leave" (restart, TTOU). The check every second respawns a
+// worker whose fork failed.
 class WorkerParent final : public ProcessControl {
  public:
   WorkerParent(Server& server, const Multiplex::Settings& settings)
       : server_(server),
         settings_(settings),
-        supervisor_(server, {.stop_signal = SIGTERM, .finish_signal = SIGHUP, .kill_margin = 1}),
+        supervisor_(server, {.stop_signal = SIGTERM, .finish_signal = SIGHUP, .kill_margin = 1, .check_interval = 1}),
         pool_(PoolLimits{settings.workers, settings.workers, 0, settings.workers}, *this),
         crew_(pool_, balance_) {
     supervisor_.on_report([this](pid_t pid, char report) {
