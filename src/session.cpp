@@ -290,6 +290,7 @@ void Session::flush() {
     if (n >= 0) {
       out_sent_ += static_cast<std::size_t>(n);
       bytes_out_ += static_cast<std::size_t>(n);
+      ++writes_;
       if (state_ == State::closing) last_output_ = Clock::now();  // only the close deadline needs it
     } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
       return wait_writable();

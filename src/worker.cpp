@@ -65,6 +65,7 @@ void Worker::listen(const std::vector<Listener>& listeners) {
         Acceptor{asio::basic_socket_acceptor<asio::generic::stream_protocol>(io_), listener.name(), listener.family(), {}});
     const int protocol = listener.family() == AF_UNIX ? 0 : IPPROTO_TCP;
     acceptor->socket.assign(asio::generic::stream_protocol(listener.family(), protocol), fd);
+    acceptor->socket.non_blocking(true);  // accept_backlog() stops at an empty queue
     acceptors_.push_back(std::move(acceptor));
   }
   accept_all();
@@ -96,11 +97,40 @@ void Worker::on_accept(Acceptor& acceptor, const error_code& error, Session::Soc
   if (error) {
     log::debug("accept() on {}: {}", acceptor.name, error.message());
   } else {
-    shortage_logged_ = false;
-    ::fcntl(socket.native_handle(), F_SETFD, FD_CLOEXEC);  // a restart's exec must not inherit clients
-    serve(std::move(socket), acceptor.peer_name());
+    take(acceptor, std::move(socket));
+    accept_backlog(acceptor);
   }
   accept(acceptor);
+}
+
+// The readiness that delivered one connection usually means more wait in the kernel's queue (a
+// join storm): they are taken now, in this turn of the loop, so that everything their arrival
+// sends to the other sessions leaves in one write per session. Bounded, so that the output of
+// this turn is not held back behind a queue that refills as fast as it is emptied.
+void Worker::accept_backlog(Acceptor& acceptor) {
+  for (std::size_t taken = 1; taken < max_accepts_per_turn && can_accept(); ++taken) {
+    error_code error;
+    Session::Socket socket = accept_ready(acceptor, error);
+    if (error == asio::error::would_block || error == asio::error::try_again) return;
+    if (is_resource_shortage(error)) return pause_accepting(error);
+    if (error) {
+      log::debug("accept() on {}: {}", acceptor.name, error.message());
+      continue;  // that client is gone (ECONNABORTED ...); the next may be fine
+    }
+    take(acceptor, std::move(socket));
+  }
+}
+
+// One accept() on the (non-blocking) listener; would_block when the queue is empty.
+Session::Socket Worker::accept_ready(Acceptor& acceptor, error_code& error) {
+  return acceptor.socket.accept(acceptor.peer, error);
+}
+
+void Worker::take(Acceptor& acceptor, Session::Socket socket) {
+  shortage_logged_ = false;
+  ++inputs_;  // an accept is activity too: the end-of-batch flush may wait for more
+  ::fcntl(socket.native_handle(), F_SETFD, FD_CLOEXEC);  // a restart's exec must not inherit clients
+  serve(std::move(socket), acceptor.peer_name());
 }
 
 // Logged once per shortage: the next successful accept re-arms the warning.
@@ -197,8 +227,8 @@ void Worker::session_ended(Session& session) {
     log::error("post_process_request_hook failed for {}: {}", session.peer(), error.what());
   }
   const auto seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - session.started_).count();
-  log::info("closed {} (session {}): {}; {:.3f} s, {} bytes in, {} bytes out", session.peer(), session.id(),
-            session.end_reason_, seconds, session.bytes_in(), session.bytes_out());
+  log::info("closed {} (session {}): {}; {:.3f} s, {} bytes in, {} bytes out in {} writes", session.peer(),
+            session.id(), session.end_reason_, seconds, session.bytes_in(), session.bytes_out(), session.writes());
   registry_.remove(session);
   if (on_session_end_) on_session_end_();
   serve_parked();
