@@ -43,7 +43,7 @@ long writes_to(const ServerProcess& server, Member& member) {
   std::smatch match;
   const std::string log = server.log();
   const std::regex closed("closed " + std::regex_replace(member.name, std::regex(R"(\.)"), R"(\.)") +
-                          R"( \(session \d+\): [^;\n]*; [\d.]+ s, \d+ bytes in, \d+ bytes out in (\d+) writes)");
+                          R"( \(session \d+\): [^;\n]*; [\d.]+ s, \d+ bytes in, \d+ bytes out; (\d+) writes)");
   REQUIRE(std::regex_search(log, match, closed));
   return std::stol(match[1]);
 }
