@@ -1,12 +1,13 @@
 #!/usr/bin/perl
 # Turns scripts/bench's raw result lines into bench/results/results.md (medians, ratios, targets)
-# and results.png (gnuplot).   perl bench/report.pl RAW_FILE RESULTS_DIR
+# and results.png (gnuplot).   perl bench/report.pl RAW_FILE RESULTS_DIR [NAME]  (NAME.md, NAME.png)
 use strict;
 use warnings;
 use POSIX qw(strftime);
 
-my ($raw_file, $dir) = @ARGV;
-die "usage: $0 RAW_FILE RESULTS_DIR\n" unless $raw_file && $dir;
+my ($raw_file, $dir, $name) = @ARGV;
+die "usage: $0 RAW_FILE RESULTS_DIR [NAME]\n" unless $raw_file && $dir;
+$name //= 'results';
 
 # --- read: server=X load=Y run=N key=value ... [note=free text] ------------------------------
 my %runs;   # {load}{server} -> [ {field => value} ]
@@ -265,9 +266,9 @@ for my $load (@echo, @chat, ($runs{'connect-10'} ? ('connect-10') : ())) {
         show_ratio(ratio($prefork, stat_of($load, 'perl-prefork', $metric))), show_ratio(ratio($prefork, stat_of($load, 'raw-prefork', $metric))),
         show_ratio(ratio(stat_of($load, 'ns-single', $metric), stat_of($load, 'perl-single', $metric))));
 }
-$md .= "\n![benchmark chart](results.png)\n";
+$md .= "\n![benchmark chart]($name.png)\n";
 
-open my $out, '>', "$dir/results.md" or die "$dir/results.md: $!\n";
+open my $out, '>', "$dir/$name.md" or die "$dir/$name.md: $!\n";
 print $out $md;
 close $out;
 
@@ -280,7 +281,7 @@ exit 0 unless @panels;
 my %short = ('raw-epoll' => 'raw epoll', 'raw-prefork' => 'raw prefork', 'ns-multiplex' => 'multiplex', 'ns-prefork' => 'prefork', 'ns-single' => 'single',
              'perl-multiplex' => 'Perl Multiplex', 'perl-prefork' => 'Perl PreFork', 'perl-single' => 'Perl Single', poe => 'POE');
 my %colour = ('raw-epoll' => 0x909090, 'raw-prefork' => 0x909090, poe => 0xd08030);
-my $gp = "set terminal pngcairo size " . (420 * @panels) . ",460 font ',10'\nset output '$dir/results.png'\n"
+my $gp = "set terminal pngcairo size " . (420 * @panels) . ",460 font ',10'\nset output '$dir/$name.png'\n"
        . "set multiplot layout 1," . scalar(@panels) . " title 'netserver (blue), Perl (orange), raw epoll (grey); log scale'\n"
        . "set style fill solid 0.85 noborder\nset boxwidth 0.7\nset logscale y\nset grid ytics\n"
        . "set xtics rotate by -45 scale 0 nomirror\nset bmargin 7\nset key off\nset format y '%.0s%c'\n";
