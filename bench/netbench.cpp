@@ -3,6 +3,8 @@
 //
 //   netbench echo    --port P --connections N --size S --duration D   closed-loop round trips
 //   netbench chat    --port P --connections N --size S --duration D   broadcast rounds
+//   netbench join    --port P --connections N                         join storm: N chat clients at once
+//   netbench broadcast --port P --connections N --senders S --duration D   S senders in a room of N
 //   netbench connect --port P --connections C --duration D            connect, banner, echo, close
 //   netbench idle    --port P --connections N --server-pid PID        memory per idle connection
 //   netbench pids    --port P --connections N                         which process serves whom
@@ -62,6 +64,7 @@ struct Options {
   std::string host = "127.0.0.1";
   int port = 8000;
   std::size_t connections = 1;
+  std::size_t senders = 0;  // chat, broadcast: clients sending each round (0: every client)
   std::size_t size = 64;
   double duration = 3;
   double timeout = 5;  // a round or a banner that takes longer counts as never coming
@@ -72,8 +75,9 @@ struct Options {
 };
 
 Options parse_options(int argc, char** argv) {
-  if (argc < 2) die("usage: netbench echo|chat|connect|idle|pids [--host H] [--port P] [--connections N] "
-                    "[--size BYTES] [--duration S] [--timeout S] [--server-pid PID] [--port2 P --server-pid2 PID] [--json]");
+  if (argc < 2) die("usage: netbench echo|chat|join|broadcast|connect|idle|pids [--host H] [--port P] "
+                    "[--connections N] [--senders S] [--size BYTES] [--duration S] [--timeout S] [--server-pid PID] "
+                    "[--port2 P --server-pid2 PID] [--json]");
   Options options;
   options.mode = argv[1];
   for (int i = 2; i < argc; ++i) {
@@ -89,6 +93,7 @@ Options parse_options(int argc, char** argv) {
       else if (flag == "--port") options.port = std::stoi(value);
       else if (flag == "--connections") options.connections = std::stoul(value);
       else if (flag == "--size") options.size = std::stoul(value);
+      else if (flag == "--senders") options.senders = std::stoul(value);
       else if (flag == "--duration") options.duration = std::stod(value);
       else if (flag == "--timeout") options.timeout = std::stod(value);
       else if (flag == "--server-pid") options.server_pid = std::stoi(value);
@@ -100,6 +105,7 @@ Options parse_options(int argc, char** argv) {
     }
   }
   if (options.connections == 0) die("--connections must be at least 1");
+  if (options.senders == 0 || options.senders > options.connections) options.senders = options.connections;
   return options;
 }
 
@@ -399,23 +405,24 @@ void run_echo(const Options& options) {
 
 // --- chat ----------------------------------------------------------------------------------
 
-// Every client sends one message per round; a round ends when every client got every other
-// client's message. A round that makes no progress for --timeout ends the run: under Single or
-// PreFork a broadcast reaches nobody, and the delivered fraction says so.
-void run_chat(const Options& options) {
-  Loop loop;
-  const std::size_t n = options.connections;
-  std::vector<Conn> conns = connect_all(options, loop, n, 64 * 1024, options.size + 64);
+// Rounds of messages: each of the first --senders clients sends one line per round; a round ends
+// when every client got every other sender's line. A round that makes no progress for --timeout
+// ends the run: under Single or PreFork a broadcast reaches nobody, and the delivered fraction
+// says so. Adds the figures to `result`.
+void run_rounds(const Options& options, Loop& loop, std::vector<Conn>& conns, Result& result) {
+  const std::size_t n = conns.size();
+  const std::size_t senders = options.senders;
   std::uint64_t round = 0;
   std::size_t clients_done = 0;
   std::uint64_t deliveries = 0;
   std::uint64_t round_deliveries = 0;
+  auto expected = [&](const Conn& conn) { return senders - (conn.id < senders ? 1 : 0); };
   auto on_line = [&](Conn& conn, std::string_view line) {
     std::uint64_t message_round = 0, sender = 0;
     if (!bench::parse_delivery(line, message_round, sender) || message_round != round || sender == conn.id) return;
     ++deliveries;
     ++round_deliveries;
-    if (++conn.got == n - 1) ++clients_done;
+    if (++conn.got == expected(conn)) ++clients_done;
   };
   auto pump = [&](int timeout_ms) {
     loop.wait(timeout_ms, [&](Conn& conn, std::uint32_t events) {
@@ -427,13 +434,6 @@ void run_chat(const Options& options) {
       }
     });
   };
-  // Let the welcomes and join announcements settle before measuring.
-  const auto greet_deadline = Clock::now() + std::chrono::duration<double>(options.timeout);
-  while (Clock::now() < greet_deadline &&
-         !std::all_of(conns.begin(), conns.end(), [](const Conn& c) { return c.greeted; }))
-    pump(50);
-  for (auto quiet = Clock::now() + std::chrono::milliseconds(200); Clock::now() < quiet;) pump(20);
-
   bench::Histogram round_latency;
   const double cpu_before = cpu_seconds(options.server_pid) + cpu_seconds(options.server_pid2);
   const double own_before = own_cpu_seconds();
@@ -443,10 +443,11 @@ void run_chat(const Options& options) {
   std::uint64_t last_round_fraction_numerator = 0;
   while (now_ns() < stop && !stalled) {
     for (Conn& conn : conns) conn.got = 0;
-    clients_done = 0;
+    clients_done = static_cast<std::size_t>(std::count_if(conns.begin(), conns.end(), [&](const Conn& c) { return expected(c) == 0; }));
     round_deliveries = 0;
     const std::uint64_t round_start = now_ns();
-    for (Conn& conn : conns) {
+    for (std::size_t i = 0; i < senders; ++i) {
+      Conn& conn = conns[i];
       if (conn.fd < 0) continue;
       conn.out_length = bench::make_request('c', round, conn.id, options.size, conn.out.get(), conn.out_capacity);
       conn.out_sent = 0;
@@ -469,23 +470,160 @@ void run_chat(const Options& options) {
   }
   const double elapsed = static_cast<double>(now_ns() - start) / 1e9;
   const double cpu = cpu_seconds(options.server_pid) + cpu_seconds(options.server_pid2) - cpu_before;
-  const double per_round = static_cast<double>(n) * static_cast<double>(n - 1);
+  const double per_round = static_cast<double>(senders) * static_cast<double>(n - 1);
   const std::uint64_t rounds_done = stalled ? round - 1 : round;
-  Result result("chat");
-  result.add("clients", std::to_string(n)).add("size", std::to_string(options.size)).add("seconds", elapsed, 2)
+  result.add("clients", std::to_string(n)).add("senders", std::to_string(senders))
+      .add("size", std::to_string(options.size)).add("seconds", elapsed, 2)
       .add("rounds", std::to_string(rounds_done)).add("deliveries", std::to_string(deliveries))
       .add("deliveries_per_s", static_cast<double>(deliveries) / elapsed, 0);
   add_latency(result, round_latency, "round_");
   result.add("delivered_fraction",
              stalled ? static_cast<double>(last_round_fraction_numerator) / per_round : 1.0, 3)
       .add("client_cpu_percent", 100.0 * (own_cpu_seconds() - own_before) / elapsed, 0);
-  if (options.server_pid > 0 && rounds_done > 0)
-    result.add("server_cpu_us_per_message", cpu * 1e6 / static_cast<double>(rounds_done * n), 1);
+  if (options.server_pid > 0 && rounds_done > 0) {
+    result.add("server_cpu_us_per_message", cpu * 1e6 / static_cast<double>(rounds_done * senders), 1);
+    result.add("server_cpu_ms_per_round", cpu * 1e3 / static_cast<double>(rounds_done), 2);
+  }
   if (options.server_pid > 0 && deliveries > 0)
     result.add("server_cpu_us_per_delivery", cpu * 1e6 / static_cast<double>(deliveries), 2);
   if (stalled)
     result.add("note", "round " + std::to_string(round - 1) + " stalled: the broadcast does not reach the other "
                        "clients (one client per process?)");
+}
+
+// Every client talks each round (or the first --senders): a small room's steady state.
+void run_chat(const Options& options) {
+  Loop loop;
+  std::vector<Conn> conns = connect_all(options, loop, options.connections, 64 * 1024, options.size + 64);
+  // Let the welcomes and join announcements settle before measuring.
+  const auto greet_deadline = Clock::now() + std::chrono::duration<double>(options.timeout);
+  auto drain = [&](int timeout_ms) {
+    loop.wait(timeout_ms, [&](Conn& conn, std::uint32_t) { read_lines(conn, [](Conn&, std::string_view) {}); });
+  };
+  while (Clock::now() < greet_deadline &&
+         !std::all_of(conns.begin(), conns.end(), [](const Conn& c) { return c.greeted; }))
+    drain(50);
+  for (auto quiet = Clock::now() + std::chrono::milliseconds(200); Clock::now() < quiet;) drain(20);
+  Result result("chat");
+  run_rounds(options, loop, conns, result);
+  result.print(options.json);
+  close_all(conns);
+}
+
+// --- join storm ----------------------------------------------------------------------------
+
+// The kernel's count of connections it dropped because a listener's accept queue was full
+// (TcpExt ListenOverflows + ListenDrops, for the whole network namespace).
+long listen_queue_drops() {
+  std::ifstream in("/proc/net/netstat");
+  std::string names, values;
+  while (std::getline(in, names) && std::getline(in, values)) {
+    if (!names.starts_with("TcpExt:")) continue;
+    std::istringstream n(names), v(values);
+    long total = 0;
+    for (std::string name, value; n >> name && v >> value;)
+      if (name == "ListenOverflows" || name == "ListenDrops") total += std::stol(value);
+    return total;
+  }
+  return -1;
+}
+
+// A room filling up: every client is welcomed, and every client hears of everyone who joined
+// after it ("Please welcome ..."), N(N-1)/2 announcements in all.
+struct Room {
+  std::size_t welcomed = 0;
+  std::uint64_t announcements = 0;
+  std::size_t closed = 0;
+  bench::Histogram welcome_latency;  // from connect() to the welcome, per client
+  double all_welcomed_s = 0;
+  double quiet_s = 0;
+  bool complete = false;
+};
+
+// Opens options.connections chat clients, at most `max_in_flight` of them not yet welcomed, and
+// waits until the room is complete (or --timeout passes).
+Room fill_room(const Options& options, Loop& loop, std::vector<Conn>& conns, std::size_t max_in_flight) {
+  Room room;
+  const std::size_t n = conns.size();
+  const std::uint64_t expected = static_cast<std::uint64_t>(n) * (n - 1) / 2;
+  std::size_t opened = 0;
+  const std::uint64_t start = now_ns();
+  const std::uint64_t deadline = start + static_cast<std::uint64_t>(options.timeout * 1e9);
+  auto on_line = [&](Conn& conn, std::string_view line) {
+    if (line.starts_with("Please welcome ")) ++room.announcements;
+    else if (line.starts_with("Welcome") && !conn.connected) {
+      conn.connected = true;  // here: welcomed
+      ++room.welcomed;
+      room.welcome_latency.record(now_ns() - conn.sent_at);
+      if (room.welcomed == n) room.all_welcomed_s = static_cast<double>(now_ns() - start) / 1e9;
+    }
+  };
+  while (now_ns() < deadline && (room.welcomed < n || room.announcements < expected)) {
+    for (; opened < n && opened - room.welcomed < max_in_flight; ++opened) {
+      Conn& conn = conns[opened];
+      conn.fd = start_connect(options, options.port);
+      conn.id = opened;
+      conn.sent_at = now_ns();
+      conn.allocate(4096, options.size + 64);
+      loop.add(conn, EPOLLIN);
+    }
+    loop.wait(20, [&](Conn& conn, std::uint32_t) {
+      if (conn.fd >= 0 && !read_lines(conn, on_line)) {
+        loop.remove(conn);
+        ::close(std::exchange(conn.fd, -1));
+        ++room.closed;
+      }
+    });
+  }
+  room.quiet_s = static_cast<double>(now_ns() - start) / 1e9;
+  room.complete = room.welcomed == n && room.announcements == expected;
+  conns.resize(opened);
+  return room;
+}
+
+void add_room(Result& result, const Room& room, std::size_t n) {
+  result.add("clients", std::to_string(n)).add("welcomed", std::to_string(room.welcomed))
+      .add("announcements", std::to_string(room.announcements))
+      .add("complete", room.complete ? "yes" : "no").add("closed", std::to_string(room.closed))
+      .add("all_welcomed_s", room.all_welcomed_s, 3).add("quiet_s", room.quiet_s, 3)
+      .add("welcome_p50_ms", static_cast<double>(room.welcome_latency.percentile(0.50)) / 1e6, 1)
+      .add("welcome_p99_ms", static_cast<double>(room.welcome_latency.percentile(0.99)) / 1e6, 1)
+      .add("welcome_max_ms", static_cast<double>(room.welcome_latency.max()) / 1e6, 1);
+}
+
+// Join storm: --connections chat clients connect as fast as connect() returns, all at once.
+// Reports seconds until all were welcomed and until every announcement arrived, the server's CPU
+// seconds for the whole storm, and connections the accept queue dropped meanwhile (a dropped one
+// is retried by the kernel after a second or more: its client waits that long for its welcome).
+void run_join(const Options& options) {
+  Loop loop;
+  std::vector<Conn> conns(options.connections);
+  const long drops_before = listen_queue_drops();
+  const double cpu_before = cpu_seconds(options.server_pid);
+  const double own_before = own_cpu_seconds();
+  const Room room = fill_room(options, loop, conns, options.connections);
+  const double cpu = cpu_seconds(options.server_pid) - cpu_before;
+  Result result("join");
+  add_room(result, room, options.connections);
+  result.add("accept_queue_drops", std::to_string(listen_queue_drops() - drops_before))
+      .add("client_cpu_s", own_cpu_seconds() - own_before, 2);
+  if (options.server_pid > 0) result.add("server_cpu_s", cpu, 2);
+  result.print(options.json);
+  close_all(conns);
+}
+
+// A big room's broadcast: --connections clients join (at most 500 handshakes at a time), then
+// rounds of --senders messages each.
+void run_broadcast(const Options& options) {
+  Loop loop;
+  std::vector<Conn> conns(options.connections);
+  const Room room = fill_room(options, loop, conns, 500);
+  if (!room.complete) die("the room did not fill: " + std::to_string(room.welcomed) + " welcomed, " +
+                          std::to_string(room.announcements) + " announcements");
+  for (Conn& conn : conns) conn.got = 0;
+  Result result("broadcast");
+  result.add("join_s", room.quiet_s, 2);
+  run_rounds(options, loop, conns, result);
   result.print(options.json);
   close_all(conns);
 }
@@ -687,9 +825,10 @@ int main(int argc, char** argv) {
   const Options options = parse_options(argc, argv);
   raise_descriptor_limit();
   const std::map<std::string, std::function<void(const Options&)>> modes{
-      {"echo", run_echo}, {"chat", run_chat}, {"connect", run_connect}, {"idle", run_idle}, {"pids", run_pids}};
+      {"echo", run_echo},       {"chat", run_chat}, {"join", run_join}, {"broadcast", run_broadcast},
+      {"connect", run_connect}, {"idle", run_idle}, {"pids", run_pids}};
   auto mode = modes.find(options.mode);
-  if (mode == modes.end()) die("unknown mode '" + options.mode + "' (echo, chat, connect, idle, pids)");
+  if (mode == modes.end()) die("unknown mode '" + options.mode + "' (echo, chat, join, broadcast, connect, idle, pids)");
   mode->second(options);
   return 0;
 }

@@ -1,9 +1,11 @@
 // raw_epoll_server: the yardstick for one process on one core. A minimal single-threaded epoll
 // server speaking the echo and chat demos' lines, with nothing else: no configuration, limits,
 // timeouts, hooks or logging. Like netserver's Multiplex it writes a client's own replies right
-// after handling its input and writes broadcasts once per batch of events.
+// after handling its input and writes broadcasts once per batch of events. In chat, every
+// newcomer is welcomed and announced to everyone already there; the accepts of one batch all
+// happen before that batch's one write per client (the join storm's yardstick).
 //
-//   raw_epoll_server echo|chat PORT
+//   raw_epoll_server echo|chat PORT [BACKLOG]     (BACKLOG: listen(2) queue, default 4096)
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -146,7 +148,7 @@ void read_from(Client& c) {
   flush(c);
 }
 
-int listen_on(int port) {
+int listen_on(int port, int backlog) {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   const int one = 1;
   ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -155,7 +157,7 @@ int listen_on(int port) {
   address.sin_family = AF_INET;
   address.sin_port = htons(static_cast<std::uint16_t>(port));
   address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 || ::listen(fd, 4096) != 0) {
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 || ::listen(fd, backlog) != 0) {
     std::perror("raw_epoll_server: bind/listen");
     std::exit(1);
   }
@@ -165,8 +167,8 @@ int listen_on(int port) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 3 || (std::string_view(argv[1]) != "echo" && std::string_view(argv[1]) != "chat")) {
-    std::fprintf(stderr, "usage: raw_epoll_server echo|chat PORT\n");
+  if (argc < 3 || argc > 4 || (std::string_view(argv[1]) != "echo" && std::string_view(argv[1]) != "chat")) {
+    std::fprintf(stderr, "usage: raw_epoll_server echo|chat PORT [BACKLOG]\n");
     return 2;
   }
   chat = std::string_view(argv[1]) == "chat";
@@ -175,7 +177,7 @@ int main(int argc, char** argv) {
   ::getrlimit(RLIMIT_NOFILE, &limit);
   limit.rlim_cur = limit.rlim_max;
   ::setrlimit(RLIMIT_NOFILE, &limit);
-  const int listener = listen_on(std::atoi(argv[2]));
+  const int listener = listen_on(std::atoi(argv[2]), argc == 4 ? std::atoi(argv[3]) : 4096);
   epoll_fd = ::epoll_create1(EPOLL_CLOEXEC);
   epoll_event event{};
   event.events = EPOLLIN;

@@ -1,12 +1,13 @@
 #!/usr/bin/perl
 # Turns scripts/bench's raw result lines into bench/results/results.md (medians, ratios, targets)
-# and results.png (gnuplot).   perl bench/report.pl RAW_FILE RESULTS_DIR
+# and results.png (gnuplot).   perl bench/report.pl RAW_FILE RESULTS_DIR [NAME]  (NAME.md, NAME.png)
 use strict;
 use warnings;
 use POSIX qw(strftime);
 
-my ($raw_file, $dir) = @ARGV;
-die "usage: $0 RAW_FILE RESULTS_DIR\n" unless $raw_file && $dir;
+my ($raw_file, $dir, $name) = @ARGV;
+die "usage: $0 RAW_FILE RESULTS_DIR [NAME]\n" unless $raw_file && $dir;
+$name //= 'results';
 
 # --- read: server=X load=Y run=N key=value ... [note=free text] ------------------------------
 my %runs;   # {load}{server} -> [ {field => value} ]
@@ -50,6 +51,7 @@ my @servers = (
     [ 'raw-prefork',    'raw prefork (C++, the process-per-client limit)' ],
     [ 'ns-multiplex',   'netserver multiplex' ],
     [ 'ns-workers',     'netserver multiplex, 2 workers' ],
+    [ 'ns-before',      'netserver multiplex before the big-room engine (baseline)' ],
     [ 'ns-prefork',     'netserver prefork' ],
     [ 'ns-fork',        'netserver fork' ],
     [ 'ns-single',      'netserver single' ],
@@ -144,6 +146,68 @@ for my $load (@idle) {
     $md .= "\n";
 }
 
+# --- big rooms -----------------------------------------------------------------------------
+my @joins = (loads_of('join'), loads_of('joindeep'));
+if (@joins) {
+    $md .= "## Join storm: N chat clients connect at once\n\n"
+         . "Every newcomer is welcomed and announced to everyone already there (N(N-1)/2 announcements). "
+         . "quiet: every announcement arrived. Lost to the accept queue: the kernel's ListenOverflows + "
+         . "ListenDrops during the storm (a dropped handshake is retried after 1 s, 2 s, 4 s...: its client waits). "
+         . "joindeep: the same in a network namespace with net.core.somaxconn = tcp_max_syn_backlog = backlog = 16384.\n\n"
+         . "| load | server | welcomed | all welcomed | quiet | welcome p99 | lost to the accept queue | server CPU | vs raw epoll |\n"
+         . "|---|---|---|---|---|---|---|---|---|\n";
+    for my $load (@joins) {
+        my $raw_cpu = stat_of($load, 'raw-epoll', 'server_cpu_s');
+        for my $s (present($load)) {
+            my $r = $runs{$load}{$s->[0]}[0];
+            my $cpu = stat_of($load, $s->[0], 'server_cpu_s');
+            $md .= sprintf("| %s | %s | %s of %s | %s | %.2f s | %s ms | %s | %.2f s | %s |\n", $load, $s->[1],
+                group($r->{welcomed}), group($r->{clients}),
+                ($r->{complete} // '') eq 'yes' || $r->{welcomed} == $r->{clients} ? sprintf('%.2f s', $r->{all_welcomed_s}) : 'never',
+                $r->{quiet_s} // 0, group($r->{welcome_p99_ms}), group($r->{accept_queue_drops}), $cpu // 0,
+                show_ratio(ratio($cpu, $raw_cpu)));
+        }
+    }
+    $md .= "\n";
+}
+my @broadcasts = loads_of('broadcast');
+if (@broadcasts) {
+    $md .= "## Broadcast in a big room: 10 senders, every client gets every message\n\n"
+         . "| load | server | rounds | round p50 | round p99 | deliveries/s | server CPU per round |\n|---|---|---|---|---|---|---|\n";
+    for my $load (@broadcasts) {
+        for my $s (present($load)) {
+            $md .= sprintf("| %s | %s | %s | %.1f ms | %.1f ms | %s | %.1f ms |\n", $load, $s->[1],
+                group(stat_of($load, $s->[0], 'rounds')), (stat_of($load, $s->[0], 'round_p50_us') // 0) / 1000,
+                (stat_of($load, $s->[0], 'round_p99_us') // 0) / 1000, group(stat_of($load, $s->[0], 'deliveries_per_s')),
+                stat_of($load, $s->[0], 'server_cpu_ms_per_round') // 0);
+        }
+    }
+    $md .= "\nPublished anchor: websocketpp (Asio), broadcast p95 392 ms at 10,000 clients (hashrocket/websocket-shootout round 2).\n\n";
+}
+for my $load (loads_of('idlelimit')) {
+    my ($n) = $load =~ /(\d+)$/;
+    my $r = $runs{$load}{'ns-multiplex'}[0] or next;
+    $md .= "## Past the descriptor limit: " . group($n) . " clients, a server allowed " . group($n / 2) . " descriptors\n\n"
+         . sprintf("netserver multiplex greeted %s clients within the run's 20 s; a probe client %s answered "
+                 . "(the rest wait in the accept queue until a descriptor frees: accepting pauses, logged once).\n\n",
+                   group($r->{connections}), ($r->{answers} // '') eq 'yes' ? 'was' : 'was not');
+}
+if (grep { $runs{$_}{'ns-before'} } keys %runs) {
+    $md .= "## Before and after the big-room engine (same run)\n\n| load | metric | before | after | after / before |\n|---|---|---|---|---|\n";
+    for my $load (@echo, @chat, @joins) {
+        next unless $runs{$load}{'ns-before'} && $runs{$load}{'ns-multiplex'};
+        my @metrics = $load =~ /^echo/ ? (['rps', 'round trips/s'], ['server_cpu_us_per_request', 'server CPU us per request'])
+                    : $load =~ /^chat/ ? (['deliveries_per_s', 'deliveries/s'], ['round_p99_us', 'round p99 us'], ['server_cpu_us_per_message', 'server CPU us per message'])
+                    : (['server_cpu_s', 'server CPU s'], ['quiet_s', 'seconds until quiet']);
+        for my $m (@metrics) {
+            my ($b, $a) = (stat_of($load, 'ns-before', $m->[0]), stat_of($load, 'ns-multiplex', $m->[0]));
+            $md .= sprintf("| %s | %s | %s | %s | %s |\n", $load, $m->[1], defined $b ? sprintf('%.2f', $b) : '-',
+                defined $a ? sprintf('%.2f', $a) : '-', show_ratio(ratio($a, $b)));
+        }
+    }
+    $md .= "\n";
+}
+
 # --- ratios and targets --------------------------------------------------------------------
 my @targets;
 sub target {
@@ -176,6 +240,28 @@ for my $load (@idle) {
         stat_of($load, 'ns-multiplex', 'bytes_per_connection'), 4096, 0, '%.0f bytes');
     target(group($n) . ' idle connections accepted in < 2 s', stat_of($load, 'ns-multiplex', 'accept_seconds'), 2, 0, '%.2f s');
 }
+for my $n (5000, 10000) {
+    for my $load ("join-$n", "joindeep-$n") {
+        next unless $runs{$load};
+        target("Join storm of " . group($n) . " ($load): server CPU <= 1.5x raw epoll",
+            ratio(stat_of($load, 'ns-multiplex', 'server_cpu_s'), stat_of($load, 'raw-epoll', 'server_cpu_s')), 1.5, 0, '%.2fx');
+        target("Join storm of " . group($n) . " ($load): every client welcomed",
+            stat_of($load, 'ns-multiplex', 'welcomed'), $n, 1, '%.0f');
+    }
+}
+target('Join storm of 10,000 with backlog and somaxconn 16384: no connection lost to the accept queue',
+    stat_of('joindeep-10000', 'ns-multiplex', 'accept_queue_drops'), 0, 0, '%.0f') if $runs{'joindeep-10000'};
+if ($runs{'broadcast-10000'}) {
+    my $p99 = stat_of('broadcast-10000', 'ns-multiplex', 'round_p99_us');
+    target('Broadcast to 10,000, 10 senders: round p99 <= 1.2x raw epoll',
+        ratio($p99, stat_of('broadcast-10000', 'raw-epoll', 'round_p99_us')), 1.2, 0, '%.2fx');
+    target('Broadcast to 10,000, 10 senders: round p99 well under websocketpp\'s 392 ms (p95)',
+        defined $p99 ? $p99 / 1000 : undef, 392 / 2, 0, '%.1f ms');
+}
+for my $load (grep { (/(\d+)$/)[0] >= 19000 } @idle) {
+    target(group(($load =~ /(\d+)$/)[0]) . ' idle clients in one process (20,000 minus room for descriptors of its own): <= 2 KiB each',
+        stat_of($load, 'ns-multiplex', 'bytes_per_connection'), 2048, 0, '%.0f bytes');
+}
 my $fanout_cpu = stat_of('chat-1000', 'ns-multiplex', 'server_cpu_us_per_message');
 target("Multiplex chat fan-out to 1,000 clients: well under 1 ms server CPU per message", $fanout_cpu, 1000, 0, "%.0f us")
     if defined $fanout_cpu;
@@ -191,9 +277,9 @@ for my $load (@echo, @chat, ($runs{'connect-10'} ? ('connect-10') : ())) {
         show_ratio(ratio($prefork, stat_of($load, 'perl-prefork', $metric))), show_ratio(ratio($prefork, stat_of($load, 'raw-prefork', $metric))),
         show_ratio(ratio(stat_of($load, 'ns-single', $metric), stat_of($load, 'perl-single', $metric))));
 }
-$md .= "\n![benchmark chart](results.png)\n";
+$md .= "\n![benchmark chart]($name.png)\n";
 
-open my $out, '>', "$dir/results.md" or die "$dir/results.md: $!\n";
+open my $out, '>', "$dir/$name.md" or die "$dir/$name.md: $!\n";
 print $out $md;
 close $out;
 
@@ -207,7 +293,7 @@ my %short = ('raw-epoll' => 'raw epoll', 'raw-prefork' => 'raw prefork', 'ns-mul
              'ns-workers' => '2 workers', 'ns-fork' => 'fork', 'perl-fork' => 'Perl Fork',
              'perl-multiplex' => 'Perl Multiplex', 'perl-prefork' => 'Perl PreFork', 'perl-single' => 'Perl Single', poe => 'POE');
 my %colour = ('raw-epoll' => 0x909090, 'raw-prefork' => 0x909090, poe => 0xd08030);
-my $gp = "set terminal pngcairo size " . (420 * @panels) . ",460 font ',10'\nset output '$dir/results.png'\n"
+my $gp = "set terminal pngcairo size " . (420 * @panels) . ",460 font ',10'\nset output '$dir/$name.png'\n"
        . "set multiplot layout 1," . scalar(@panels) . " title 'netserver (blue), Perl (orange), raw epoll (grey); log scale'\n"
        . "set style fill solid 0.85 noborder\nset boxwidth 0.7\nset logscale y\nset grid ytics\n"
        . "set xtics rotate by -45 scale 0 nomirror\nset bmargin 7\nset key off\nset format y '%.0s%c'\n";

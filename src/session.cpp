@@ -281,6 +281,7 @@ void Session::flush() {
     if (n == 0) return wait_writable();
     out_sent_ += n;
     bytes_out_ += n;
+    ++writes_;
     if (state_ == State::closing) last_output_ = Clock::now();  // only the close deadline needs it
   }
   out_.clear();

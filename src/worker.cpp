@@ -70,6 +70,7 @@ void Worker::listen(const std::vector<Listener>& listeners) {
                  listener.tls(), {}});
     const int protocol = listener.family() == AF_UNIX ? 0 : IPPROTO_TCP;
     acceptor->socket.assign(asio::generic::stream_protocol(listener.family(), protocol), fd);
+    acceptor->socket.non_blocking(true);  // accept_backlog() stops at an empty queue
     acceptors_.push_back(std::move(acceptor));
   }
   accept_all();
@@ -102,11 +103,46 @@ void Worker::on_accept(Acceptor& acceptor, const error_code& error, Transport::S
   if (error) {
     log::debug("accept() on {}: {}", acceptor.name, error.message());
   } else {
-    shortage_logged_ = false;
-    ::fcntl(socket.native_handle(), F_SETFD, FD_CLOEXEC);  // a restart's exec must not inherit clients
-    serve(std::move(socket), acceptor.peer_name(), acceptor.tls);
+    take(acceptor, std::move(socket));
+    accept_backlog(acceptor);
   }
   accept(acceptor);
+}
+
+// The readiness that delivered one connection usually means more wait in the kernel's queue (a
+// join storm): they are taken now, in this turn of the loop, so that everything their arrival
+// sends to the other sessions leaves in one write per session. Bounded, so that the output of
+// this turn is not held back behind a queue that refills as fast as it is emptied.
+void Worker::accept_backlog(Acceptor& acceptor) {
+  for (std::size_t taken = 1; taken < max_accepts_per_turn && can_accept() && balanced(); ++taken) {
+    error_code error;
+    Transport::Socket socket = accept_ready(acceptor, error);
+    if (error == asio::error::would_block || error == asio::error::try_again) return;
+    if (is_resource_shortage(error)) return pause_accepting(error);
+    if (error) {
+      log::debug("accept() on {}: {}", acceptor.name, error.message());
+      continue;  // that client is gone (ECONNABORTED ...); the next may be fine
+    }
+    take(acceptor, std::move(socket));
+  }
+}
+
+// A Multiplex worker among several takes no more than its share (checked per connection, so a
+// batch does not undo the balance).
+bool Worker::balanced() const {
+  return !options_.may_accept || options_.may_accept(registry_.size() + parked_.size());
+}
+
+// One accept() on the (non-blocking) listener; would_block when the queue is empty.
+Transport::Socket Worker::accept_ready(Acceptor& acceptor, error_code& error) {
+  return acceptor.socket.accept(acceptor.peer, error);
+}
+
+void Worker::take(Acceptor& acceptor, Transport::Socket socket) {
+  shortage_logged_ = false;
+  ++inputs_;  // an accept is activity too: the end-of-batch flush may wait for more
+  ::fcntl(socket.native_handle(), F_SETFD, FD_CLOEXEC);  // a restart's exec must not inherit clients
+  serve(std::move(socket), acceptor.peer_name(), acceptor.tls);
 }
 
 // Logged once per shortage: the next successful accept re-arms the warning.
@@ -221,9 +257,9 @@ void Worker::session_ended(Session& session) {
   }
   const auto seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - session.started_).count();
   const TlsInfo* tls = session.tls();
-  log::info("closed {} (session {}): {}; {:.3f} s, {} bytes in, {} bytes out{}{}", session.peer(), session.id(),
-            session.end_reason_, seconds, session.bytes_in(), session.bytes_out(), tls ? "; " : "",
-            tls ? tls->version : "");
+  log::info("closed {} (session {}): {}; {:.3f} s, {} bytes in, {} bytes out{}{}; {} writes", session.peer(),
+            session.id(), session.end_reason_, seconds, session.bytes_in(), session.bytes_out(), tls ? "; " : "",
+            tls ? tls->version : "", session.writes());
   rooms_.forget(session);
   registry_.remove(session);
   if (on_session_end_) on_session_end_();

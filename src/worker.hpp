@@ -109,6 +109,10 @@ class Worker {
   void accept_all();
   void accept(Acceptor& acceptor);
   void on_accept(Acceptor& acceptor, const boost::system::error_code& error, Transport::Socket socket);
+  void accept_backlog(Acceptor& acceptor);
+  bool balanced() const;
+  Transport::Socket accept_ready(Acceptor& acceptor, boost::system::error_code& error);
+  void take(Acceptor& acceptor, Transport::Socket socket);
   void pause_accepting(const boost::system::error_code& error);
   void hold_for_balance();
   struct Accepted {
@@ -141,7 +145,8 @@ class Worker {
   bool flush_posted_ = false;
   static constexpr int max_flush_deferrals = 3;
   int flush_deferrals_ = 0;
-  std::uint64_t inputs_ = 0;          // reads completed, to tell a busy loop from an idle one
+  static constexpr std::size_t max_accepts_per_turn = 512;  // per readiness of a listener
+  std::uint64_t inputs_ = 0;          // reads and accepts completed, to tell a busy loop from an idle one
   std::uint64_t inputs_at_post_ = 0;
   std::size_t lingering_ = 0;
   std::uint64_t next_id_ = 0;

@@ -118,6 +118,21 @@ TEST_CASE("netbench smoke: chat delivers everything under multiplex and says so 
   CHECK_THAT(none, Contains("delivered_fraction=0.000") && Contains("stalled"));
 }
 
+TEST_CASE("netbench smoke: join counts every welcome and announcement and broadcast has its senders", "[bench][smoke]") {
+  ServerProcess storm(binary("chat_server"), multiplex);
+  const std::string join = netbench(storm, {"join", "--connections", "50", "--timeout", "20"});
+  CHECK(field(join, "welcomed") == 50);
+  CHECK(field(join, "announcements") == 50 * 49 / 2);
+  CHECK_THAT(join, Contains("complete=yes") && Contains("server_cpu_s="));
+
+  ServerProcess room(binary("chat_server"), multiplex);
+  const std::string broadcast = netbench(room, {"broadcast", "--connections", "20", "--senders", "3", "--duration", "0.3"});
+  CHECK(field(broadcast, "senders") == 3);
+  CHECK(field(broadcast, "rounds") > 0);
+  CHECK(field(broadcast, "deliveries") == field(broadcast, "rounds") * 3 * 19);
+  CHECK_THAT(broadcast, Contains("delivered_fraction=1.000"));
+}
+
 TEST_CASE("netbench smoke: pids tells one process from many", "[bench][smoke]") {
   ServerProcess single(binary("echo_server"), "personality: single\nhost: 127.0.0.1\nport: 0\n");
   const std::string one = netbench(single, {"pids", "--connections", "3", "--timeout", "0.5"});

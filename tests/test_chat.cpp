@@ -4,12 +4,14 @@
 #include <catch2/catch.hpp>
 
 #include <csignal>
+#include <regex>
 #include <thread>
 
 #include "harness.hpp"
 
 using namespace harness;
 using Catch::Matchers::Contains;
+using Catch::Matchers::EndsWith;
 using Catch::Matchers::StartsWith;
 
 namespace {
@@ -31,6 +33,19 @@ Member join(const ServerProcess& server) {
   REQUIRE_THAT(*info, StartsWith("You are served by \"chat\" (personality "));
   const std::string name = "127.0.0.1:" + std::to_string(client.local_port());
   return Member{std::move(client), name};
+}
+
+// The writes the server made to `member` over its whole session, from the "closed" log line
+// (logged once the member has left).
+long writes_to(const ServerProcess& server, Member& member) {
+  member.client.close();
+  REQUIRE(server.wait_for_log("closed " + member.name + " "));
+  std::smatch match;
+  const std::string log = server.log();
+  const std::regex closed("closed " + std::regex_replace(member.name, std::regex(R"(\.)"), R"(\.)") +
+                          R"( \(session \d+\): [^;\n]*; [\d.]+ s, \d+ bytes in, \d+ bytes out; (\d+) writes)");
+  REQUIRE(std::regex_search(log, match, closed));
+  return std::stol(match[1]);
 }
 
 }  // namespace
@@ -229,4 +244,36 @@ TEST_CASE("chat under single: the room only ever holds one person", "[chat][sing
   first.client.send("bye\r\n");
   CHECK(first.client.closed_by_peer());
   CHECK(second.read_line() == "Welcome, to the server!");
+}
+
+// The server is stopped while the newcomers connect, so all of them wait in the accept queue and
+// arrive in one turn of its loop: their announcements must reach a member in one write (plus its
+// own welcome), not one write per newcomer (the accept storm that cost a big room its CPU).
+TEST_CASE("chat: a burst of joins reaches a member in a bounded number of writes", "[chat][coalesce]") {
+  ServerProcess server(binary("chat_server"), yaml);
+  Member member = join(server);
+  constexpr int newcomers = 20;
+  server.signal(SIGSTOP);
+  std::vector<Client> clients;
+  for (int i = 0; i < newcomers; ++i) clients.emplace_back(server.port());  // the kernel completes the handshakes
+  server.signal(SIGCONT);
+  for (int i = 0; i < newcomers; ++i) REQUIRE_THAT(member.client.read_line().value_or(""), StartsWith("Please welcome "));
+  for (Client& client : clients) REQUIRE(client.read_line() == "Welcome, to the server!");
+  CHECK(writes_to(server, member) <= 3);  // welcome, the burst, and one spare for a loop turn boundary
+}
+
+// The same for a burst of messages: twenty members talk at once, a listener gets them together.
+TEST_CASE("chat: a burst of broadcasts reaches a member in a bounded number of writes", "[chat][coalesce]") {
+  ServerProcess server(binary("chat_server"), yaml);
+  Member listener = join(server);
+  std::vector<Member> talkers;
+  for (int i = 0; i < 20; ++i) talkers.push_back(join(server));
+  for (int i = 0; i < 20; ++i) REQUIRE(listener.client.read_line());  // the joins
+  server.signal(SIGSTOP);
+  for (Member& talker : talkers) REQUIRE(talker.client.send("hello\r\n"));
+  std::this_thread::sleep_for(100ms);  // the lines reach the stopped server's sockets
+  server.signal(SIGCONT);
+  for (int i = 0; i < 20; ++i) REQUIRE_THAT(listener.client.read_line().value_or(""), EndsWith(" said: hello"));
+  const long joins_and_welcome = 22;  // at most one write per join and the welcome
+  CHECK(writes_to(server, listener) <= joins_and_welcome + 2);
 }
