@@ -1,6 +1,7 @@
 #include "prefork.hpp"
 
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
@@ -8,8 +9,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
+#include <cstdlib>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <optional>
@@ -36,6 +40,12 @@ namespace {
 constexpr char report_idle = 'i';
 constexpr char report_busy = 'b';
 constexpr char order_retire = 'r';
+
+// How often an idle child with lingering sockets gives its event loop a turn.
+constexpr int linger_poll_ms = 10;
+
+// How often the parent looks at the listen queues for clients that no idle child takes.
+constexpr std::chrono::milliseconds queue_check{500};
 
 // --- the child ---------------------------------------------------------------------------------
 
@@ -104,6 +114,7 @@ class Child {
     watch(channel_, EPOLLIN);
     for (const Listener& listener : server_.listeners())
       watch(listener.fd(), EPOLLIN | (settings_.exclusive_accept ? std::uint32_t{EPOLLEXCLUSIVE} : 0u));
+    listening_ = server_.listeners().size();
     return true;
   }
 
@@ -113,6 +124,11 @@ class Child {
     event.data.fd = fd;
     if (::epoll_ctl(epoll_, EPOLL_CTL_ADD, fd, &event) != 0)
       log::error("{}", system_error_text(fmt::format("epoll_ctl() on descriptor {} in a child", fd), errno));
+  }
+
+  void forget(int listener_fd) {
+    ::epoll_ctl(epoll_, EPOLL_CTL_DEL, listener_fd, nullptr);
+    --listening_;
   }
 
   void report(char state) {
@@ -125,7 +141,8 @@ class Child {
   std::optional<Accepted> wait_for_client() {
     epoll_event events[8];
     for (;;) {
-      const int ready = ::epoll_wait(epoll_, events, 8, -1);
+      const int ready = ::epoll_wait(epoll_, events, 8, worker_.lingering() > 0 ? linger_poll_ms : -1);
+      finish_lingering();
       if (ready < 0 && errno == EINTR) continue;
       if (ready < 0) {
         log::error("{}", system_error_text("epoll_wait() in a child", errno));
@@ -139,8 +156,19 @@ class Child {
       for (int i = 0; i < ready; ++i)
         if (events[i].data.fd != channel_ && events[i].data.fd != signals_)
           if (auto client = accept_from(events[i].data.fd)) return client;
+      if (listening_ == 0) leaving_ = true;  // the server stopped listening: it is stopping
       if (leaving_) return std::nullopt;
     }
+  }
+
+  // Closed sockets still waiting for their clients' EOF (a refused client's above all) belong to
+  // the event loop, which does not run while the child waits for a client: it is given a turn
+  // every linger_poll_ms until they are gone, so that none keeps its descriptor until the next
+  // session (with hundreds of refused clients, the child ran out of descriptors).
+  void finish_lingering() {
+    if (worker_.lingering() == 0) return;
+    io_.restart();
+    io_.poll();
   }
 
   // Reads the pending signals: false for TERM (leave), true after reopening the log for USR1.
@@ -160,11 +188,15 @@ class Child {
     const int fd = ::accept4(listener_fd, reinterpret_cast<sockaddr*>(&peer), &length, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-        log::warning("{}; pausing 100 ms", system_error_text("accept() in a child", errno));
+        if (!shortage_logged_)  // once per shortage: the next accepted client re-arms it
+          log::warning("{}; pausing accepts 100 ms at a time", system_error_text("accept() in a child", errno));
+        shortage_logged_ = true;
         ::usleep(100'000);  // idle: nothing else to do; the pending client stays queued
       }
+      if (errno == EINVAL) forget(listener_fd);  // shut down by the stopping parent: it stays ready
       return std::nullopt;  // EAGAIN: another child took it
     }
+    shortage_logged_ = false;
     const int family = peer.ss_family;
     const int protocol = family == AF_UNIX ? 0 : IPPROTO_TCP;
     std::string name;
@@ -186,6 +218,8 @@ class Child {
   int signals_ = -1;
   int epoll_ = -1;
   bool leaving_ = false;  // told to go (TERM, retire, parent gone): no more waiting for clients
+  bool shortage_logged_ = false;  // accept() ran out of descriptors and said so
+  std::size_t listening_ = 0;     // listeners still watched (a stopping server shuts them down)
   asio::io_context io_{single_threaded};
   Worker worker_;
 };
@@ -195,14 +229,13 @@ class Child {
 class Parent final : public ProcessControl {
  public:
   Parent(Server& server, const PreFork::Settings& settings)
-      : server_(server), settings_(settings), signals_(io_), check_timer_(io_), grace_timer_(io_),
-        pool_(settings.limits, *this) {}
+      : server_(server), settings_(settings), signals_(io_), job_signals_(io_), check_timer_(io_), grace_timer_(io_),
+        queue_timer_(io_), status_timer_(io_), drain_timer_(io_), pool_(settings.limits, *this) {}
 
   void run() {
     signals_.on({SIGTERM, SIGINT}, [this](int signal) { stop(signal, SIGTERM); });
     signals_.on({SIGQUIT}, [this](int signal) { stop(signal, SIGKILL); });
-    signals_.on({SIGTTIN}, [this](int) { pool_.grow(); });
-    signals_.on({SIGTTOU}, [this](int) { pool_.shrink(); });
+    watch_job_signals();
     signals_.on({SIGCHLD}, [this](int) { reap_children(); });
     signals_.on({SIGHUP}, [this](int) { restart(); });
     signals_.on({SIGUSR1}, [this](int) {
@@ -211,8 +244,11 @@ class Parent final : public ProcessControl {
     });
     pool_.adopt_leaving(server_.inherited_children());
     reap_children();  // those that ended during the exec: their SIGCHLD went to the old image
+    limit_previous_image();
     pool_.start();
     schedule_check();
+    watch_listen_queues(0);
+    if (std::getenv("NOTIFY_SOCKET")) report_status();
     io_.run();
     if (!pool_.failure().empty()) throw Error(pool_.failure(), exit_status::boot_failed);
   }
@@ -231,6 +267,7 @@ class Parent final : public ProcessControl {
     const pid_t pid = ::fork();
     if (pid == 0) {
       ::close(channel[0]);
+      ::close(job_signals_.native_handle());
       for (const auto& [other, open] : channels_) ::close(open->stream.native_handle());
       ::_exit(run_child(channel[1]));
     }
@@ -303,6 +340,92 @@ class Parent final : public ProcessControl {
     pool_.resume();  // exec failed (logged): carry on, replacing the children told to leave
   }
 
+  // TTIN/TTOU resize the pool only when a process sent them (kill -TTOU: si_code SI_USER). They
+  // are read from a signalfd, blocked: the kernel also sends TTOU to a background job that writes
+  // to a terminal with `stty tostop` -- with a handler installed the write was retried forever,
+  // each retry shrinking the pool; blocked, the write simply goes through.
+  void watch_job_signals() {
+    sigset_t job;
+    sigemptyset(&job);
+    sigaddset(&job, SIGTTIN);
+    sigaddset(&job, SIGTTOU);
+    ::sigprocmask(SIG_BLOCK, &job, nullptr);
+    const int fd = ::signalfd(-1, &job, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (fd < 0) return log::error("{}", system_error_text("signalfd() for TTIN/TTOU", errno));
+    job_signals_.assign(fd);
+    read_job_signals();
+  }
+
+  void read_job_signals() {
+    job_signals_.async_wait(asio::posix::descriptor_base::wait_read, [this](const boost::system::error_code& error) {
+      if (error) return;
+      signalfd_siginfo info{};
+      while (::read(job_signals_.native_handle(), &info, sizeof info) == sizeof info) {
+        const bool from_a_process = static_cast<int>(info.ssi_code) <= 0;  // SI_USER, SI_QUEUE, SI_TKILL
+        if (!from_a_process) log::debug("{} from the kernel (terminal job control): ignored", signal_name(static_cast<int>(info.ssi_signo)));
+        else if (pool_.stopping()) continue;
+        else if (info.ssi_signo == SIGTTIN) pool_.grow();
+        else pool_.shrink();
+      }
+      read_job_signals();
+    });
+  }
+
+  // Clients waiting in a listen queue while the pool counts idle children means some of those
+  // "idle" children do not take them (stopped with SIGSTOP, stuck): after two looks in a row
+  // (at most 2 x queue_check apart) the pool spawns one more child. TCP listeners only: the
+  // kernel reports their queue length (TCP_INFO); a unix socket's is not visible.
+  void watch_listen_queues(std::size_t waiting_before) {
+    queue_timer_.expires_after(queue_check);
+    queue_timer_.async_wait([this, waiting_before](const boost::system::error_code& error) {
+      if (error || pool_.stopping()) return;
+      const std::size_t waiting = clients_in_listen_queues();
+      if (waiting > 0 && waiting_before > 0) pool_.clients_waiting(waiting);
+      watch_listen_queues(waiting);
+    });
+  }
+
+  std::size_t clients_in_listen_queues() const {
+    std::size_t waiting = 0;
+    for (const Listener& listener : server_.listeners()) {
+      if (listener.family() == AF_UNIX) continue;
+      tcp_info info{};
+      socklen_t size = sizeof info;
+      if (::getsockopt(listener.fd(), IPPROTO_TCP, TCP_INFO, &info, &size) == 0) waiting += info.tcpi_unacked;
+    }
+    return waiting;
+  }
+
+  // Every couple of seconds, tells systemd how the pool is doing (only when systemd listens).
+  void report_status(std::string last = {}) {
+    status_timer_.expires_after(std::chrono::seconds(2));
+    status_timer_.async_wait([this, last](const boost::system::error_code& error) {
+      if (error || pool_.stopping()) return;
+      const std::string now = fmt::format("STATUS={} children: {} busy, {} idle", pool_.size(),
+                                          pool_.count(ChildState::busy), pool_.count(ChildState::idle));
+      if (now != last) systemd::notify(now);
+      report_status(now);
+    });
+  }
+
+  // restart_drain_timeout: the previous image's children still busy then are killed.
+  void limit_previous_image() {
+    const double limit = server_.config().seconds("restart_drain_timeout");
+    const std::vector<pid_t> previous = server_.inherited_children();
+    if (limit <= 0 || previous.empty()) return;
+    drain_timer_.expires_after(std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+        std::chrono::duration<double>(limit)));
+    drain_timer_.async_wait([this, limit, previous](const boost::system::error_code& error) {
+      if (error) return;
+      const std::vector<pid_t> alive = pool_.pids();
+      for (pid_t pid : previous) {
+        if (std::find(alive.begin(), alive.end(), pid) == alive.end()) continue;
+        log::warning("child {} of the previous image still busy after restart_drain_timeout ({} s): killing it", pid, limit);
+        signal_child(pid, SIGKILL);
+      }
+    });
+  }
+
   // Only the pids this parent spawned are waited for: a hook's own children are not ours.
   void reap_children() {
     for (pid_t pid : pool_.pids()) {
@@ -335,6 +458,7 @@ class Parent final : public ProcessControl {
       log::notice("{} received: stopping {} children{}", signal_name(received), pool_.size(),
                   signal_for_children == SIGTERM ? " after their current session" : " now");
     systemd::notify("STOPPING=1");
+    server_.stop_listening();  // busy children keep their copies: the shutdown stops those too
     const bool first = !pool_.stopping();
     pool_.stop(signal_for_children);
     check_timer_.cancel();
@@ -352,6 +476,10 @@ class Parent final : public ProcessControl {
 
   void finish() {
     grace_timer_.cancel();
+    queue_timer_.cancel();
+    status_timer_.cancel();
+    drain_timer_.cancel();
+    job_signals_.close();
     signals_.stop();
     io_.stop();
   }
@@ -360,8 +488,12 @@ class Parent final : public ProcessControl {
   const PreFork::Settings& settings_;
   asio::io_context io_{single_threaded};
   SignalWatcher signals_;
+  asio::posix::stream_descriptor job_signals_;  // TTIN/TTOU, with who sent them
   asio::steady_timer check_timer_;
   asio::steady_timer grace_timer_;
+  asio::steady_timer queue_timer_;
+  asio::steady_timer status_timer_;
+  asio::steady_timer drain_timer_;
   std::map<pid_t, std::shared_ptr<Channel>> channels_;
   Pool pool_;
 };

@@ -57,6 +57,10 @@ class Pool {
   /// The periodic check: retires idle children above max_spare_servers (never below
   /// min_servers) and spawns what an earlier failed fork left missing.
   void check();
+  /// Clients have been waiting in the listen queue for a while although children count as
+  /// idle: some "idle" children do not take them (stopped, stuck). Spawns one more child while
+  /// max_servers allows; nothing when no child counts as idle (then the pool is simply full).
+  void clients_waiting(std::size_t waiting);
   /// TTIN: one child more (min_servers and max_servers + 1).
   void grow();
   /// TTOU: one child less (min_servers and max_servers - 1, one child retired).
