@@ -6,19 +6,14 @@
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <csignal>
-#include <cstdlib>
 #include <cstring>
-#include <map>
-#include <memory>
 #include <optional>
 
-#include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <fmt/format.h>
 
@@ -26,8 +21,7 @@
 #include "netserver/errors.hpp"
 #include "netserver/log.hpp"
 #include "netserver/server.hpp"
-#include "signals.hpp"
-#include "systemd.hpp"
+#include "supervisor.hpp"
 #include "worker.hpp"
 
 namespace netserver {
@@ -56,8 +50,9 @@ class Child {
  public:
   // A client and its address ("127.0.0.1:5555"; a unix-socket client goes by the listener's path).
   struct Accepted {
-    Session::Socket socket;
+    Transport::Socket socket;
     std::string peer;
+    bool tls = false;  // accepted on a tls:// listener
   };
 
   Child(Server& server, const PreFork::Settings& settings, int channel)
@@ -67,12 +62,6 @@ class Child {
 
   int run() {
     if (!set_up()) return exit_status::boot_failed;
-    try {
-      server_.child_init_hook();
-    } catch (const std::exception& error) {
-      log::error("child_init_hook failed: {}", error.what());
-      return exit_status::boot_failed;
-    }
     for (std::uint64_t served = 0; !leaving_ && (settings_.max_requests == 0 || served < settings_.max_requests);
          ++served) {
       report(report_idle);
@@ -200,15 +189,19 @@ class Child {
     const int family = peer.ss_family;
     const int protocol = family == AF_UNIX ? 0 : IPPROTO_TCP;
     std::string name;
-    for (const Listener& listener : server_.listeners())
-      if (family == AF_UNIX && listener.fd() == listener_fd) name = listener.name();
+    bool tls = false;
+    for (const Listener& listener : server_.listeners()) {
+      if (listener.fd() != listener_fd) continue;
+      tls = listener.tls();
+      if (family == AF_UNIX) name = listener.name();
+    }
     if (name.empty()) name = format_address(reinterpret_cast<sockaddr*>(&peer), length);
-    return Accepted{Session::Socket(io_, asio::generic::stream_protocol(family, protocol), fd), std::move(name)};
+    return Accepted{Transport::Socket(io_, asio::generic::stream_protocol(family, protocol), fd), std::move(name), tls};
   }
 
   void serve(Accepted client) {
     io_.restart();
-    worker_.serve(std::move(client.socket), std::move(client.peer));
+    worker_.serve(std::move(client.socket), std::move(client.peer), client.tls);
     io_.run();  // until the session ends (lingering closes carry on in later runs)
   }
 
@@ -226,151 +219,33 @@ class Child {
 
 // --- the parent --------------------------------------------------------------------------------
 
+// The PreFork parent: the Pool decides, the Supervisor forks, reaps and handles the signals.
 class Parent final : public ProcessControl {
  public:
   Parent(Server& server, const PreFork::Settings& settings)
-      : server_(server), settings_(settings), signals_(io_), job_signals_(io_), check_timer_(io_), grace_timer_(io_),
-        queue_timer_(io_), status_timer_(io_), drain_timer_(io_), pool_(settings.limits, *this) {}
+      : server_(server),
+        settings_(settings),
+        supervisor_(server, io_, {.check_interval = settings.check_for_waiting}),
+        queue_timer_(io_),
+        pool_(settings.limits, *this) {
+    supervisor_.on_report([this](pid_t pid, char report) {
+      if (report == report_idle) pool_.child_idle(pid);
+      else if (report == report_busy) pool_.child_busy(pid);
+    });
+  }
 
   void run() {
-    signals_.on({SIGTERM, SIGINT}, [this](int signal) { stop(signal, SIGTERM); });
-    signals_.on({SIGQUIT}, [this](int signal) { stop(signal, SIGKILL); });
-    watch_job_signals();
-    signals_.on({SIGCHLD}, [this](int) { reap_children(); });
-    signals_.on({SIGHUP}, [this](int) { restart(); });
-    signals_.on({SIGUSR1}, [this](int) {
-      server_.reopen_log();
-      for (pid_t pid : pool_.pids()) signal_child(pid, SIGUSR1);  // each reopens between sessions
-    });
-    pool_.adopt_leaving(server_.inherited_children());
-    reap_children();  // those that ended during the exec: their SIGCHLD went to the old image
-    limit_previous_image();
-    pool_.start();
-    schedule_check();
     watch_listen_queues(0);
-    if (std::getenv("NOTIFY_SOCKET")) report_status();
-    io_.run();
-    if (!pool_.failure().empty()) throw Error(pool_.failure(), exit_status::boot_failed);
+    supervisor_.run(pool_);
   }
 
   pid_t spawn_child() override {
-    server_.pre_fork_hook();
-    int channel[2];
-    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, channel) != 0) {
-      log::error("{}", system_error_text("socketpair() failed while spawning a child", errno));
-      return -1;
-    }
-    // Signals stay blocked across fork until the child has replaced the parent's handlers.
-    sigset_t all, previous;
-    sigfillset(&all);
-    ::sigprocmask(SIG_BLOCK, &all, &previous);
-    const pid_t pid = ::fork();
-    if (pid == 0) {
-      ::close(channel[0]);
-      ::close(job_signals_.native_handle());
-      for (const auto& [other, open] : channels_) ::close(open->stream.native_handle());
-      ::_exit(run_child(channel[1]));
-    }
-    const int fork_error = errno;
-    ::sigprocmask(SIG_SETMASK, &previous, nullptr);
-    ::close(channel[1]);
-    if (pid < 0) {
-      ::close(channel[0]);
-      log::error("{}", system_error_text("fork() failed while spawning a child", fork_error));
-      return -1;
-    }
-    log::info("spawned child {}", pid);
-    listen_to(pid, channel[0]);
-    return pid;
+    return supervisor_.spawn([this](int channel) { return Child(server_, settings_, channel).run(); });
   }
-
-  void retire_child(pid_t pid) override {
-    auto it = channels_.find(pid);
-    if (it != channels_.end()) ::send(it->second->stream.native_handle(), &order_retire, 1, MSG_NOSIGNAL | MSG_DONTWAIT);
-  }
-
+  void retire_child(pid_t pid) override { supervisor_.send_order(pid, order_retire); }
   void signal_child(pid_t pid, int signal) override { ::kill(pid, signal); }
 
  private:
-  // The parent's end of a child's socketpair (shared with its read handler, which may still be
-  // queued when the child is reaped).
-  struct Channel {
-    Channel(asio::io_context& io, int fd) : stream(io, fd) {}
-    asio::posix::stream_descriptor stream;
-    char reports[64];
-  };
-
-  // Runs in the new child and never returns to the parent's code.
-  int run_child(int channel) noexcept {
-    try {
-      return Child(server_, settings_, channel).run();
-    } catch (const std::exception& error) {
-      log::error("child failed: {}", error.what());
-      return exit_status::failure;
-    }
-  }
-
-  void listen_to(pid_t pid, int fd) {
-    auto channel = std::make_shared<Channel>(io_, fd);
-    channels_[pid] = channel;
-    read_reports(pid, std::move(channel));
-  }
-
-  void read_reports(pid_t pid, std::shared_ptr<Channel> channel) {
-    Channel& open = *channel;
-    open.stream.async_read_some(asio::buffer(open.reports), [this, pid, channel = std::move(channel)](
-                                                                const boost::system::error_code& error,
-                                                                std::size_t bytes) mutable {
-      if (error) return;  // the child is gone (or its channel closed): waitpid says how
-      for (std::size_t i = 0; i < bytes; ++i) {
-        if (channel->reports[i] == report_idle) pool_.child_idle(pid);
-        else if (channel->reports[i] == report_busy) pool_.child_busy(pid);
-      }
-      if (channels_.count(pid)) read_reports(pid, std::move(channel));
-    });
-  }
-
-  // SIGHUP: every child finishes its session and leaves, while this process execs the new image,
-  // which waits for them. The listening sockets never close, so no client is refused.
-  void restart() {
-    if (pool_.stopping() || !server_.prepare_restart()) return;
-    log::notice("HUP received: restarting; {} children finish their sessions and exit", pool_.size());
-    pool_.stop(SIGTERM);
-    server_.restart(pool_.pids());
-    pool_.resume();  // exec failed (logged): carry on, replacing the children told to leave
-  }
-
-  // TTIN/TTOU resize the pool only when a process sent them (kill -TTOU: si_code SI_USER). They
-  // are read from a signalfd, blocked: the kernel also sends TTOU to a background job that writes
-  // to a terminal with `stty tostop` -- with a handler installed the write was retried forever,
-  // each retry shrinking the pool; blocked, the write simply goes through.
-  void watch_job_signals() {
-    sigset_t job;
-    sigemptyset(&job);
-    sigaddset(&job, SIGTTIN);
-    sigaddset(&job, SIGTTOU);
-    ::sigprocmask(SIG_BLOCK, &job, nullptr);
-    const int fd = ::signalfd(-1, &job, SFD_CLOEXEC | SFD_NONBLOCK);
-    if (fd < 0) return log::error("{}", system_error_text("signalfd() for TTIN/TTOU", errno));
-    job_signals_.assign(fd);
-    read_job_signals();
-  }
-
-  void read_job_signals() {
-    job_signals_.async_wait(asio::posix::descriptor_base::wait_read, [this](const boost::system::error_code& error) {
-      if (error) return;
-      signalfd_siginfo info{};
-      while (::read(job_signals_.native_handle(), &info, sizeof info) == sizeof info) {
-        const bool from_a_process = static_cast<int>(info.ssi_code) <= 0;  // SI_USER, SI_QUEUE, SI_TKILL
-        if (!from_a_process) log::debug("{} from the kernel (terminal job control): ignored", signal_name(static_cast<int>(info.ssi_signo)));
-        else if (pool_.stopping()) continue;
-        else if (info.ssi_signo == SIGTTIN) pool_.grow();
-        else pool_.shrink();
-      }
-      read_job_signals();
-    });
-  }
-
   // Clients waiting in a listen queue while the pool counts idle children means some of those
   // "idle" children do not take them (stopped with SIGSTOP, stuck): after two looks in a row
   // (at most 2 x queue_check apart) the pool spawns one more child. TCP listeners only: the
@@ -378,7 +253,7 @@ class Parent final : public ProcessControl {
   void watch_listen_queues(std::size_t waiting_before) {
     queue_timer_.expires_after(queue_check);
     queue_timer_.async_wait([this, waiting_before](const boost::system::error_code& error) {
-      if (error || pool_.stopping()) return;
+      if (error || supervisor_.stopping()) return;
       const std::size_t waiting = clients_in_listen_queues();
       if (waiting > 0 && waiting_before > 0) pool_.clients_waiting(waiting);
       watch_listen_queues(waiting);
@@ -396,105 +271,11 @@ class Parent final : public ProcessControl {
     return waiting;
   }
 
-  // Every couple of seconds, tells systemd how the pool is doing (only when systemd listens).
-  void report_status(std::string last = {}) {
-    status_timer_.expires_after(std::chrono::seconds(2));
-    status_timer_.async_wait([this, last](const boost::system::error_code& error) {
-      if (error || pool_.stopping()) return;
-      const std::string now = fmt::format("STATUS={} children: {} busy, {} idle", pool_.size(),
-                                          pool_.count(ChildState::busy), pool_.count(ChildState::idle));
-      if (now != last) systemd::notify(now);
-      report_status(now);
-    });
-  }
-
-  // restart_drain_timeout: the previous image's children still busy then are killed.
-  void limit_previous_image() {
-    const double limit = server_.config().seconds("restart_drain_timeout");
-    const std::vector<pid_t> previous = server_.inherited_children();
-    if (limit <= 0 || previous.empty()) return;
-    drain_timer_.expires_after(std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-        std::chrono::duration<double>(limit)));
-    drain_timer_.async_wait([this, limit, previous](const boost::system::error_code& error) {
-      if (error) return;
-      const std::vector<pid_t> alive = pool_.pids();
-      for (pid_t pid : previous) {
-        if (std::find(alive.begin(), alive.end(), pid) == alive.end()) continue;
-        log::warning("child {} of the previous image still busy after restart_drain_timeout ({} s): killing it", pid, limit);
-        signal_child(pid, SIGKILL);
-      }
-    });
-  }
-
-  // Only the pids this parent spawned are waited for: a hook's own children are not ours.
-  void reap_children() {
-    for (pid_t pid : pool_.pids()) {
-      int status = 0;
-      if (::waitpid(pid, &status, WNOHANG) != pid) continue;
-      channels_.erase(pid);
-      pool_.child_exited(pid, status);
-    }
-    if (!pool_.failure().empty() && !pool_.stopping()) {
-      log::error("{}", pool_.failure());
-      stop(0, SIGTERM);
-    }
-    if (pool_.stopping() && pool_.size() == 0) finish();
-  }
-
-  void schedule_check() {
-    check_timer_.expires_after(std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-        std::chrono::duration<double>(settings_.check_for_waiting)));
-    check_timer_.async_wait([this](const boost::system::error_code& error) {
-      if (error || pool_.stopping()) return;
-      pool_.check();
-      schedule_check();
-    });
-  }
-
-  // TERM/INT: children finish their session, the stragglers are killed after graceful_timeout.
-  // QUIT: children are killed now.
-  void stop(int received, int signal_for_children) {
-    if (received != 0)
-      log::notice("{} received: stopping {} children{}", signal_name(received), pool_.size(),
-                  signal_for_children == SIGTERM ? " after their current session" : " now");
-    systemd::notify("STOPPING=1");
-    server_.stop_listening();  // busy children keep their copies: the shutdown stops those too
-    const bool first = !pool_.stopping();
-    pool_.stop(signal_for_children);
-    check_timer_.cancel();
-    if (pool_.size() == 0) return finish();
-    if (!first || signal_for_children == SIGKILL) return;
-    const double grace = server_.config().seconds("graceful_timeout");
-    grace_timer_.expires_after(std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-        std::chrono::duration<double>(grace)));
-    grace_timer_.async_wait([this, grace](const boost::system::error_code& error) {
-      if (error || pool_.size() == 0) return;
-      log::warning("{} children still busy after graceful_timeout ({} s): killing them", pool_.size(), grace);
-      pool_.stop(SIGKILL);
-    });
-  }
-
-  void finish() {
-    grace_timer_.cancel();
-    queue_timer_.cancel();
-    status_timer_.cancel();
-    drain_timer_.cancel();
-    job_signals_.close();
-    signals_.stop();
-    io_.stop();
-  }
-
   Server& server_;
   const PreFork::Settings& settings_;
   asio::io_context io_{single_threaded};
-  SignalWatcher signals_;
-  asio::posix::stream_descriptor job_signals_;  // TTIN/TTOU, with who sent them
-  asio::steady_timer check_timer_;
-  asio::steady_timer grace_timer_;
+  Supervisor supervisor_;
   asio::steady_timer queue_timer_;
-  asio::steady_timer status_timer_;
-  asio::steady_timer drain_timer_;
-  std::map<pid_t, std::shared_ptr<Channel>> channels_;
   Pool pool_;
 };
 

@@ -13,13 +13,6 @@
 
 namespace netserver {
 
-std::string describe_wait_status(int wait_status) {
-  if (WIFEXITED(wait_status)) return fmt::format("exited with status {}", WEXITSTATUS(wait_status));
-  if (WIFSIGNALED(wait_status))
-    return fmt::format("killed by signal {} ({})", WTERMSIG(wait_status), signal_name(WTERMSIG(wait_status)));
-  return fmt::format("ended with wait status {}", wait_status);
-}
-
 Pool::Pool(PoolLimits limits, ProcessControl& control) : limits_(limits), control_(control) {}
 
 std::size_t Pool::count(ChildState state) const {
@@ -125,6 +118,10 @@ void Pool::retire_spares() {
     retire(pid);
     --excess;
   }
+}
+
+std::string Pool::status() const {
+  return fmt::format("{} children: {} busy, {} idle", size(), count(ChildState::busy), count(ChildState::idle));
 }
 
 void Pool::clients_waiting(std::size_t waiting) {

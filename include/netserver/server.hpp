@@ -28,6 +28,8 @@ namespace netserver {
 /// netserver's version, "0.1.0".
 std::string_view version();
 
+class TlsContext;  // src/tls.hpp
+
 class Server {
  public:
   /// `name` names the program in logs and the banner; `handler` is the protocol.
@@ -135,6 +137,7 @@ class Server {
   void check_combinations(const Config& config) const;
   void check_restartable(const Config& fresh) const;
   std::vector<ListenAddress> listen_addresses(const Config& config) const;
+  std::shared_ptr<TlsContext> load_tls(const Config& config) const;
   std::vector<std::string> owned_paths() const;
 
   std::string name_;
