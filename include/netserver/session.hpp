@@ -5,10 +5,12 @@
 #include <any>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
 
+#include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 
 #include "netserver/buffer.hpp"
@@ -76,6 +78,22 @@ class Session : public std::enable_shared_from_this<Session> {
   /// What the TLS handshake negotiated (netserver/tls.hpp); null on a plaintext connection.
   const TlsInfo* tls() const;
 
+  // --- for handlers that do not consume input as it arrives (Conversation) ---------------------
+
+  /// Stops reading from the client: input already received stays pending, a client's EOF is
+  /// held back, and pending input past max_line is not an error while paused (no more is read).
+  void pause_input();
+  /// Reads again after pause_input(). Pending input (and a held-back EOF) is handed to the
+  /// handler again from the event loop, not from inside this call.
+  void resume_input();
+  /// True between pause_input() and resume_input().
+  bool input_paused() const { return input_paused_; }
+  /// Runs `callback` from the event loop once nothing is queued for the client (soon, if nothing
+  /// is queued now). A later call replaces an earlier one; dropped when the session ends.
+  void when_drained(std::function<void()> callback);
+  /// The event loop running this session (for timers and coroutines of its handler).
+  boost::asio::io_context& io() const;
+
   /// Per-session state for the handler, default-constructed on first use. Always ask for the
   /// same T for a given handler.
   template <class T>
@@ -87,6 +105,7 @@ class Session : public std::enable_shared_from_this<Session> {
  private:
   friend class Worker;
   friend class Registry;
+  friend class Conversation;  // ends a session whose coroutine threw, as dispatch() does
   enum class State { open, closing, finished };
 
   void start();
@@ -97,6 +116,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void on_read(const boost::system::error_code& error, std::size_t bytes);
   std::string_view read_more(std::size_t already);
   void deliver(std::string_view chunk, bool eof);
+  void redeliver();
   void handle_eof();
   template <class Callback>
   void dispatch(Callback&& callback);
@@ -127,6 +147,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bool flush_scheduled_ = false;    // queued in the worker's end-of-batch flush
   bool in_dispatch_ = false;        // a handler callback for this session is running
   bool peer_eof_ = false;           // the client sent FIN
+  bool input_paused_ = false;       // pause_input(): no reads, EOF held back
   std::string end_reason_;
   std::uint64_t bytes_in_ = 0;
   std::uint64_t bytes_out_ = 0;
@@ -141,6 +162,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::uint64_t user_timer_generation_ = 0;
   std::size_t registry_index_ = 0;
   std::any user_state_;
+  std::function<void()> drained_;   // when_drained()
   char inbox_[1024];                // where reads land; larger bursts continue in the worker's scratch
 };
 
