@@ -45,6 +45,7 @@ Session::~Session() = default;
 
 Server& Session::server() const { return worker_.server(); }
 Registry& Session::registry() const { return worker_.registry(); }
+Room& Session::room(std::string_view name) const { return worker_.rooms().room(name); }
 asio::io_context& Session::io() const { return worker_.io(); }
 const SessionLimits& Session::limits() const { return worker_.limits(); }
 const TlsInfo* Session::tls() const { return transport_->tls(); }

@@ -292,3 +292,22 @@ TEST_CASE("TERM ends 100 coroutines waiting on reads with their output delivered
   CHECK(server.count_in_log("freed") == 100);
   CHECK(server.count_in_log("graceful timeout") == 0);
 }
+
+TEST_CASE("after HUP a waiting conversation goes on in the old image's drainer until it ends", "[conversation][restart]") {
+  ServerProcess server(binary("sequential_probe"), personality_yaml("multiplex") + "graceful_timeout: 5\n");
+  Client held(server.port());
+  REQUIRE(held.read_line());
+  held.send("echo before\r\n");
+  REQUIRE(held.read_line() == "before");  // now waiting in read_line
+  server.signal(SIGHUP);
+  REQUIRE(eventually([&] { return server.count_in_log("(restarted)") == 1; }));
+  held.send("echo after the restart\r\n");
+  CHECK(held.read_line() == "after the restart");
+  Client fresh(server.port());
+  const auto banner = fresh.read_line();
+  REQUIRE(banner);
+  CHECK(pid_in(*banner) == server.pid());
+  held.send("quit\r\n");
+  CHECK(held.closed_by_peer());
+  CHECK(eventually([&] { return server.count_in_log("conversation of session 1 freed") == 1; }, 5s));
+}

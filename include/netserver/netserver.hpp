@@ -9,6 +9,7 @@
 #include "netserver/log.hpp"
 #include "netserver/options.hpp"
 #include "netserver/registry.hpp"
+#include "netserver/room.hpp"
 #include "netserver/server.hpp"
 #include "netserver/session.hpp"
 #include "netserver/tls.hpp"

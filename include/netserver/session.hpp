@@ -18,6 +18,7 @@
 namespace netserver {
 
 class Registry;
+class Room;
 class Server;
 class Transport;
 class Worker;
@@ -68,6 +69,9 @@ class Session : public std::enable_shared_from_this<Session> {
   Server& server() const;
   /// The sessions alive in this process (what a broadcast reaches).
   Registry& registry() const;
+  /// The room called `name` (made on first use): this process's members without a bus, every
+  /// process's with `bus:` configured. See netserver/room.hpp.
+  Room& room(std::string_view name) const;
   /// The limits this session enforces.
   const SessionLimits& limits() const;
   /// Bytes received from / sent to the client so far.
