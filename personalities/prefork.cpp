@@ -225,8 +225,8 @@ class Parent final : public ProcessControl {
   Parent(Server& server, const PreFork::Settings& settings)
       : server_(server),
         settings_(settings),
-        supervisor_(server, io_, {.check_interval = settings.check_for_waiting}),
-        queue_timer_(io_),
+        supervisor_(server, {.check_interval = settings.check_for_waiting}),
+        queue_timer_(supervisor_.io()),
         pool_(settings.limits, *this) {
     supervisor_.on_report([this](pid_t pid, char report) {
       if (report == report_idle) pool_.child_idle(pid);
@@ -273,7 +273,6 @@ class Parent final : public ProcessControl {
 
   Server& server_;
   const PreFork::Settings& settings_;
-  asio::io_context io_{single_threaded};
   Supervisor supervisor_;
   asio::steady_timer queue_timer_;
   Pool pool_;
