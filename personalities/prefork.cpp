@@ -1,6 +1,7 @@
 #include "prefork.hpp"
 
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
@@ -8,9 +9,12 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <csignal>
+#include <cstring>
 #include <optional>
 
+#include <boost/asio/steady_timer.hpp>
 #include <fmt/format.h>
 
 #include "netserver/config.hpp"
@@ -30,6 +34,12 @@ namespace {
 constexpr char report_idle = 'i';
 constexpr char report_busy = 'b';
 constexpr char order_retire = 'r';
+
+// How often an idle child with lingering sockets gives its event loop a turn.
+constexpr int linger_poll_ms = 10;
+
+// How often the parent looks at the listen queues for clients that no idle child takes.
+constexpr std::chrono::milliseconds queue_check{500};
 
 // --- the child ---------------------------------------------------------------------------------
 
@@ -93,6 +103,7 @@ class Child {
     watch(channel_, EPOLLIN);
     for (const Listener& listener : server_.listeners())
       watch(listener.fd(), EPOLLIN | (settings_.exclusive_accept ? std::uint32_t{EPOLLEXCLUSIVE} : 0u));
+    listening_ = server_.listeners().size();
     return true;
   }
 
@@ -102,6 +113,11 @@ class Child {
     event.data.fd = fd;
     if (::epoll_ctl(epoll_, EPOLL_CTL_ADD, fd, &event) != 0)
       log::error("{}", system_error_text(fmt::format("epoll_ctl() on descriptor {} in a child", fd), errno));
+  }
+
+  void forget(int listener_fd) {
+    ::epoll_ctl(epoll_, EPOLL_CTL_DEL, listener_fd, nullptr);
+    --listening_;
   }
 
   void report(char state) {
@@ -114,7 +130,8 @@ class Child {
   std::optional<Accepted> wait_for_client() {
     epoll_event events[8];
     for (;;) {
-      const int ready = ::epoll_wait(epoll_, events, 8, -1);
+      const int ready = ::epoll_wait(epoll_, events, 8, worker_.lingering() > 0 ? linger_poll_ms : -1);
+      finish_lingering();
       if (ready < 0 && errno == EINTR) continue;
       if (ready < 0) {
         log::error("{}", system_error_text("epoll_wait() in a child", errno));
@@ -128,8 +145,19 @@ class Child {
       for (int i = 0; i < ready; ++i)
         if (events[i].data.fd != channel_ && events[i].data.fd != signals_)
           if (auto client = accept_from(events[i].data.fd)) return client;
+      if (listening_ == 0) leaving_ = true;  // the server stopped listening: it is stopping
       if (leaving_) return std::nullopt;
     }
+  }
+
+  // Closed sockets still waiting for their clients' EOF (a refused client's above all) belong to
+  // the event loop, which does not run while the child waits for a client: it is given a turn
+  // every linger_poll_ms until they are gone, so that none keeps its descriptor until the next
+  // session (with hundreds of refused clients, the child ran out of descriptors).
+  void finish_lingering() {
+    if (worker_.lingering() == 0) return;
+    io_.restart();
+    io_.poll();
   }
 
   // Reads the pending signals: false for TERM (leave), true after reopening the log for USR1.
@@ -149,11 +177,15 @@ class Child {
     const int fd = ::accept4(listener_fd, reinterpret_cast<sockaddr*>(&peer), &length, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-        log::warning("{}; pausing 100 ms", system_error_text("accept() in a child", errno));
+        if (!shortage_logged_)  // once per shortage: the next accepted client re-arms it
+          log::warning("{}; pausing accepts 100 ms at a time", system_error_text("accept() in a child", errno));
+        shortage_logged_ = true;
         ::usleep(100'000);  // idle: nothing else to do; the pending client stays queued
       }
+      if (errno == EINVAL) forget(listener_fd);  // shut down by the stopping parent: it stays ready
       return std::nullopt;  // EAGAIN: another child took it
     }
+    shortage_logged_ = false;
     const int family = peer.ss_family;
     const int protocol = family == AF_UNIX ? 0 : IPPROTO_TCP;
     std::string name;
@@ -179,6 +211,8 @@ class Child {
   int signals_ = -1;
   int epoll_ = -1;
   bool leaving_ = false;  // told to go (TERM, retire, parent gone): no more waiting for clients
+  bool shortage_logged_ = false;  // accept() ran out of descriptors and said so
+  std::size_t listening_ = 0;     // listeners still watched (a stopping server shuts them down)
   asio::io_context io_{single_threaded};
   Worker worker_;
 };
@@ -192,6 +226,7 @@ class Parent final : public ProcessControl {
       : server_(server),
         settings_(settings),
         supervisor_(server, {.check_interval = settings.check_for_waiting}),
+        queue_timer_(supervisor_.io()),
         pool_(settings.limits, *this) {
     supervisor_.on_report([this](pid_t pid, char report) {
       if (report == report_idle) pool_.child_idle(pid);
@@ -199,7 +234,10 @@ class Parent final : public ProcessControl {
     });
   }
 
-  void run() { supervisor_.run(pool_); }
+  void run() {
+    watch_listen_queues(0);
+    supervisor_.run(pool_);
+  }
 
   pid_t spawn_child() override {
     return supervisor_.spawn([this](int channel) { return Child(server_, settings_, channel).run(); });
@@ -208,9 +246,35 @@ class Parent final : public ProcessControl {
   void signal_child(pid_t pid, int signal) override { ::kill(pid, signal); }
 
  private:
+  // Clients waiting in a listen queue while the pool counts idle children means some of those
+  // "idle" children do not take them (stopped with SIGSTOP, stuck): after two looks in a row
+  // (at most 2 x queue_check apart) the pool spawns one more child. TCP listeners only: the
+  // kernel reports their queue length (TCP_INFO); a unix socket's is not visible.
+  void watch_listen_queues(std::size_t waiting_before) {
+    queue_timer_.expires_after(queue_check);
+    queue_timer_.async_wait([this, waiting_before](const boost::system::error_code& error) {
+      if (error || supervisor_.stopping()) return;
+      const std::size_t waiting = clients_in_listen_queues();
+      if (waiting > 0 && waiting_before > 0) pool_.clients_waiting(waiting);
+      watch_listen_queues(waiting);
+    });
+  }
+
+  std::size_t clients_in_listen_queues() const {
+    std::size_t waiting = 0;
+    for (const Listener& listener : server_.listeners()) {
+      if (listener.family() == AF_UNIX) continue;
+      tcp_info info{};
+      socklen_t size = sizeof info;
+      if (::getsockopt(listener.fd(), IPPROTO_TCP, TCP_INFO, &info, &size) == 0) waiting += info.tcpi_unacked;
+    }
+    return waiting;
+  }
+
   Server& server_;
   const PreFork::Settings& settings_;
   Supervisor supervisor_;
+  asio::steady_timer queue_timer_;
   Pool pool_;
 };
 

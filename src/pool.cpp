@@ -120,6 +120,22 @@ void Pool::retire_spares() {
   }
 }
 
+std::string Pool::status() const {
+  return fmt::format("{} children: {} busy, {} idle", size(), count(ChildState::busy), count(ChildState::idle));
+}
+
+void Pool::clients_waiting(std::size_t waiting) {
+  if (stopping_ || !failure_.empty()) return;
+  const std::size_t idle = count(ChildState::idle);
+  if (idle == 0) return;
+  if (children_.size() >= limits_.max_servers)
+    return log::warning("{} client(s) wait in the listen queue while {} children count as idle (stopped?); "
+                        "max_servers {} reached: spawning none", waiting, idle, limits_.max_servers);
+  log::warning("{} client(s) wait in the listen queue while {} children count as idle (stopped?): spawning one more",
+               waiting, idle);
+  spawn_children(1);
+}
+
 void Pool::grow() {
   ++limits_.min_servers;
   ++limits_.max_servers;

@@ -48,6 +48,12 @@ class Pool final : public ChildPolicy {
   /// The periodic check: retires idle children above max_spare_servers (never below
   /// min_servers) and spawns what an earlier failed fork left missing.
   void check() override;
+  /// Clients have been waiting in the listen queue for a while although children count as
+  /// idle: some "idle" children do not take them (stopped, stuck). Spawns one more child while
+  /// max_servers allows; nothing when no child counts as idle (then the pool is simply full).
+  void clients_waiting(std::size_t waiting);
+  /// "7 children: 2 busy, 5 idle", for systemd's STATUS.
+  std::string status() const override;
   /// TTIN: one child more (min_servers and max_servers + 1).
   void grow() override;
   /// TTOU: one child less (min_servers and max_servers - 1, one child retired).

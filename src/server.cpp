@@ -1,6 +1,7 @@
 #include "netserver/server.hpp"
 
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <csignal>
@@ -109,9 +110,18 @@ void Server::add_core_options() {
   options_.add(Option::size("max_line", 64 * 1024, 1, gib,
                             "longest input line in bytes; a longer one ends the client's session"));
   options_.add(Option::size("max_output", 1024 * 1024, kib, 4 * gib,
-                            "output queued for one client past which it is disconnected"));
+                            "output queued for one client (what its socket does not take) past which it is "
+                            "disconnected; above half of it the client's input is not read"));
+  options_.add(Option::size("max_output_soft", 0, 0, 4 * gib,
+                            "output queued for one client that it may stay above for max_output_soft_seconds "
+                            "only (0: no soft limit)"));
+  options_.add(Option::duration("max_output_soft_seconds", 60, 0, 86400,
+                                "how long a client's output queue may stay above max_output_soft"));
   options_.add(Option::duration("graceful_timeout", 10, 0, 86400,
                                 "on TERM/INT, how long sessions may take to finish before they are cut"));
+  options_.add(Option::duration("restart_drain_timeout", 0, 0, 1e9,
+                                "on HUP, how long the sessions open may go on in the previous image before they "
+                                "are cut (0: until they end; TERM/INT still ends them within graceful_timeout)"));
   options_.add(Option::flag("background", false, "detach from the terminal and run as a daemon"));
   options_.add(Option::text("pid_file", "", "write the server's pid here; refuse to start if it names a live process"));
   options_.add(Option::text("user", "", "switch to this user (name or uid) after binding, when started as root"));
@@ -203,6 +213,9 @@ void Server::configure(int argc, char** argv) {
 
 // Settings that are fine alone but not together.
 void Server::check_combinations(const Config& config) const {
+  if (config.bytes("max_output_soft") >= config.bytes("max_output"))
+    throw ConfigError(fmt::format("max_output_soft must be less than max_output: {} and {}",
+                                  config.describe("max_output_soft"), config.describe("max_output")));
   bus::check_bus_combinations(config);
   if (config.boolean("background") && !is_file_target(config.string("log_file")) && config.string("log_file") != "syslog")
     throw ConfigError(fmt::format("background: true needs log_file set to a file or syslog: {} is closed when the "
@@ -220,6 +233,8 @@ void Server::post_configure() {
   raise_descriptor_limit();
   limits_.max_line = static_cast<std::size_t>(config.bytes("max_line"));
   limits_.max_output = static_cast<std::size_t>(config.bytes("max_output"));
+  limits_.max_output_soft = static_cast<std::size_t>(config.bytes("max_output_soft"));
+  limits_.max_output_soft_seconds = config.seconds("max_output_soft_seconds");
   limits_.idle_timeout = config.seconds("timeout");
   limits_.close_timeout = config.seconds("graceful_timeout");
   access_ = AccessRules(config.list("allow"), config.list("deny"), config.list("cidr_allow"), config.list("cidr_deny"));
@@ -395,6 +410,22 @@ void Server::restart(const std::vector<pid_t>& children) {
 }
 
 const std::vector<pid_t>& Server::inherited_children() const { return ops_->inherited.children; }
+
+// A listening socket stays open as long as one process holds a descriptor of it -- a PreFork child
+// busy with a session, a restart's copy -- so it is shut down first: that stops the socket itself
+// from listening (pending clients get a reset, new ones a refusal), whoever holds it. Never on a
+// restart: the new image serves the same sockets. systemd keeps its sockets for the next start.
+void Server::stop_listening() {
+  for (const Listener& listener : listeners_)
+    if (listener.address() != "systemd" && ::shutdown(listener.fd(), SHUT_RD) != 0)
+      log::warning("{}", system_error_text("shutdown() of the listener on " + listener.name(), errno));
+  listeners_.clear();
+}
+
+void Server::close_listeners_in_copy() {
+  for (const Listener& listener : listeners_) ::close(listener.fd());
+  for (const Listener& listener : ops_->added_for_restart) ::close(listener.fd());
+}
 
 void Server::reopen_log() {
   if (const std::string problem = log::reopen(); !problem.empty()) log::error("USR1: {}", problem);

@@ -1,5 +1,7 @@
 #include "netserver/session.hpp"
 
+#include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <functional>
 #include <utility>
@@ -130,6 +132,7 @@ void Session::finish(std::string_view reason, bool graceful) {
   if (end_reason_.empty()) end_reason_ = std::string(reason);
   idle_timer_.reset();
   user_timer_.reset();
+  soft_timer_.reset();
   input_.clear();
   drained_ = nullptr;
   if (!graceful) transport_->close();
@@ -157,11 +160,17 @@ bool Session::reading_allowed() const {
          queued() <= limits().max_output / 2;
 }
 
+// One read takes at most a quarter of max_output: reading stops above half of it, so the replies
+// to one read (as long as they are no larger than it) never take the queue past the limit.
+std::size_t Session::read_budget() const {
+  const std::size_t room = input_.room();
+  return std::max<std::size_t>(1, std::min(room == 0 ? SIZE_MAX : room, limits().max_output / 4));
+}
+
 void Session::start_read() {
   if (!reading_allowed()) return;
   reading_ = true;
-  const std::size_t room = input_.room();
-  const std::size_t size = room == 0 || room > sizeof inbox_ ? sizeof inbox_ : room;
+  const std::size_t size = std::min(read_budget(), sizeof inbox_);
   transport_->async_read_some({inbox_, size}, [self = shared_from_this()](const boost::system::error_code& error,
                                                                         std::size_t bytes) { self->on_read(error, bytes); });
 }
@@ -188,8 +197,7 @@ void Session::on_read(const boost::system::error_code& error, std::size_t bytes)
 std::string_view Session::read_more(std::size_t already) {
   std::span<char> scratch = worker_.scratch();
   std::memcpy(scratch.data(), inbox_, already);
-  const std::size_t room = input_.room();
-  const std::size_t limit = room == 0 || room > scratch.size() ? scratch.size() : room;
+  const std::size_t limit = std::min(read_budget(), scratch.size());
   std::size_t total = already;
   while (total < limit && !peer_eof_) {
     const std::size_t n = transport_->read_now(scratch.subspan(total, limit - total), peer_eof_);
@@ -249,18 +257,53 @@ void Session::handle_eof() {
 void Session::send(std::string_view bytes) {
   if (state_ != State::open || bytes.empty()) return;
   if (started_serving_ && !connected_) return;  // still handshaking: not one of the clients yet
-  if (queued() + bytes.size() > limits().max_output) {
-    log::warning("disconnecting {} (session {}): it is not reading, and its output queue would pass {} bytes",
-                 peer_, id_, limits().max_output);
-    return finish("output queue full", false);
-  }
+  if (queued() + bytes.size() > limits().max_output) return (void)make_room(bytes);
   out_.append(bytes);
+  watch_soft_limit();
   if (waiting_writable_) return;  // the write in flight takes it along
   if (queued() >= eager_flush_bytes) return flush();  // batching only pays for small writes
   if (!in_dispatch_ && !flush_scheduled_) {
     flush_scheduled_ = true;
     worker_.schedule_flush(shared_from_this());
   }
+}
+
+// `bytes` would take the queue past max_output. Only what the socket cannot take counts: the
+// queue and `bytes` are written now as far as the socket takes them, and only if the rest is still
+// past the limit -- the client does not take its output as fast as it comes -- is it disconnected.
+bool Session::make_room(std::string_view bytes) {
+  if (!waiting_writable_) {  // else the socket is known to be full
+    out_.append(bytes);
+    flush();
+    if (state_ != State::open) return false;
+    if (queued() <= limits().max_output) return watch_soft_limit(), true;
+  }
+  log::warning("disconnecting {} (session {}): its socket is full and its output queue would pass max_output "
+               "({} bytes): the client does not take its output as fast as it comes",
+               peer_, id_, limits().max_output);
+  finish("output queue full", false);
+  return false;
+}
+
+// Redis's soft limit: a queue above max_output_soft for max_output_soft_seconds in a row ends the
+// session, though it never reached max_output. One timer per episode above the limit; flush()
+// ends the episode when the queue drops back.
+void Session::watch_soft_limit() {
+  if (above_soft_ || limits().max_output_soft == 0 || queued() <= limits().max_output_soft) return;
+  above_soft_ = true;
+  above_soft_since_ = Clock::now();
+  if (!soft_timer_) soft_timer_ = std::make_unique<asio::steady_timer>(worker_.io());
+  soft_timer_->expires_at(above_soft_since_ + to_duration(limits().max_output_soft_seconds));
+  soft_timer_->async_wait([self = shared_from_this()](const boost::system::error_code& error) {
+    if (!error) self->on_soft_timer();
+  });
+}
+
+void Session::on_soft_timer() {
+  if (!above_soft_ || state_ == State::finished) return;
+  log::warning("disconnecting {} (session {}): its output queue stayed above max_output_soft ({} bytes) for {} s",
+               peer_, id_, limits().max_output_soft, limits().max_output_soft_seconds);
+  finish("output queue full", false);
 }
 
 void Session::send_line(std::string_view text) {
@@ -278,7 +321,10 @@ void Session::flush() {
     boost::system::error_code error;
     const std::size_t n = transport_->write_now(std::string_view(out_).substr(out_sent_), error);
     if (error) return finish(error.message(), false);
-    if (n == 0) return wait_writable();
+    if (n == 0) {
+      if (above_soft_ && queued() <= limits().max_output_soft) above_soft_ = false;
+      return wait_writable();
+    }
     out_sent_ += n;
     bytes_out_ += n;
     ++writes_;
@@ -286,6 +332,7 @@ void Session::flush() {
   }
   out_.clear();
   out_sent_ = 0;
+  above_soft_ = false;
   if (out_.capacity() > 64 * 1024) std::string().swap(out_);
   if (drained_) asio::post(worker_.io(), std::exchange(drained_, nullptr));
   if (state_ == State::closing) return finish(end_reason_.empty() ? "server closed" : end_reason_, true);

@@ -22,7 +22,13 @@ void SignalWatcher::on(std::initializer_list<int> signals, const std::function<v
   if (!waiting_) wait();
 }
 
+// The signals are left blocked rather than given back their default action: a second TERM
+// during the teardown that follows must not kill the process (it stays pending and dies with it).
 void SignalWatcher::stop() {
+  sigset_t held;
+  sigemptyset(&held);
+  for (const auto& [signal, action] : actions_) sigaddset(&held, signal);
+  ::sigprocmask(SIG_BLOCK, &held, nullptr);
   boost::system::error_code ignored;
   set_.cancel(ignored);
   set_.clear(ignored);

@@ -17,7 +17,7 @@ class SignalWatcher {
   explicit SignalWatcher(boost::asio::io_context& io);
   /// Runs `action(signal)` on the loop each time one of `signals` arrives.
   void on(std::initializer_list<int> signals, const std::function<void(int)>& action);
-  /// Stops watching; the signals get their default handling back.
+  /// Stops watching; the signals stay blocked (a process stopping must not die of a second TERM).
   void stop();
 
  private:

@@ -1,10 +1,13 @@
 #include "supervisor.hpp"
 
+#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <fmt/format.h>
@@ -50,7 +53,10 @@ Supervisor::Loop::Loop() : io_context(single_threaded) {}
 void Supervisor::Loop::discard() { shutdown(); }
 
 Supervisor::Supervisor(Server& server, SupervisorSettings settings)
-    : server_(server), settings_(settings), signals_(io_), check_timer_(io_), grace_timer_(io_) {}
+    : server_(server), settings_(settings), signals_(io_), check_timer_(io_), grace_timer_(io_),
+      status_timer_(io_),
+      drain_timer_(io_),
+      job_signals_(io_) {}
 
 Supervisor::~Supervisor() = default;
 
@@ -59,8 +65,10 @@ void Supervisor::run(ChildPolicy& policy) {
   watch_signals();
   policy.adopt_leaving(server_.inherited_children());
   reap_children();  // those that ended during the exec: their SIGCHLD went to the old image
+  limit_previous_image();
   policy.start();
   schedule_check();
+  if (std::getenv("NOTIFY_SOCKET")) report_status({});
   io_.run();
   policy_ = nullptr;
   if (!policy.failure().empty()) throw Error(policy.failure(), exit_status::boot_failed);
@@ -69,13 +77,73 @@ void Supervisor::run(ChildPolicy& policy) {
 void Supervisor::watch_signals() {
   signals_.on({SIGTERM, SIGINT}, [this](int signal) { stop(signal, true); });
   signals_.on({SIGQUIT}, [this](int signal) { stop(signal, false); });
-  signals_.on({SIGTTIN}, [this](int) { policy_->grow(); });
-  signals_.on({SIGTTOU}, [this](int) { policy_->shrink(); });
+  watch_job_signals();
   signals_.on({SIGCHLD}, [this](int) { reap_children(); });
   signals_.on({SIGHUP}, [this](int) { restart(); });
   signals_.on({SIGUSR1}, [this](int) {
     server_.reopen_log();
     for (pid_t pid : policy_->pids()) ::kill(pid, SIGUSR1);
+  });
+}
+
+// TTIN/TTOU resize the pool only when a process sent them (kill -TTOU: si_code SI_USER). They
+// are read from a signalfd, blocked: the kernel also sends TTOU to a background job that writes
+// to a terminal with `stty tostop` -- with a handler installed the write was retried forever,
+// each retry shrinking the pool; blocked, the write simply goes through.
+void Supervisor::watch_job_signals() {
+  sigset_t job;
+  sigemptyset(&job);
+  sigaddset(&job, SIGTTIN);
+  sigaddset(&job, SIGTTOU);
+  ::sigprocmask(SIG_BLOCK, &job, nullptr);
+  const int fd = ::signalfd(-1, &job, SFD_CLOEXEC | SFD_NONBLOCK);
+  if (fd < 0) return log::error("{}", system_error_text("signalfd() for TTIN/TTOU", errno));
+  job_signals_.assign(fd);
+  read_job_signals();
+}
+
+void Supervisor::read_job_signals() {
+  job_signals_.async_wait(asio::posix::descriptor_base::wait_read, [this](const boost::system::error_code& error) {
+    if (error) return;
+    signalfd_siginfo info{};
+    while (::read(job_signals_.native_handle(), &info, sizeof info) == sizeof info) {
+      const int signal = static_cast<int>(info.ssi_signo);
+      if (static_cast<int>(info.ssi_code) > 0)  // SI_USER, SI_QUEUE, SI_TKILL are <= 0
+        log::debug("{} from the kernel (terminal job control): ignored", signal_name(signal));
+      else if (!stopping_ && signal == SIGTTIN) policy_->grow();
+      else if (!stopping_) policy_->shrink();
+    }
+    read_job_signals();
+  });
+}
+
+// restart_drain_timeout: children of the previous image still busy by then are killed.
+void Supervisor::limit_previous_image() {
+  const double limit = server_.config().seconds("restart_drain_timeout");
+  const std::vector<pid_t> previous = server_.inherited_children();
+  if (limit <= 0 || previous.empty()) return;
+  drain_timer_.expires_after(seconds(limit));
+  drain_timer_.async_wait([this, limit, previous](const boost::system::error_code& error) {
+    if (error) return;
+    const std::vector<pid_t> alive = policy_->pids();
+    for (pid_t pid : previous) {
+      if (std::find(alive.begin(), alive.end(), pid) == alive.end()) continue;
+      log::warning("child {} of the previous image still busy after restart_drain_timeout ({} s): killing it", pid,
+                   limit);
+      ::kill(pid, SIGKILL);
+    }
+  });
+}
+
+// Every couple of seconds, tells systemd the policy's status when it changed (only when systemd
+// listens).
+void Supervisor::report_status(std::string last) {
+  status_timer_.expires_after(std::chrono::seconds(2));
+  status_timer_.async_wait([this, last](const boost::system::error_code& error) {
+    if (error || stopping_) return;
+    const std::string now = policy_->status();
+    if (!now.empty() && now != last) systemd::notify("STATUS=" + now);
+    report_status(now);
   });
 }
 
@@ -125,6 +193,7 @@ void Supervisor::run_child(const ChildMain& main, int channel) {
     io_.notify_fork(asio::execution_context::fork_child);
     io_.discard();
     for (const auto& [other, open] : channels_) ::close(open->stream.native_handle());
+    ::close(job_signals_.native_handle());
     status = child_init(server_) ? main(channel) : exit_status::boot_failed;
   } catch (const std::exception& error) {
     log::error("child {} failed: {}", ::getpid(), error.what());
@@ -194,6 +263,7 @@ void Supervisor::stop(int received, bool graceful) {
     log::notice("{} received: stopping {} children{}", signal_name(received), policy_->pids().size(),
                 graceful ? " gracefully" : " now");
   systemd::notify("STOPPING=1");
+  server_.stop_listening();  // children busy with a session keep their copies: the shutdown stops those too
   const bool first = !stopping_;
   stopping_ = true;
   if (on_stop_) on_stop_(received);
@@ -226,6 +296,10 @@ void Supervisor::schedule_check() {
 void Supervisor::finish() {
   grace_timer_.cancel();
   check_timer_.cancel();
+  status_timer_.cancel();
+  drain_timer_.cancel();
+  boost::system::error_code ignored;
+  job_signals_.close(ignored);
   signals_.stop();
   io_.stop();
 }

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
 
 #include "signals.hpp"
@@ -66,6 +67,8 @@ class ChildPolicy {
   virtual void grow() {}
   /// TTOU: one child less.
   virtual void shrink() {}
+  /// A line for systemd's STATUS ("7 children: 2 busy, 5 idle"); empty for none.
+  virtual std::string status() const { return {}; }
 };
 
 /// How a personality's children take the parent's signals.
@@ -127,6 +130,10 @@ class Supervisor {
  private:
   struct Channel;
   void watch_signals();
+  void watch_job_signals();
+  void read_job_signals();
+  void limit_previous_image();
+  void report_status(std::string last);
   void read_reports(pid_t pid, std::shared_ptr<Channel> channel);
   [[noreturn]] void run_child(const ChildMain& main, int channel);
   void reap_children();
@@ -143,6 +150,9 @@ class Supervisor {
   SignalWatcher signals_;
   boost::asio::steady_timer check_timer_;
   boost::asio::steady_timer grace_timer_;
+  boost::asio::steady_timer status_timer_;
+  boost::asio::steady_timer drain_timer_;
+  boost::asio::posix::stream_descriptor job_signals_;  // TTIN/TTOU, with who sent them
   std::map<pid_t, std::shared_ptr<Channel>> channels_;
   std::function<void(pid_t, char)> on_report_;
   std::function<void(int)> on_stop_;

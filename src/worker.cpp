@@ -6,6 +6,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cmath>
+#include <limits>
+
 #include <boost/asio/basic_socket_acceptor.hpp>
 #include <boost/asio/post.hpp>
 
@@ -298,7 +301,6 @@ void Worker::flush_scheduled() {
 // --- stopping ------------------------------------------------------------------------------
 
 void Worker::stop(StopMode mode, double grace, std::function<void()> stopped) {
-  const bool again = stopping_;
   stopping_ = true;
   stopped_ = std::move(stopped);
   for (auto& acceptor : acceptors_) {
@@ -311,18 +313,25 @@ void Worker::stop(StopMode mode, double grace, std::function<void()> stopped) {
     if (mode == StopMode::abort) session->shutdown_now("server stopped");
     else if (mode == StopMode::close) session->close();
   }
-  if (!again && mode != StopMode::abort && has_clients()) {
-    grace_timer_.expires_after(std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-        std::chrono::duration<double>(grace)));
-    grace_timer_.async_wait([this](const error_code& error) {
-      if (error || !has_clients()) return;
-      log::warning("graceful timeout: cutting {} session(s) still open", registry_.size());
-      parked_.clear();
-      for (auto session : std::vector<std::shared_ptr<Session>>(registry_.sessions_))
-        session->shutdown_now("graceful timeout");
-    });
-  }
+  if (mode != StopMode::abort && has_clients()) cut_after(grace);
   check_stopped();
+}
+
+// Sessions still open `grace` seconds from now are cut; an earlier deadline already set stays.
+void Worker::cut_after(double grace) {
+  if (!std::isfinite(grace)) return;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                                              std::chrono::duration<double>(grace));
+  if (grace_armed_ && grace_timer_.expiry() <= deadline) return;
+  grace_armed_ = true;
+  grace_timer_.expires_at(deadline);
+  grace_timer_.async_wait([this, grace](const error_code& error) {
+    if (error || !has_clients()) return;
+    log::warning("graceful timeout: cutting {} session(s) still open after {} s", registry_.size(), grace);
+    parked_.clear();
+    for (auto session : std::vector<std::shared_ptr<Session>>(registry_.sessions_))
+      session->shutdown_now("graceful timeout");
+  });
 }
 
 void Worker::linger_ended() {
@@ -357,8 +366,11 @@ class ProcessLoop {
         status_(io_),
         children_(role.supervised ? std::vector<pid_t>{} : server.inherited_children()),
         grace_(server.config().seconds("graceful_timeout")),
+        drain_timeout_(server.config().seconds("restart_drain_timeout")),
         graceful_(graceful),
-        role_(role) {}
+        role_(role) {
+    if (drain_timeout_ == 0) drain_timeout_ = std::numeric_limits<double>::infinity();
+  }
 
   void run() {
     worker_.listen(server_.listeners());
@@ -395,16 +407,28 @@ class ProcessLoop {
     });
   }
 
+  // New clients are refused from now on; the copies keeping the sessions of earlier restarts get
+  // the same signal (they end theirs within graceful_timeout too) and are waited for.
   void stop(int signal, StopMode mode) {
     log::notice("{} received{}: stopping {}({} session(s) open, at most {} s)", signal_name(signal),
                 role_.supervised ? fmt::format(" in worker {}", ::getpid()) : "",
                 mode == StopMode::abort ? "now " : "gracefully ", worker_.registry().size(), grace_);
-    if (!role_.supervised) systemd::notify("STOPPING=1");
+    if (!role_.supervised) {  // a supervised worker's parent shuts the listeners down itself
+      systemd::notify("STOPPING=1");
+      server_.stop_listening();
+    }
+    for (pid_t child : children_) ::kill(child, signal);
     worker_.stop(mode, grace_, [this] {
-      status_.cancel();
-      signals_.stop();
-      io_.stop();
+      worker_stopped_ = true;
+      finish_when_alone();
     });
+  }
+
+  void finish_when_alone() {
+    if (!worker_stopped_ || !children_.empty()) return;
+    status_.cancel();
+    signals_.stop();
+    io_.stop();
   }
 
   // HUP: accepting stops first, so that connections already accepted become sessions and the
@@ -421,7 +445,7 @@ class ProcessLoop {
     pid_t drainer = 0;
     int abort_copy = -1;
     if (worker_.has_clients()) {
-      drainer = fork_drainer(io_, worker_, signals_, grace_, abort_copy);
+      drainer = fork_drainer(io_, worker_, signals_, DrainPolicy{drain_timeout_, graceful_, grace_}, abort_copy);
       if (drainer == 0) return;  // this is the copy, which goes on draining
       if (drainer < 0) {         // no restart (logged)
         server_.cancel_restart();
@@ -442,6 +466,7 @@ class ProcessLoop {
   // Waits for the drainers of earlier images that have ended (they are ours) and forgets them.
   void reap() {
     std::erase_if(children_, [](pid_t pid) { return ::waitpid(pid, nullptr, WNOHANG) == pid; });
+    finish_when_alone();
   }
 
   // Every couple of seconds, tells systemd how many sessions are open (only when systemd listens).
@@ -462,7 +487,9 @@ class ProcessLoop {
   asio::steady_timer status_;
   std::vector<pid_t> children_;  // drainers of earlier images, and of this one's restarts
   double grace_;
+  double drain_timeout_;  // restart_drain_timeout; infinity for 0 (until the sessions end)
   StopMode graceful_;
+  bool worker_stopped_ = false;  // every session of this process has ended after TERM/INT/QUIT
   WorkerRole role_;
 };
 
@@ -472,7 +499,8 @@ void run_worker(Server& server, const WorkerOptions& options, StopMode graceful,
   ProcessLoop(server, options, graceful, role).run();
 }
 
-pid_t fork_drainer(asio::io_context& io, Worker& worker, SignalWatcher& signals, double grace, int& abort_copy) {
+pid_t fork_drainer(asio::io_context& io, Worker& worker, SignalWatcher& signals, const DrainPolicy& policy,
+                   int& abort_copy) {
   int go_ahead[2];
   if (::pipe2(go_ahead, O_CLOEXEC) != 0) {
     log::error("{}", system_error_text("HUP: pipe() failed while keeping the open sessions; no restart", errno));
@@ -498,12 +526,19 @@ pid_t fork_drainer(asio::io_context& io, Worker& worker, SignalWatcher& signals,
   }
   ::close(go_ahead[0]);
   if (n != 0) ::_exit(exit_status::ok);  // the exec failed: the original keeps the sessions
-  log::notice("pid {} keeps {} session(s) of the previous image until they end", ::getpid(), worker.registry().size());
+  worker.server().close_listeners_in_copy();  // the new image's now: a copy holding one kept the port
+  log::notice("pid {} keeps {} session(s) of the previous image {}", ::getpid(), worker.registry().size(),
+              std::isfinite(policy.drain_timeout) ? fmt::format("for at most {} s", policy.drain_timeout)
+                                                  : std::string("until they end"));
+  const auto leave = [] { ::_exit(exit_status::ok); };
   signals.on({SIGHUP, SIGUSR1}, [](int) {});  // the new image is the server now
-  signals.on({SIGTERM, SIGINT, SIGQUIT}, [&worker, grace](int) {
-    worker.stop(StopMode::abort, grace, [] { ::_exit(exit_status::ok); });
+  signals.on({SIGTERM, SIGINT}, [&worker, policy, leave](int signal) {
+    log::notice("{} received: the {} session(s) of the previous image end within {} s", signal_name(signal),
+                worker.registry().size(), policy.grace);
+    worker.stop(policy.graceful, policy.grace, leave);
   });
-  worker.stop(StopMode::drain, grace, [] { ::_exit(exit_status::ok); });
+  signals.on({SIGQUIT}, [&worker, leave](int) { worker.stop(StopMode::abort, 0, leave); });
+  worker.stop(StopMode::drain, policy.drain_timeout, leave);
   return 0;
 }
 

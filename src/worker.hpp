@@ -69,7 +69,8 @@ class Worker {
   /// True while sessions are open or accepted clients wait for a slot.
   bool has_clients() const { return registry_.size() > 0 || !parked_.empty(); }
   /// Stops accepting and ends the sessions as `mode` says; sessions still open after `grace`
-  /// seconds are cut. `stopped` runs once no session is left.
+  /// seconds are cut (infinity: never). `stopped` runs once no session is left. A later call
+  /// replaces `stopped`, applies its `mode`, and can only bring the deadline closer.
   void stop(StopMode mode, double grace, std::function<void()> stopped);
   /// True once stop() was called.
   bool stopping() const { return stopping_; }
@@ -126,6 +127,7 @@ class Worker {
   void stop_accepting();
   void flush_scheduled();
   void check_stopped();
+  void cut_after(double grace);
 
   Server& server_;
   boost::asio::io_context& io_;
@@ -152,6 +154,7 @@ class Worker {
   std::uint64_t next_id_ = 0;
   bool stopping_ = false;
   boost::asio::steady_timer grace_timer_;
+  bool grace_armed_ = false;  // a deadline for the sessions is set
   std::function<void()> stopped_;
   std::function<void()> on_session_end_;
   std::vector<char> scratch_;
@@ -179,10 +182,18 @@ struct WorkerRole {
 /// leaves), USR1 reopens the log.
 void run_worker(Server& server, const WorkerOptions& options, StopMode graceful, WorkerRole role = {});
 
-/// SIGHUP with sessions open: a copy of this process keeps them until they end (or
-/// graceful_timeout), while this process execs the new image. Returns the copy's pid in the
-/// restarting process, 0 in the copy itself, -1 when fork failed (logged). The copy touches no
-/// session before the exec happened: if it fails, write to `abort_copy` and the copy just exits.
-pid_t fork_drainer(boost::asio::io_context& io, Worker& worker, SignalWatcher& signals, double grace, int& abort_copy);
+/// How the copy kept after a HUP ends the sessions of the previous image.
+struct DrainPolicy {
+  double drain_timeout;  ///< restart_drain_timeout: seconds before they are cut (infinity: until they end)
+  StopMode graceful;     ///< on TERM/INT (which the new image passes on): how they end ...
+  double grace;          ///< ... and within how many seconds (graceful_timeout)
+};
+
+/// SIGHUP with sessions open: a copy of this process keeps them as `policy` says, holding no
+/// listener, while this process execs the new image. Returns the copy's pid in the restarting
+/// process, 0 in the copy itself, -1 when fork failed (logged). The copy touches no session
+/// before the exec happened: if it fails, write to `abort_copy` and the copy just exits.
+pid_t fork_drainer(boost::asio::io_context& io, Worker& worker, SignalWatcher& signals, const DrainPolicy& policy,
+                   int& abort_copy);
 
 }  // namespace netserver

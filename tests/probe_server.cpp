@@ -75,6 +75,8 @@ class ProbeServer : public netserver::Server {
                       .with_choices({"ok", "throw", "crash"}));
     options().add(netserver::Option::duration("probe.pre_loop_delay", 0, 0, 60,
                                               "pre_loop_hook sleeps this long (after the server announced it is ready)"));
+    options().add(netserver::Option::duration("probe.close_delay", 0, 0, 60,
+                                              "pre_server_close_hook sleeps this long (the teardown after the loop)"));
   }
   void configure_hook() override { trace("configure_hook"); }
   void post_configure_hook() override { trace("post_configure_hook"); }
@@ -83,7 +85,10 @@ class ProbeServer : public netserver::Server {
     trace("pre_loop_hook");
     std::this_thread::sleep_for(std::chrono::duration<double>(config().seconds("probe.pre_loop_delay")));
   }
-  void pre_server_close_hook() override { trace("pre_server_close_hook"); }
+  void pre_server_close_hook() override {
+    trace("pre_server_close_hook");
+    std::this_thread::sleep_for(std::chrono::duration<double>(config().seconds("probe.close_delay")));
+  }
   void post_accept_hook(Session& session) override { trace("post_accept_hook " + session.peer()); }
   bool allow_deny_hook(Session& session) override {
     trace("allow_deny_hook " + session.peer());

@@ -237,3 +237,23 @@ TEST_CASE("children of a previous image are waited for but take no slot of the n
   pool.stop(SIGTERM);
   CHECK(os.signals.size() == 4);  // the adopted ones are told too
 }
+
+TEST_CASE("clients left waiting while children count as idle make the pool spawn one more up to max_servers",
+          "[pool]") {
+  FakeProcesses os;
+  Pool pool(limits(3, 4, 1, 3), os);
+  pool.start();
+  all_idle(pool);
+  REQUIRE(os.spawned.size() == 3);
+  pool.clients_waiting(2);  // e.g. two of the idle children are stopped
+  CHECK(os.spawned.size() == 4);
+  pool.clients_waiting(2);  // max_servers reached
+  CHECK(os.spawned.size() == 4);
+  for (pid_t pid : pool.pids()) pool.child_busy(pid);
+  Pool busy(limits(1, 4, 0, 1), os);
+  busy.start();
+  for (pid_t pid : busy.pids()) busy.child_busy(pid);
+  const std::size_t before = os.spawned.size();
+  busy.clients_waiting(5);  // nobody idle: the pool is full, not stuck
+  CHECK(os.spawned.size() == before);
+}

@@ -3,6 +3,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <set>
@@ -228,4 +229,80 @@ TEST_CASE("chat under prefork: a broadcast reaches nobody and /who shows only yo
   CHECK_THAT(*who, Contains("1 client(s) in this process") && Contains("personality prefork"));
   CHECK_THAT(*a.read_line(), Contains("<- you"));
   CHECK(b.silent_for(0.3s));  // no "Please welcome", no "Client ... said"
+}
+
+TEST_CASE("prefork: refused clients leave no descriptor behind in the children", "[prefork][access][limits]") {
+  // 64 descriptors a process: each refused client that stayed open in a child would use one up.
+  ServerProcess server(binary("echo_server"),
+                       prefork_yaml("  min_servers: 2\n  max_servers: 4\n  min_spare_servers: 1\n  max_spare_servers: 3\n") +
+                           "cidr_allow: 127.0.0.2/32\n",
+                       Launch{}.with_wrapper({"/usr/bin/prlimit", "--nofile=64:64"}));
+  REQUIRE(pool_size_becomes(server, 2));
+  std::size_t usual = 0;  // what an idle child holds
+  for (pid_t child : children_of(server.pid())) usual = std::max(usual, descriptors_of(child));
+  for (int i = 0; i < 300; ++i) Client(server.port());  // connect and close at once
+  Client allowed(server.port(), "127.0.0.1", "127.0.0.2");
+  const auto banner = allowed.read_line(5s);
+  CHECK(banner);
+  // Once the refused ones are gone, every child is back to what it held (one more: the allowed client).
+  std::string counts;
+  const bool back = eventually([&] {
+    counts.clear();
+    bool all_back = true;
+    for (pid_t child : children_of(server.pid())) {
+      counts += std::to_string(descriptors_of(child)) + " ";
+      all_back = all_back && descriptors_of(child) <= usual + 1;
+    }
+    return all_back;
+  }, 10s);
+  INFO("an idle child holds " << usual << "; the children hold " << counts);
+  CHECK(back);
+  CHECK(server.count_in_log("Too many open files") == 0);
+}
+
+TEST_CASE("prefork: a background job writing to a tostop terminal keeps its pool and only kill -TTOU shrinks it",
+          "[prefork][signals]") {
+  ServerProcess server(binary("echo_server"),
+                       prefork_yaml("  min_servers: 3\n  max_servers: 10\n  min_spare_servers: 1\n  max_spare_servers: 5\n"),
+                       Launch{}.with_wrapper({binary("tty_background")}));
+  for (int i = 0; i < 10; ++i) {  // each logs lines from the parent (spawns) and the children
+    Client client(server.port());
+    CHECK(banner_pid(client) > 0);
+  }
+  CHECK(server.wait_for_log("spawned child"));
+  CHECK_FALSE(server.wait_for_log("TTOU", 0.5s));
+  server.signal(SIGTTOU);
+  CHECK(server.wait_for_log("TTOU: pool bounds now min_servers 2, max_servers 9"));
+  CHECK(server.count_in_log("TTOU: pool bounds") == 1);
+}
+
+TEST_CASE("prefork: stopped children that count as idle do not keep clients waiting", "[prefork][pool]") {
+  ServerProcess server(binary("echo_server"),
+                       prefork_yaml("  min_servers: 5\n  max_servers: 10\n  min_spare_servers: 1\n  max_spare_servers: 8\n"));
+  REQUIRE(pool_size_becomes(server, 5));
+  REQUIRE(server.wait_for_log("spawned child", 1s));
+  std::this_thread::sleep_for(0.3s);  // every child reported idle
+  std::vector<pid_t> stopped = children_of(server.pid());
+  stopped.pop_back();
+  for (pid_t child : stopped) ::kill(child, SIGSTOP);
+  Client first(server.port());
+  CHECK(banner_pid(first) > 0);  // the one child still running
+  Client second(server.port());
+  CHECK(banner_pid(second) > 0);  // a new child, within the bound (two looks at the queue)
+  Client third(server.port());
+  CHECK(banner_pid(third) > 0);
+  CHECK(server.wait_for_log("wait in the listen queue while"));
+  for (pid_t child : stopped) ::kill(child, SIGCONT);
+}
+
+TEST_CASE("prefork: systemd hears the pool's state in STATUS", "[prefork][systemd]") {
+  TempDir dir;
+  const std::string path = (dir.path() / "notify").string();
+  DatagramSink notify(path);
+  ServerProcess server(binary("echo_server"),
+                       prefork_yaml("  min_servers: 2\n  max_servers: 4\n  min_spare_servers: 1\n  max_spare_servers: 3\n"),
+                       Launch().with_env("NOTIFY_SOCKET", path));
+  Client client(server.port());
+  REQUIRE(banner_pid(client) > 0);
+  CHECK_THAT(notify.until("busy", 6s), Contains("STATUS=") && Contains("1 busy"));
 }

@@ -207,3 +207,43 @@ TEST_CASE("after dropping root a restart keeps the pid file it cannot rewrite", 
   CHECK(server.stop() == 0);
   CHECK(server.wait_for_log("cannot remove pid file"));  // the directory is root's: said, not hidden
 }
+
+TEST_CASE("the copy keeping the sessions after a HUP holds no listener and TERM reaches it", "[restart][stop]") {
+  const std::string personality = GENERATE("single", "multiplex");
+  ServerProcess server(binary("echo_server"), "personality: " + personality +
+                                                  "\nhost: 127.0.0.1\nport: 0\ngraceful_timeout: 1\n");
+  Client held(server.port());
+  REQUIRE(held.read_line());
+  REQUIRE(restart(server));
+  REQUIRE(server.wait_for_log("session(s) of the previous image"));
+  const std::vector<pid_t> copies = children_of(server.pid());
+  REQUIRE(copies.size() == 1);
+  CHECK_FALSE(holds_listener(copies.front(), server.port()));
+  held.send("still served\r\n");
+  CHECK(held.read_line() == "still served");
+  server.signal(SIGTERM);
+  CHECK(server.wait_exit(10s) == 0);  // after the copy, which ends its session within graceful_timeout
+  CHECK(held.closed_by_peer(1s));
+  CHECK(::kill(copies.front(), 0) != 0);
+  CHECK(refuses_connections(server.port()));
+}
+
+TEST_CASE("sessions kept across a HUP outlive graceful_timeout unless restart_drain_timeout ends them",
+          "[restart]") {
+  const std::string personality = GENERATE("single", "multiplex");
+  const std::string drain = GENERATE(std::string(""), std::string("restart_drain_timeout: 0.5\n"));
+  ServerProcess server(binary("echo_server"), "personality: " + personality +
+                                                  "\nhost: 127.0.0.1\nport: 0\ngraceful_timeout: 0.3\n" + drain);
+  Client held(server.port());
+  REQUIRE(held.read_line());
+  REQUIRE(restart(server));
+  REQUIRE(server.wait_for_log("session(s) of the previous image"));
+  if (drain.empty()) {
+    CHECK(held.silent_for(1.5s));  // not cut after graceful_timeout
+    held.send("still served\r\n");
+    CHECK(held.read_line() == "still served");
+  } else {
+    CHECK(held.closed_by_peer(3s));
+    CHECK(server.wait_for_log("cutting 1 session(s) still open after 0.5 s"));
+  }
+}

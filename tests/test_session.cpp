@@ -20,6 +20,12 @@ ServerProcess probe(const std::string& personality, const std::string& extra = "
                        "host: 127.0.0.1\nport: 0\nlog_level: 3\npersonality: " + personality + "\n" + extra);
 }
 
+// "line 42 xxx...x\r\n": 100 bytes in all.
+std::string fmt_line(int i) {
+  std::string line = "line " + std::to_string(i) + " ";
+  return line + std::string(98 - line.size(), 'x') + "\r\n";
+}
+
 // Positions of `needles` in `text`, in order; fails when one is missing or out of order.
 void require_in_order(const std::string& text, const std::vector<std::string>& needles) {
   std::size_t at = 0;
@@ -134,4 +140,44 @@ TEST_CASE("a closing session whose client takes no output is dropped after grace
   client.send("flood 12000000\r\nclose\r\n");  // far more than the kernel buffers; never read
   CHECK(server.wait_for_log("took none of its last output for 1 s", 10s));
   CHECK(server.wait_for_log("output not taken"));
+}
+
+TEST_CASE("a client that reads is never dropped for max_output - even far below one read of input",
+          "[session][limits]") {
+  const std::string personality = GENERATE("single", "multiplex");
+  ServerProcess server(binary("echo_server"),
+                       "host: 127.0.0.1\nport: 0\npersonality: " + personality + "\nmax_output: 4K\n");
+  Client client(server.port());
+  REQUIRE(client.read_line());
+  std::string burst;
+  for (int i = 0; i < 2000; ++i) burst += fmt_line(i);
+  REQUIRE(client.send(burst));  // 200 KB in one go: many reads' worth of replies, none waiting long
+  for (int i = 0; i < 2000; ++i) {
+    const auto line = client.read_line();
+    REQUIRE(line);
+    REQUIRE(*line + "\r\n" == fmt_line(i));
+  }
+  CHECK(server.count_in_log("disconnecting") == 0);
+}
+
+TEST_CASE("a client whose output stays above max_output_soft for its grace period is dropped", "[session][limits]") {
+  ServerProcess server = probe("multiplex", "max_output: 64M\nmax_output_soft: 256K\nmax_output_soft_seconds: 1\n");
+  Client reader(server.port());
+  REQUIRE(reader.read_line());
+  reader.send("flood 4000000\r\n");  // read at once: above the soft limit far less than a second
+  CHECK(reader.read_all(1.5s).size() >= 4000000);
+  Client stuck(server.port());
+  REQUIRE(stuck.read_line());
+  const int stuck_port = stuck.local_port();
+  stuck.send("flood 20000000\r\n");  // not read until the server gave up on it
+  CHECK(server.wait_for_log("disconnecting 127.0.0.1:" + std::to_string(stuck_port), 5s));
+  CHECK(stuck.closed_by_peer(5s));
+  CHECK_THAT(server.log(), Contains("its output queue stayed above max_output_soft (262144 bytes) for 1 s"));
+  CHECK(server.count_in_log("disconnecting") == 1);
+}
+
+TEST_CASE("max_output_soft must be below max_output", "[session][config]") {
+  const Outcome outcome = run(binary("echo_server"), {"--max_output=1M", "--max_output_soft=2M"});
+  CHECK(outcome.status == 2);
+  CHECK_THAT(outcome.output, Contains("max_output_soft must be less than max_output"));
 }

@@ -226,7 +226,7 @@ TEST_CASE("large output crosses TLS whole and max_output still applies", "[tls]"
   SClient reader(tls_port(server));
   CHECK(reader.read_line());
   reader.send_line("flood 5000000");  // a client that does not read loses its own session
-  CHECK(server.wait_for_log("its output queue would pass 65536 bytes"));
+  CHECK(server.wait_for_log("its output queue would pass max_output (65536 bytes)"));
 }
 
 TEST_CASE("HUP loads the new certificate and old sessions keep going", "[tls]") {

@@ -89,6 +89,12 @@ class Server {
   void cancel_restart();
   /// Processes of the previous image (after a restart) that this one must wait for.
   const std::vector<pid_t>& inherited_children() const;
+  /// TERM/INT/QUIT: new clients are turned away at once (the listeners are shut down and closed,
+  /// unix socket files removed) while the sessions open finish. systemd's sockets are only closed.
+  void stop_listening();
+  /// In a copy forked to finish the sessions of a restart: closes the copy's descriptors of the
+  /// listeners, which belong to the new image (files stay). The copy must end with _exit().
+  void close_listeners_in_copy();
   /// SIGUSR1: reopens the log file (after logrotate moved it); failures are logged.
   void reopen_log();
 

@@ -27,7 +27,9 @@ struct TlsInfo;
 /// The bounds a session enforces, from the configuration.
 struct SessionLimits {
   std::size_t max_line = 64 * 1024;     ///< longest input line in bytes, line end not counted
-  std::size_t max_output = 1 << 20;     ///< queued output past which the client is dropped
+  std::size_t max_output = 1 << 20;     ///< queued output (that the socket did not take) past which the client is dropped
+  std::size_t max_output_soft = 0;      ///< queued output the client may stay above only ... (0: no soft limit)
+  double max_output_soft_seconds = 60;  ///< ... this many seconds in a row
   double idle_timeout = 0;              ///< seconds without input before closing; 0 = never
   double close_timeout = 10;            ///< seconds a closing session may go without its client taking output
   double linger = 2;                    ///< seconds to wait for the client's EOF after our last byte
@@ -44,8 +46,9 @@ class Session : public std::enable_shared_from_this<Session> {
   Session& operator=(const Session&) = delete;
 
   /// Queues bytes for the client. Ignored once the session is closing. A session whose queue
-  /// would pass max_output is disconnected (logged): a client that does not read cannot make
-  /// the server buffer without bound.
+  /// would pass max_output even after its socket took what it could is disconnected (logged), as
+  /// is one whose queue stays above max_output_soft for max_output_soft_seconds: a client that
+  /// does not read cannot make the server buffer without bound.
   void send(std::string_view bytes);
   /// send(text + "\r\n").
   void send_line(std::string_view text);
@@ -131,6 +134,10 @@ class Session : public std::enable_shared_from_this<Session> {
   void arm_idle_timer(std::chrono::steady_clock::duration after);
   void on_idle_timer();
   bool reading_allowed() const;
+  std::size_t read_budget() const;
+  bool make_room(std::string_view bytes);
+  void watch_soft_limit();
+  void on_soft_timer();
 
   Worker& worker_;
   std::shared_ptr<Transport> transport_;  // the byte stream; may outlive the session while it lingers
@@ -157,6 +164,9 @@ class Session : public std::enable_shared_from_this<Session> {
   std::chrono::steady_clock::time_point last_output_;  // last write that made progress
   std::unique_ptr<boost::asio::steady_timer> idle_timer_;  // idle (open) or close deadline (closing)
   std::unique_ptr<boost::asio::steady_timer> user_timer_;
+  std::unique_ptr<boost::asio::steady_timer> soft_timer_;  // max_output_soft's grace period
+  bool above_soft_ = false;                                 // the queue is above max_output_soft ...
+  std::chrono::steady_clock::time_point above_soft_since_;  // ... since then
   std::uint64_t user_timer_generation_ = 0;
   std::size_t registry_index_ = 0;
   std::any user_state_;

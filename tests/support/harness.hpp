@@ -107,12 +107,19 @@ class ServerProcess {
   void expect_errors() { errors_expected_ = true; }
 
  private:
+  // What users would notice, checked at the end of every test: descriptors that grow per
+  // connection (before the stop), processes and listening ports left behind (after it).
+  void check_descriptors_flat();
+  void check_nothing_left();
+  void note_descendants();
+
   TempDir dir_;
   std::filesystem::path log_path_;
   boost::process::child child_;
   int port_ = 0;
   std::optional<int> status_;
   bool errors_expected_ = false;
+  std::vector<pid_t> descendants_;  // the server's processes seen before it was stopped
 };
 
 /// A blocking TCP or unix-socket client with timeouts.
@@ -174,8 +181,21 @@ class DatagramSink {
 
 /// The live child processes of `parent` (from /proc), zombies excluded.
 std::vector<pid_t> children_of(pid_t parent);
+/// `parent`'s live children, their children, and so on.
+std::vector<pid_t> descendants_of(pid_t parent);
+/// True while `pid` exists and is not a zombie.
+bool alive(pid_t pid);
 /// The children of `parent` that exited and were not waited for.
 std::vector<pid_t> zombies_of(pid_t parent);
+
+/// Open descriptors of `pid` (entries of /proc/PID/fd); 0 when the process is gone.
+std::size_t descriptors_of(pid_t pid);
+/// The socket inodes listening on TCP `port` (IPv4 or IPv6, from /proc/net/tcp and tcp6).
+std::vector<unsigned long> listening_sockets(int port);
+/// True when `pid` holds a descriptor of a socket listening on TCP `port`.
+bool holds_listener(pid_t pid, int port);
+/// True when connecting to 127.0.0.1:`port` is refused at once.
+bool refuses_connections(int port);
 
 /// Polls `condition` every 20 ms until it holds (true) or `timeout` passes (false).
 bool eventually(const std::function<bool()>& condition, Seconds timeout = 10s);
