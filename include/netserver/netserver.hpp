@@ -10,3 +10,4 @@
 #include "netserver/registry.hpp"
 #include "netserver/server.hpp"
 #include "netserver/session.hpp"
+#include "netserver/version.hpp"

@@ -33,6 +33,7 @@ struct SessionLimits {
 /// Not thread-safe: every call happens on the process's event loop.
 class Session : public std::enable_shared_from_this<Session> {
  public:
+  /// The connected socket: TCP (IPv4, IPv6) or unix stream.
   using Socket = boost::asio::generic::stream_protocol::socket;
 
   /// Made by Worker only.
@@ -66,8 +67,9 @@ class Session : public std::enable_shared_from_this<Session> {
   Registry& registry() const;
   /// The limits this session enforces.
   const SessionLimits& limits() const;
-  /// Bytes received from / sent to the client so far.
+  /// Bytes received from the client so far.
   std::uint64_t bytes_in() const { return bytes_in_; }
+  /// Bytes sent to the client so far.
   std::uint64_t bytes_out() const { return bytes_out_; }
   /// Bytes queued for the client and not yet sent.
   std::size_t queued() const { return out_.size() - out_sent_; }
