@@ -5,25 +5,19 @@
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <csignal>
-#include <map>
-#include <memory>
 #include <optional>
 
-#include <boost/asio/posix/stream_descriptor.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <fmt/format.h>
 
 #include "netserver/config.hpp"
 #include "netserver/errors.hpp"
 #include "netserver/log.hpp"
 #include "netserver/server.hpp"
-#include "signals.hpp"
-#include "systemd.hpp"
+#include "supervisor.hpp"
 #include "worker.hpp"
 
 namespace netserver {
@@ -57,12 +51,6 @@ class Child {
 
   int run() {
     if (!set_up()) return exit_status::boot_failed;
-    try {
-      server_.child_init_hook();
-    } catch (const std::exception& error) {
-      log::error("child_init_hook failed: {}", error.what());
-      return exit_status::boot_failed;
-    }
     for (std::uint64_t served = 0; !leaving_ && (settings_.max_requests == 0 || served < settings_.max_requests);
          ++served) {
       report(report_idle);
@@ -192,177 +180,33 @@ class Child {
 
 // --- the parent --------------------------------------------------------------------------------
 
+// The PreFork parent: the Pool decides, the Supervisor forks, reaps and handles the signals.
 class Parent final : public ProcessControl {
  public:
   Parent(Server& server, const PreFork::Settings& settings)
-      : server_(server), settings_(settings), signals_(io_), check_timer_(io_), grace_timer_(io_),
-        pool_(settings.limits, *this) {}
-
-  void run() {
-    signals_.on({SIGTERM, SIGINT}, [this](int signal) { stop(signal, SIGTERM); });
-    signals_.on({SIGQUIT}, [this](int signal) { stop(signal, SIGKILL); });
-    signals_.on({SIGTTIN}, [this](int) { pool_.grow(); });
-    signals_.on({SIGTTOU}, [this](int) { pool_.shrink(); });
-    signals_.on({SIGCHLD}, [this](int) { reap_children(); });
-    signals_.on({SIGHUP}, [this](int) { restart(); });
-    signals_.on({SIGUSR1}, [this](int) {
-      server_.reopen_log();
-      for (pid_t pid : pool_.pids()) signal_child(pid, SIGUSR1);  // each reopens between sessions
+      : server_(server),
+        settings_(settings),
+        supervisor_(server, io_, {.check_interval = settings.check_for_waiting}),
+        pool_(settings.limits, *this) {
+    supervisor_.on_report([this](pid_t pid, char report) {
+      if (report == report_idle) pool_.child_idle(pid);
+      else if (report == report_busy) pool_.child_busy(pid);
     });
-    pool_.adopt_leaving(server_.inherited_children());
-    reap_children();  // those that ended during the exec: their SIGCHLD went to the old image
-    pool_.start();
-    schedule_check();
-    io_.run();
-    if (!pool_.failure().empty()) throw Error(pool_.failure(), exit_status::boot_failed);
   }
+
+  void run() { supervisor_.run(pool_); }
 
   pid_t spawn_child() override {
-    server_.pre_fork_hook();
-    int channel[2];
-    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, channel) != 0) {
-      log::error("{}", system_error_text("socketpair() failed while spawning a child", errno));
-      return -1;
-    }
-    // Signals stay blocked across fork until the child has replaced the parent's handlers.
-    sigset_t all, previous;
-    sigfillset(&all);
-    ::sigprocmask(SIG_BLOCK, &all, &previous);
-    const pid_t pid = ::fork();
-    if (pid == 0) {
-      ::close(channel[0]);
-      for (const auto& [other, open] : channels_) ::close(open->stream.native_handle());
-      ::_exit(run_child(channel[1]));
-    }
-    const int fork_error = errno;
-    ::sigprocmask(SIG_SETMASK, &previous, nullptr);
-    ::close(channel[1]);
-    if (pid < 0) {
-      ::close(channel[0]);
-      log::error("{}", system_error_text("fork() failed while spawning a child", fork_error));
-      return -1;
-    }
-    log::info("spawned child {}", pid);
-    listen_to(pid, channel[0]);
-    return pid;
+    return supervisor_.spawn([this](int channel) { return Child(server_, settings_, channel).run(); });
   }
-
-  void retire_child(pid_t pid) override {
-    auto it = channels_.find(pid);
-    if (it != channels_.end()) ::send(it->second->stream.native_handle(), &order_retire, 1, MSG_NOSIGNAL | MSG_DONTWAIT);
-  }
-
+  void retire_child(pid_t pid) override { supervisor_.send_order(pid, order_retire); }
   void signal_child(pid_t pid, int signal) override { ::kill(pid, signal); }
 
  private:
-  // The parent's end of a child's socketpair (shared with its read handler, which may still be
-  // queued when the child is reaped).
-  struct Channel {
-    Channel(asio::io_context& io, int fd) : stream(io, fd) {}
-    asio::posix::stream_descriptor stream;
-    char reports[64];
-  };
-
-  // Runs in the new child and never returns to the parent's code.
-  int run_child(int channel) noexcept {
-    try {
-      return Child(server_, settings_, channel).run();
-    } catch (const std::exception& error) {
-      log::error("child failed: {}", error.what());
-      return exit_status::failure;
-    }
-  }
-
-  void listen_to(pid_t pid, int fd) {
-    auto channel = std::make_shared<Channel>(io_, fd);
-    channels_[pid] = channel;
-    read_reports(pid, std::move(channel));
-  }
-
-  void read_reports(pid_t pid, std::shared_ptr<Channel> channel) {
-    Channel& open = *channel;
-    open.stream.async_read_some(asio::buffer(open.reports), [this, pid, channel = std::move(channel)](
-                                                                const boost::system::error_code& error,
-                                                                std::size_t bytes) mutable {
-      if (error) return;  // the child is gone (or its channel closed): waitpid says how
-      for (std::size_t i = 0; i < bytes; ++i) {
-        if (channel->reports[i] == report_idle) pool_.child_idle(pid);
-        else if (channel->reports[i] == report_busy) pool_.child_busy(pid);
-      }
-      if (channels_.count(pid)) read_reports(pid, std::move(channel));
-    });
-  }
-
-  // SIGHUP: every child finishes its session and leaves, while this process execs the new image,
-  // which waits for them. The listening sockets never close, so no client is refused.
-  void restart() {
-    if (pool_.stopping() || !server_.prepare_restart()) return;
-    log::notice("HUP received: restarting; {} children finish their sessions and exit", pool_.size());
-    pool_.stop(SIGTERM);
-    server_.restart(pool_.pids());
-    pool_.resume();  // exec failed (logged): carry on, replacing the children told to leave
-  }
-
-  // Only the pids this parent spawned are waited for: a hook's own children are not ours.
-  void reap_children() {
-    for (pid_t pid : pool_.pids()) {
-      int status = 0;
-      if (::waitpid(pid, &status, WNOHANG) != pid) continue;
-      channels_.erase(pid);
-      pool_.child_exited(pid, status);
-    }
-    if (!pool_.failure().empty() && !pool_.stopping()) {
-      log::error("{}", pool_.failure());
-      stop(0, SIGTERM);
-    }
-    if (pool_.stopping() && pool_.size() == 0) finish();
-  }
-
-  void schedule_check() {
-    check_timer_.expires_after(std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-        std::chrono::duration<double>(settings_.check_for_waiting)));
-    check_timer_.async_wait([this](const boost::system::error_code& error) {
-      if (error || pool_.stopping()) return;
-      pool_.check();
-      schedule_check();
-    });
-  }
-
-  // TERM/INT: children finish their session, the stragglers are killed after graceful_timeout.
-  // QUIT: children are killed now.
-  void stop(int received, int signal_for_children) {
-    if (received != 0)
-      log::notice("{} received: stopping {} children{}", signal_name(received), pool_.size(),
-                  signal_for_children == SIGTERM ? " after their current session" : " now");
-    systemd::notify("STOPPING=1");
-    const bool first = !pool_.stopping();
-    pool_.stop(signal_for_children);
-    check_timer_.cancel();
-    if (pool_.size() == 0) return finish();
-    if (!first || signal_for_children == SIGKILL) return;
-    const double grace = server_.config().seconds("graceful_timeout");
-    grace_timer_.expires_after(std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-        std::chrono::duration<double>(grace)));
-    grace_timer_.async_wait([this, grace](const boost::system::error_code& error) {
-      if (error || pool_.size() == 0) return;
-      log::warning("{} children still busy after graceful_timeout ({} s): killing them", pool_.size(), grace);
-      pool_.stop(SIGKILL);
-    });
-  }
-
-  void finish() {
-    grace_timer_.cancel();
-    signals_.stop();
-    io_.stop();
-  }
-
   Server& server_;
   const PreFork::Settings& settings_;
   asio::io_context io_{single_threaded};
-  SignalWatcher signals_;
-  asio::steady_timer check_timer_;
-  asio::steady_timer grace_timer_;
-  std::map<pid_t, std::shared_ptr<Channel>> channels_;
+  Supervisor supervisor_;
   Pool pool_;
 };
 

@@ -13,13 +13,6 @@
 
 namespace netserver {
 
-std::string describe_wait_status(int wait_status) {
-  if (WIFEXITED(wait_status)) return fmt::format("exited with status {}", WEXITSTATUS(wait_status));
-  if (WIFSIGNALED(wait_status))
-    return fmt::format("killed by signal {} ({})", WTERMSIG(wait_status), signal_name(WTERMSIG(wait_status)));
-  return fmt::format("ended with wait status {}", wait_status);
-}
-
 Pool::Pool(PoolLimits limits, ProcessControl& control) : limits_(limits), control_(control) {}
 
 std::size_t Pool::count(ChildState state) const {

@@ -1,7 +1,7 @@
 #pragma once
 /// Pool: the PreFork parent's bookkeeping and decisions -- how many children to spawn, which to
 /// retire, what a child's exit means -- apart from the system calls that carry them out, which
-/// sit behind ProcessControl (fork/kill in the server, a fake in unit tests).
+/// sit behind ProcessControl (fork/kill through the Supervisor, a fake in unit tests).
 ///
 /// Vocabulary (gunicorn's and Net::Server's): spawn_children, retire_spares, reap (child_exited),
 /// manage_pool. A child is "starting" until it first reports idle, then idle or busy; a child
@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "supervisor.hpp"
+
 namespace netserver {
 
 /// The pool's bounds (Net::Server::PreFork's names and defaults).
@@ -25,21 +27,10 @@ struct PoolLimits {
   std::size_t max_spare_servers = 10; ///< idle children kept at most
 };
 
-/// The operating-system side of the pool.
-class ProcessControl {
- public:
-  virtual ~ProcessControl() = default;
-  /// Starts a child; returns its pid, or -1 when it cannot now (it logs why).
-  virtual pid_t spawn_child() = 0;
-  /// Asks a child to exit once it is idle (it finishes a session in progress first).
-  virtual void retire_child(pid_t pid) = 0;
-  /// Sends a signal to a child.
-  virtual void signal_child(pid_t pid, int signal) = 0;
-};
-
 enum class ChildState { starting, idle, busy, retiring };
 
-class Pool {
+/// PreFork's policy (and the fixed crew of Multiplex workers: min = max, no spares).
+class Pool final : public ChildPolicy {
  public:
   /// Children that die before reporting ready this many times in a row stop the pool.
   static constexpr std::size_t boot_failure_limit = 5;
@@ -47,38 +38,38 @@ class Pool {
   Pool(PoolLimits limits, ProcessControl& control);
 
   /// Spawns the first min_servers children.
-  void start();
+  void start() override;
   /// A child reported it waits for a client.
   void child_idle(pid_t pid);
   /// A child reported it serves a client.
   void child_busy(pid_t pid);
   /// A child was reaped with waitpid's `wait_status`. Unknown pids are ignored.
-  void child_exited(pid_t pid, int wait_status);
+  void child_exited(pid_t pid, int wait_status) override;
   /// The periodic check: retires idle children above max_spare_servers (never below
   /// min_servers) and spawns what an earlier failed fork left missing.
-  void check();
+  void check() override;
   /// TTIN: one child more (min_servers and max_servers + 1).
-  void grow();
+  void grow() override;
   /// TTOU: one child less (min_servers and max_servers - 1, one child retired).
-  void shrink();
+  void shrink() override;
   /// Stops spawning and asks every child to finish (TERM) or kills them (KILL).
-  void stop(int signal);
+  void stop(int signal) override;
   /// Spawns again after stop() (a restart that could not exec).
-  void resume();
+  void resume() override;
   /// Takes children of a previous image (after a restart): they are leaving and are waited
   /// for, but take none of this pool's slots -- a long session there must not starve the new pool.
-  void adopt_leaving(const std::vector<pid_t>& pids);
+  void adopt_leaving(const std::vector<pid_t>& pids) override;
 
   /// Children alive (not yet reaped), retiring and adopted ones included.
   std::size_t size() const { return children_.size() + adopted_.size(); }
   /// Children in `state`.
   std::size_t count(ChildState state) const;
   /// The pids alive, adopted ones included.
-  std::vector<pid_t> pids() const;
+  std::vector<pid_t> pids() const override;
   /// True after stop().
   bool stopping() const { return stopping_; }
   /// Why the pool gave up (children cannot start); empty while healthy.
-  const std::string& failure() const { return failure_; }
+  const std::string& failure() const override { return failure_; }
   /// The current bounds (TTIN/TTOU change them).
   const PoolLimits& limits() const { return limits_; }
 
@@ -101,8 +92,5 @@ class Pool {
   std::size_t boot_failures_ = 0;
   std::string failure_;
 };
-
-/// "exited with status 3", "killed by signal 9 (KILL)".
-std::string describe_wait_status(int wait_status);
 
 }  // namespace netserver

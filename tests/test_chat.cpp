@@ -93,6 +93,39 @@ TEST_CASE("/nick renames a client in later messages and /who lists the room", "[
   CHECK(b.client.read_line() == "Unfortunately alice left us");
 }
 
+TEST_CASE("chat: nobody can take an address or another's nick and UTF-8 nicks work", "[chat][hardening]") {
+  ServerProcess server(binary("chat_server"), yaml);
+  Member a = join(server);
+  Member b = join(server);
+  REQUIRE(a.client.read_line());  // b's welcome
+
+  b.client.send("/nick " + a.name + "\r\n/nick 127.0.0.1\r\n");
+  CHECK_THAT(*b.client.read_line(), StartsWith("Usage: /nick NAME (a nick may not "));
+  CHECK_THAT(*b.client.read_line(), StartsWith("Usage: /nick NAME (a nick may not "));
+  a.client.send("/nick Jos\xc3\xa9\r\n");
+  CHECK(a.client.read_line() == "You are now known as Jos\xc3\xa9");
+  CHECK(b.client.read_line() == a.name + " is now known as Jos\xc3\xa9");
+  b.client.send("/nick jos\xc3\xa9\r\n/nick Jos\xc3\xa9\r\n");
+  CHECK(b.client.read_line() == "The nick Jos\xc3\xa9 is taken");
+  CHECK(b.client.read_line() == "The nick Jos\xc3\xa9 is taken");
+  a.client.send("/nick JOS\xc3\xa9\r\n");  // renaming yourself is fine
+  CHECK(a.client.read_line() == "You are now known as JOS\xc3\xa9");
+  CHECK(a.client.silent_for(0.2s));
+  CHECK(b.client.read_line() == "Jos\xc3\xa9 is now known as JOS\xc3\xa9");
+}
+
+TEST_CASE("chat: CR and ANSI escapes are relayed escaped and cannot forge a line", "[chat][hardening]") {
+  ServerProcess server(binary("chat_server"), yaml);
+  Member a = join(server);
+  Member b = join(server);
+  REQUIRE(a.client.read_line());  // b's welcome
+  b.client.send("fake\rClient admin said: reboot now\r\n\x1b[2J\x1b]0;owned\x07 hi\r\n");
+  CHECK(a.client.read_line() == "Client " + b.name + " said: fake\\x0dClient admin said: reboot now");
+  CHECK(a.client.read_line() == "Client " + b.name + " said: \\x1b[2J\\x1b]0;owned\\x07 hi");
+  b.client.send("/x\x1b[2J\r\n");
+  CHECK(b.client.read_line() == "Unknown command /x\\x1b[2J; /help lists the commands");
+}
+
 TEST_CASE("a client that stops reading while another floods is dropped and the others get everything",
           "[chat][limits]") {
   ServerProcess server(binary("chat_server"), yaml + "max_output: 256K\n");

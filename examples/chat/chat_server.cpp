@@ -1,6 +1,7 @@
 // The chat demo: the protocol of the Net::Server::Multiplex chat tutorial, line for line, plus
 // /who, /nick and /help. A message reaches the other clients *of this process*: everyone under
-// Multiplex, nobody under Single or PreFork, where a process holds only one client.
+// Multiplex, nobody under Single or PreFork, where a process holds only one client. The text rules
+// (commands, allowed nicks, escaping what a client typed) live in chat_protocol.*.
 
 #include <unistd.h>
 
@@ -9,12 +10,13 @@
 
 #include <netserver/netserver.hpp>
 
+#include "chat_protocol.hpp"
+
 using netserver::Session;
 
 namespace {
 
 constexpr std::string_view crlf = "\r\n";
-constexpr std::size_t max_nick = 32;
 
 struct ChatUser {
   std::string nick;  // empty: known by HOST:PORT
@@ -30,10 +32,17 @@ class ChatHandler : public netserver::LineHandler {
   }
 
   void on_line(Session& session, std::string_view line) override {
-    if (line.empty()) return;
-    if (line.starts_with('/')) return command(session, line);
-    tell_others(session, fmt::format("Client {} said: {}", name(session), line));
-    if (line == "bye") session.close();
+    const chat::Command command = chat::parse_line(line);
+    switch (command.kind) {
+      case chat::Command::Kind::none: return;
+      case chat::Command::Kind::message: return say(session, line);
+      case chat::Command::Kind::who: return who(session);
+      case chat::Command::Kind::nick: return nick(session, command.argument);
+      case chat::Command::Kind::help: return help(session);
+      case chat::Command::Kind::unknown:
+        return session.send_line(fmt::format("Unknown command {}; /help lists the commands",
+                                             chat::escape_controls(command.verb)));
+    }
   }
 
   void on_close(Session& session) override {
@@ -50,14 +59,11 @@ class ChatHandler : public netserver::LineHandler {
     session.registry().broadcast(text + std::string(crlf), &session);
   }
 
-  void command(Session& session, std::string_view line) {
-    const std::size_t space = line.find(' ');
-    const std::string_view verb = line.substr(0, space);
-    const std::string_view argument = space == std::string_view::npos ? "" : netserver::trim(line.substr(space + 1));
-    if (verb == "/who") return who(session);
-    if (verb == "/nick") return nick(session, argument);
-    if (verb == "/help") return help(session);
-    session.send_line(fmt::format("Unknown command {}; /help lists the commands", verb));
+  // What a client typed reaches the others with its control characters escaped: a CR or an
+  // ANSI escape could otherwise forge a line from someone else on their terminals.
+  static void say(Session& session, std::string_view line) {
+    tell_others(session, fmt::format("Client {} said: {}", name(session), chat::escape_controls(line)));
+    if (line == "bye") session.close();
   }
 
   static void help(Session& session) {
@@ -82,13 +88,23 @@ class ChatHandler : public netserver::LineHandler {
   }
 
   static void nick(Session& session, std::string_view wanted) {
-    const bool valid = !wanted.empty() && wanted.size() <= max_nick &&
-                       std::none_of(wanted.begin(), wanted.end(), [](char c) { return c == ' ' || c < 33 || c == 127; });
-    if (!valid) return session.send_line(fmt::format("Usage: /nick NAME (1 to {} characters, no spaces)", max_nick));
+    if (const auto problem = chat::nick_problem(wanted))
+      return session.send_line(fmt::format("Usage: /nick NAME ({})", *problem));
+    if (Session* holder = nick_holder(session, wanted); holder && holder != &session)
+      return session.send_line(fmt::format("The nick {} is taken", name(*holder)));
     const std::string before = name(session);
     session.state<ChatUser>().nick = std::string(wanted);
     session.send_line(fmt::format("You are now known as {}", wanted));
     tell_others(session, fmt::format("{} is now known as {}", before, wanted));
+  }
+
+  // The session in this room already called `wanted` (ignoring ASCII case), if any.
+  static Session* nick_holder(Session& session, std::string_view wanted) {
+    Session* holder = nullptr;
+    session.registry().for_each([&](Session& other) {
+      if (chat::same_nick(other.state<ChatUser>().nick, wanted)) holder = &other;
+    });
+    return holder;
   }
 };
 
