@@ -19,8 +19,13 @@ function(netserver_dependency)
     find_package(${arg_FIND} REQUIRED)
     list(JOIN arg_FIND " " find_arguments)
     set_property(GLOBAL APPEND PROPERTY NETSERVER_CONFIG_LINES "find_dependency(${find_arguments})")
+    # What proves, in a consumer's CMakeCache.txt, that the config file found it (tests/
+    # test_package.cpp): <package>_DIR for a config-mode package. A find module's targets are
+    # namespaced (OpenSSL::SSL), so a missing find_dependency fails the consumer's generate step.
     list(GET arg_FIND 0 package)
-    set_property(GLOBAL APPEND PROPERTY NETSERVER_FOUND_ENTRIES ${package}_DIR)  # proof, for the tests
+    if(${package}_CONFIG)
+      set_property(GLOBAL APPEND PROPERTY NETSERVER_FOUND_ENTRIES ${package}_DIR)
+    endif()
   elseif(arg_PKG_CONFIG)
     list(GET arg_PKG_CONFIG 0 prefix)
     list(GET arg_PKG_CONFIG 1 module)

@@ -40,8 +40,9 @@ class Child {
  public:
   // A client and its address ("127.0.0.1:5555"; a unix-socket client goes by the listener's path).
   struct Accepted {
-    Session::Socket socket;
+    Transport::Socket socket;
     std::string peer;
+    bool tls = false;  // accepted on a tls:// listener
   };
 
   Child(Server& server, const PreFork::Settings& settings, int channel)
@@ -156,15 +157,19 @@ class Child {
     const int family = peer.ss_family;
     const int protocol = family == AF_UNIX ? 0 : IPPROTO_TCP;
     std::string name;
-    for (const Listener& listener : server_.listeners())
-      if (family == AF_UNIX && listener.fd() == listener_fd) name = listener.name();
+    bool tls = false;
+    for (const Listener& listener : server_.listeners()) {
+      if (listener.fd() != listener_fd) continue;
+      tls = listener.tls();
+      if (family == AF_UNIX) name = listener.name();
+    }
     if (name.empty()) name = format_address(reinterpret_cast<sockaddr*>(&peer), length);
-    return Accepted{Session::Socket(io_, asio::generic::stream_protocol(family, protocol), fd), std::move(name)};
+    return Accepted{Transport::Socket(io_, asio::generic::stream_protocol(family, protocol), fd), std::move(name), tls};
   }
 
   void serve(Accepted client) {
     io_.restart();
-    worker_.serve(std::move(client.socket), std::move(client.peer));
+    worker_.serve(std::move(client.socket), std::move(client.peer), client.tls);
     io_.run();  // until the session ends (lingering closes carry on in later runs)
   }
 

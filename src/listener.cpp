@@ -162,7 +162,7 @@ Listener bind_unix(const ListenAddress& where, const BindOptions& options) {
   address.sun_family = AF_UNIX;
   std::strncpy(address.sun_path, where.path.c_str(), sizeof address.sun_path - 1);
   if (::bind(fd.fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) bind_failed(shown, std::strerror(errno));
-  Listener listener(fd.release(), shown, AF_UNIX, shown, where.path);
+  Listener listener(fd.release(), "unix:" + where.path, AF_UNIX, shown, where.path);
   if (options.unix_mode >= 0 && ::chmod(where.path.c_str(), static_cast<mode_t>(options.unix_mode)) != 0)
     bind_failed(shown, system_error_text("chmod()", errno));
   if (::listen(listener.fd(), options.backlog) != 0) bind_failed(shown, system_error_text("listen()", errno));
@@ -173,6 +173,14 @@ Listener bind_unix(const ListenAddress& where, const BindOptions& options) {
 
 bool ListenAddress::parse(std::string_view text, ListenAddress& out, std::string& problem) {
   out = ListenAddress{};
+  const bool tls = text.starts_with("tls://");
+  if (tls) text.remove_prefix(6);
+  const bool parsed = parse_plain(text, out, problem);
+  out.tls = tls;
+  return parsed;
+}
+
+bool ListenAddress::parse_plain(std::string_view text, ListenAddress& out, std::string& problem) {
   if (text.starts_with("unix:")) {
     out.kind = Kind::unix_socket;
     out.path = std::string(text.substr(5));
@@ -216,9 +224,10 @@ bool ListenAddress::parse(std::string_view text, ListenAddress& out, std::string
 }
 
 std::string ListenAddress::text() const {
-  if (kind == Kind::unix_socket) return "unix:" + path;
-  if (host.find(':') != std::string::npos) return fmt::format("[{}]:{}", host, port);
-  return fmt::format("{}:{}", host, port);
+  const std::string_view scheme = tls ? "tls://" : "";
+  if (kind == Kind::unix_socket) return fmt::format("{}unix:{}", scheme, path);
+  if (host.find(':') != std::string::npos) return fmt::format("{}[{}]:{}", scheme, host, port);
+  return fmt::format("{}{}:{}", scheme, host, port);
 }
 
 Listener::Listener(int fd, std::string name, int family, std::string address, std::string unix_path)
@@ -271,7 +280,8 @@ Listener adopt_listener(int fd, const std::string& address) {
   socklen_t length = sizeof local;
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &length);
   std::string path;
-  if (local.ss_family == AF_UNIX && address.starts_with("unix:")) path = address.substr(5);
+  const std::string_view plain = std::string_view(address).substr(address.starts_with("tls://") ? 6 : 0);
+  if (local.ss_family == AF_UNIX && plain.starts_with("unix:")) path = plain.substr(5);
   return Listener(fd, bound_name(fd), local.ss_family, address, path);
 }
 

@@ -33,7 +33,8 @@ std::string take_variable(const char* name) {
 void close_inherited(Inheritance::Socket& socket) {
   log::notice("closing inherited listener {}: it is no longer configured", socket.address);
   ::close(socket.fd);
-  if (socket.address.starts_with("unix:")) ::unlink(socket.address.substr(5).c_str());
+  const std::string_view plain = std::string_view(socket.address).substr(socket.address.starts_with("tls://") ? 6 : 0);
+  if (plain.starts_with("unix:")) ::unlink(std::string(plain.substr(5)).c_str());
   socket.fd = -1;
 }
 

@@ -16,6 +16,7 @@
 #include "restart.hpp"
 #include "signals.hpp"
 #include "systemd.hpp"
+#include "tls.hpp"
 
 namespace netserver {
 
@@ -92,7 +93,8 @@ void Server::add_core_options() {
                                          "a name or a literal").with_check(check_host));
   options_.add(Option::integer("port", 8000, 0, 65535, "TCP port to listen on with `host` (0: any free port)"));
   options_.add(Option::list("listen", {}, "addresses to listen on instead of host:port: 127.0.0.1:8000, "
-                                          "[::1]:8000, *:8000, unix:/path").with_check(check_listen));
+                                          "[::1]:8000, *:8000, unix:/path; tls://ADDRESS for TLS (the tls block)")
+                   .with_check(check_listen));
   options_.add(Option::integer("backlog", 4096, 1, 1 << 20, "listen(2) queue length"));
   options_.add(Option::text("unix_mode", "", "file mode of unix sockets, e.g. 0660 (default: the umask's)")
                    .with_check(check_mode));
@@ -122,6 +124,7 @@ void Server::add_core_options() {
   options_.add(Option::list("cidr_allow", {}, "networks whose peers are allowed: 10.0.0.0/8, ::1/128")
                    .with_check(check_network_list));
   options_.add(Option::list("cidr_deny", {}, "networks whose peers are refused").with_check(check_network_list));
+  TlsContext::add_options(options_);
 }
 
 void Server::add_personality(PersonalityInfo info) {
@@ -221,6 +224,7 @@ void Server::post_configure() {
   if (config.list("allow").empty() && config.list("cidr_allow").empty() && !access_.empty())
     log::warning("only deny rules are set: as in Net::Server, peers that match no allow or cidr_allow rule are "
                  "refused too");
+  if (std::shared_ptr<TlsContext> tls = load_tls(config)) TlsContext::install(std::move(tls));  // as root, before binding
   ops_->identity = Identity::resolve(config.string("user"), config.string("group"));
   if (!config.string("pid_file").empty()) {
     ops_->pid_file = std::make_unique<PidFile>(config.string("pid_file"));
@@ -253,6 +257,15 @@ std::vector<ListenAddress> Server::listen_addresses(const Config& config) const 
 
 void Server::pre_bind() { addresses_ = listen_addresses(*config_); }
 
+// The TLS context for the configuration's tls:// listeners; null when there are none.
+std::shared_ptr<TlsContext> Server::load_tls(const Config& config) const {
+  std::vector<std::string> tls_listeners;
+  for (const ListenAddress& address : listen_addresses(config))
+    if (address.tls) tls_listeners.push_back(address.text());
+  if (tls_listeners.empty()) return nullptr;
+  return TlsContext::load(config, tls_listeners);
+}
+
 namespace {
 BindOptions bind_options(const Config& config) {
   BindOptions options;
@@ -264,7 +277,7 @@ BindOptions bind_options(const Config& config) {
 
 void Server::bind() {
   listeners_ = open_listeners(addresses_, ops_->inherited, bind_options(*config_));
-  for (const Listener& listener : listeners_) log::notice("listening on {}", listener.name());
+  for (const Listener& listener : listeners_) log::notice("listening on {}{}", listener.tls() ? "tls://" : "", listener.name());
 }
 
 void Server::post_bind() {
@@ -350,6 +363,7 @@ void Server::check_restartable(const Config& fresh) const {
   if (!config_->string("chroot").empty()) throw Error("cannot restart inside a chroot (the program is not reachable there)");
   personalities_.find(fresh.string("personality"))->create(fresh);
   check_combinations(fresh);
+  load_tls(fresh);  // the new certificate and key must load, or the running server carries on
   const Identity wanted = Identity::resolve(fresh.string("user"), fresh.string("group"));
   const bool same_user = !wanted.change_user || wanted.uid == ::geteuid();
   const bool same_group = !wanted.change_group || wanted.gid == ::getegid();

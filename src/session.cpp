@@ -1,8 +1,5 @@
 #include "netserver/session.hpp"
 
-#include <sys/socket.h>
-
-#include <cerrno>
 #include <cstring>
 #include <functional>
 
@@ -13,6 +10,7 @@
 #include "netserver/log.hpp"
 #include "netserver/registry.hpp"
 #include "netserver/server.hpp"
+#include "transport.hpp"
 #include "worker.hpp"
 
 namespace netserver {
@@ -29,44 +27,11 @@ Clock::duration to_duration(double seconds) {
   return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
 }
 
-// Waits, after our last byte and a half-close, for the client to close too, so that unread
-// input never turns our close into a reset that could destroy the reply in flight.
-class Linger : public std::enable_shared_from_this<Linger> {
- public:
-  Linger(Session::Socket socket, double seconds, std::function<void()> done)
-      : socket_(std::move(socket)), timer_(socket_.get_executor()), done_(std::move(done)) {
-    timer_.expires_after(to_duration(seconds));
-  }
-  void start() {
-    timer_.async_wait([self = shared_from_this()](const boost::system::error_code& error) {
-      if (!error) self->socket_.close();
-    });
-    drain();
-  }
-
- private:
-  void drain() {
-    socket_.async_read_some(asio::buffer(sink_), [self = shared_from_this()](const boost::system::error_code& error,
-                                                                            std::size_t) {
-      if (error) {  // EOF, an error, or the timer closed the socket: the one way out
-        self->timer_.cancel();
-        self->socket_.close();
-        return self->done_();
-      }
-      self->drain();
-    });
-  }
-  Session::Socket socket_;
-  asio::steady_timer timer_;
-  std::function<void()> done_;
-  char sink_[512];
-};
-
 }  // namespace
 
-Session::Session(Worker& worker, Socket socket, std::uint64_t id, std::string peer)
+Session::Session(Worker& worker, std::shared_ptr<Transport> transport, std::uint64_t id, std::string peer)
     : worker_(worker),
-      socket_(std::move(socket)),
+      transport_(std::move(transport)),
       id_(id),
       peer_(std::move(peer)),
       input_(worker.limits().max_line + 2),  // room for a longest line and its CRLF
@@ -78,15 +43,25 @@ Session::~Session() = default;
 Server& Session::server() const { return worker_.server(); }
 Registry& Session::registry() const { return worker_.registry(); }
 const SessionLimits& Session::limits() const { return worker_.limits(); }
+const TlsInfo* Session::tls() const { return transport_->tls(); }
 
 // --- lifecycle -------------------------------------------------------------------------------
 
+// The handler hears of the session once its transport is ready (TLS: after the handshake).
 void Session::start() {
+  started_serving_ = true;
+  transport_->start([self = shared_from_this()](const boost::system::error_code& error) { self->on_ready(error); });
+}
+
+void Session::on_ready(const boost::system::error_code& error) {
+  if (state_ == State::finished) return;
+  if (error) return finish(fmt::format("TLS handshake failed: {}", error.message()), false);
+  if (state_ != State::open) return;  // closed while handshaking: the queued flush ends it
   connected_ = true;
   dispatch([this] { worker_.handler().on_connect(*this); });
   if (state_ == State::finished) return;
   if (limits().idle_timeout > 0) {
-    idle_timer_ = std::make_unique<asio::steady_timer>(socket_.get_executor());
+    idle_timer_ = std::make_unique<asio::steady_timer>(worker_.io());
     arm_idle_timer(to_duration(limits().idle_timeout));
   }
   start_read();
@@ -124,7 +99,7 @@ void Session::close() {
   // What is still queued gets close_timeout seconds of no progress at most: a client that stops
   // reading cannot keep a closing session (and its descriptor) forever.
   last_output_ = Clock::now();
-  if (!idle_timer_) idle_timer_ = std::make_unique<asio::steady_timer>(socket_.get_executor());
+  if (!idle_timer_) idle_timer_ = std::make_unique<asio::steady_timer>(worker_.io());
   arm_idle_timer(to_duration(limits().close_timeout));
 }
 
@@ -153,23 +128,17 @@ void Session::finish(std::string_view reason, bool graceful) {
   idle_timer_.reset();
   user_timer_.reset();
   input_.clear();
-  boost::system::error_code ignored;
-  if (graceful && !peer_eof_ && socket_.is_open()) {
-    socket_.shutdown(asio::socket_base::shutdown_send, ignored);
-    socket_.cancel(ignored);
+  if (!graceful) transport_->close();
+  else if (transport_->shutdown(limits().linger, peer_eof_, [&worker = worker_] { worker.linger_ended(); }))
     worker_.linger_started();
-    std::make_shared<Linger>(std::move(socket_), limits().linger, [&worker = worker_] { worker.linger_ended(); })->start();
-  } else {
-    socket_.close(ignored);
-  }
   // Callbacks and registry removal run later: this may be inside another session's broadcast.
   asio::post(worker_.io(), [self = shared_from_this()] { self->retire(); });
 }
 
 void Session::retire() {
-  if (!connected_) return;
+  if (!started_serving_) return;  // refused: the worker already forgot it
   try {
-    worker_.handler().on_close(*this);
+    if (connected_) worker_.handler().on_close(*this);
   } catch (const std::exception& error) {
     log::error("handler on_close failed for {} (session {}): {}", peer_, id_, error.what());
   }
@@ -188,10 +157,8 @@ void Session::start_read() {
   reading_ = true;
   const std::size_t room = input_.room();
   const std::size_t size = room == 0 || room > sizeof inbox_ ? sizeof inbox_ : room;
-  socket_.async_read_some(asio::buffer(inbox_, size),
-                          [self = shared_from_this()](const boost::system::error_code& error, std::size_t bytes) {
-                            self->on_read(error, bytes);
-                          });
+  transport_->async_read_some({inbox_, size}, [self = shared_from_this()](const boost::system::error_code& error,
+                                                                        std::size_t bytes) { self->on_read(error, bytes); });
 }
 
 void Session::on_read(const boost::system::error_code& error, std::size_t bytes) {
@@ -219,17 +186,11 @@ std::string_view Session::read_more(std::size_t already) {
   const std::size_t room = input_.room();
   const std::size_t limit = room == 0 || room > scratch.size() ? scratch.size() : room;
   std::size_t total = already;
-  while (total < limit) {
-    const ssize_t n = ::recv(socket_.native_handle(), scratch.data() + total, limit - total, MSG_DONTWAIT);
-    if (n > 0) {
-      total += static_cast<std::size_t>(n);
-      bytes_in_ += static_cast<std::size_t>(n);
-      continue;
-    }
-    if (n == 0) peer_eof_ = true;
-    else if (errno == EINTR) continue;
-    // EAGAIN: drained. Other errors show up again on the next read.
-    break;
+  while (total < limit && !peer_eof_) {
+    const std::size_t n = transport_->read_now(scratch.subspan(total, limit - total), peer_eof_);
+    if (n == 0) break;
+    total += n;
+    bytes_in_ += n;
   }
   return {scratch.data(), total};
 }
@@ -259,6 +220,7 @@ void Session::handle_eof() {
 
 void Session::send(std::string_view bytes) {
   if (state_ != State::open || bytes.empty()) return;
+  if (started_serving_ && !connected_) return;  // still handshaking: not one of the clients yet
   if (queued() + bytes.size() > limits().max_output) {
     log::warning("disconnecting {} (session {}): it is not reading, and its output queue would pass {} bytes",
                  peer_, id_, limits().max_output);
@@ -285,17 +247,13 @@ void Session::flush() {
   flush_scheduled_ = false;
   if (state_ == State::finished || waiting_writable_) return;
   while (out_sent_ < out_.size()) {
-    const ssize_t n = ::send(socket_.native_handle(), out_.data() + out_sent_, out_.size() - out_sent_,
-                             MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (n >= 0) {
-      out_sent_ += static_cast<std::size_t>(n);
-      bytes_out_ += static_cast<std::size_t>(n);
-      if (state_ == State::closing) last_output_ = Clock::now();  // only the close deadline needs it
-    } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      return wait_writable();
-    } else if (errno != EINTR) {
-      return finish(std::strerror(errno), false);
-    }
+    boost::system::error_code error;
+    const std::size_t n = transport_->write_now(std::string_view(out_).substr(out_sent_), error);
+    if (error) return finish(error.message(), false);
+    if (n == 0) return wait_writable();
+    out_sent_ += n;
+    bytes_out_ += n;
+    if (state_ == State::closing) last_output_ = Clock::now();  // only the close deadline needs it
   }
   out_.clear();
   out_sent_ = 0;
@@ -312,7 +270,7 @@ void Session::wait_writable() {
     out_.erase(0, out_sent_);
     out_sent_ = 0;
   }
-  socket_.async_wait(asio::socket_base::wait_write, [self = shared_from_this()](const boost::system::error_code& error) {
+  transport_->async_wait_writable([self = shared_from_this()](const boost::system::error_code& error) {
     self->waiting_writable_ = false;
     if (error == asio::error::operation_aborted) return;
     if (error) return self->finish(error.message(), false);
@@ -329,7 +287,7 @@ void Session::set_timeout(double seconds) {
     user_timer_.reset();
     return;
   }
-  if (!user_timer_) user_timer_ = std::make_unique<asio::steady_timer>(socket_.get_executor());
+  if (!user_timer_) user_timer_ = std::make_unique<asio::steady_timer>(worker_.io());
   user_timer_->expires_after(to_duration(seconds));
   user_timer_->async_wait([self = shared_from_this(), generation](const boost::system::error_code& error) {
     if (error || generation != self->user_timer_generation_ || self->state_ != State::open) return;

@@ -14,6 +14,7 @@
 #include "netserver/server.hpp"
 #include "signals.hpp"
 #include "systemd.hpp"
+#include "tls.hpp"
 
 namespace netserver {
 
@@ -24,6 +25,7 @@ struct Worker::Acceptor {
   asio::basic_socket_acceptor<asio::generic::stream_protocol> socket;
   std::string name;
   int family = AF_UNSPEC;
+  bool tls = false;
   asio::generic::stream_protocol::endpoint peer;  // filled by accept itself: no getpeername()
   bool pending = false;                            // an accept is in flight
 
@@ -62,7 +64,8 @@ void Worker::listen(const std::vector<Listener>& listeners) {
     const int fd = ::fcntl(listener.fd(), F_DUPFD_CLOEXEC, 0);
     if (fd < 0) throw Error(system_error_text("dup() of the listener on " + listener.name(), errno));
     auto acceptor = std::make_unique<Acceptor>(
-        Acceptor{asio::basic_socket_acceptor<asio::generic::stream_protocol>(io_), listener.name(), listener.family(), {}});
+        Acceptor{asio::basic_socket_acceptor<asio::generic::stream_protocol>(io_), listener.name(), listener.family(),
+                 listener.tls(), {}});
     const int protocol = listener.family() == AF_UNIX ? 0 : IPPROTO_TCP;
     acceptor->socket.assign(asio::generic::stream_protocol(listener.family(), protocol), fd);
     acceptors_.push_back(std::move(acceptor));
@@ -84,13 +87,13 @@ void Worker::accept_all() {
 void Worker::accept(Acceptor& acceptor) {
   if (acceptor.pending || !can_accept()) return;
   acceptor.pending = true;
-  acceptor.socket.async_accept(acceptor.peer, [this, &acceptor](const error_code& error, Session::Socket socket) {
+  acceptor.socket.async_accept(acceptor.peer, [this, &acceptor](const error_code& error, Transport::Socket socket) {
     acceptor.pending = false;
     on_accept(acceptor, error, std::move(socket));
   });
 }
 
-void Worker::on_accept(Acceptor& acceptor, const error_code& error, Session::Socket socket) {
+void Worker::on_accept(Acceptor& acceptor, const error_code& error, Transport::Socket socket) {
   if (error == asio::error::operation_aborted) return;
   if (is_resource_shortage(error)) return pause_accepting(error);
   if (error) {
@@ -98,7 +101,7 @@ void Worker::on_accept(Acceptor& acceptor, const error_code& error, Session::Soc
   } else {
     shortage_logged_ = false;
     ::fcntl(socket.native_handle(), F_SETFD, FD_CLOEXEC);  // a restart's exec must not inherit clients
-    serve(std::move(socket), acceptor.peer_name());
+    serve(std::move(socket), acceptor.peer_name(), acceptor.tls);
   }
   accept(acceptor);
 }
@@ -130,17 +133,20 @@ void Worker::stop_accepting() {
 
 // --- sessions ------------------------------------------------------------------------------
 
-void Worker::serve(Session::Socket socket, std::string peer) {
-  if (!stopping_) admit(std::move(socket), std::move(peer));
+void Worker::serve(Transport::Socket socket, std::string peer, bool tls) {
+  if (!stopping_) admit(Accepted{std::move(socket), std::move(peer), tls});
 }
 
-void Worker::admit(Session::Socket socket, std::string peer) {
+void Worker::admit(Accepted client) {
   if (registry_.size() >= options_.max_sessions) {
-    if (options_.refuse_when_full) return refuse(socket, peer, "server busy");
-    parked_.emplace_back(std::move(socket), std::move(peer));
+    if (options_.refuse_when_full) return refuse(client, "server busy");
+    parked_.push_back(std::move(client));
     return;
   }
-  auto session = std::make_shared<Session>(*this, std::move(socket), ++next_id_, peer);
+  const std::string& peer = client.peer;
+  std::shared_ptr<Transport> transport = client.tls ? TlsContext::installed()->make_transport(std::move(client.socket))
+                                                    : make_plain_transport(std::move(client.socket));
+  auto session = std::make_shared<Session>(*this, std::move(transport), ++next_id_, peer);
   log::info("connection from {} (session {})", peer, session->id());
   bool allowed = false;
   try {
@@ -168,9 +174,9 @@ void Worker::admit(Session::Socket socket, std::string peer) {
 // also while draining: they connected before the stop.
 void Worker::serve_parked() {
   while (!parked_.empty() && registry_.size() < options_.max_sessions) {
-    auto [socket, peer] = std::move(parked_.front());
+    Accepted client = std::move(parked_.front());
     parked_.pop_front();
-    admit(std::move(socket), std::move(peer));
+    admit(std::move(client));
   }
 }
 
@@ -184,8 +190,11 @@ void Worker::resume_accepting() {
   accept_all();
 }
 
-void Worker::refuse(Session::Socket& socket, const std::string& peer, std::string_view reason) {
-  log::info("refusing {}: {} ({} sessions open)", peer, reason, registry_.size());
+// A TLS client is closed without a word: a plaintext line would only garble its handshake.
+void Worker::refuse(Accepted& client, std::string_view reason) {
+  log::info("refusing {}: {} ({} sessions open)", client.peer, reason, registry_.size());
+  if (client.tls) return;
+  Transport::Socket& socket = client.socket;
   const std::string line = "error: " + std::string(reason) + "\r\n";
   [[maybe_unused]] const ssize_t ignored = ::send(socket.native_handle(), line.data(), line.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
 }
@@ -197,8 +206,10 @@ void Worker::session_ended(Session& session) {
     log::error("post_process_request_hook failed for {}: {}", session.peer(), error.what());
   }
   const auto seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - session.started_).count();
-  log::info("closed {} (session {}): {}; {:.3f} s, {} bytes in, {} bytes out", session.peer(), session.id(),
-            session.end_reason_, seconds, session.bytes_in(), session.bytes_out());
+  const TlsInfo* tls = session.tls();
+  log::info("closed {} (session {}): {}; {:.3f} s, {} bytes in, {} bytes out{}{}", session.peer(), session.id(),
+            session.end_reason_, seconds, session.bytes_in(), session.bytes_out(), tls ? "; " : "",
+            tls ? tls->version : "");
   registry_.remove(session);
   if (on_session_end_) on_session_end_();
   serve_parked();

@@ -18,6 +18,7 @@
 #include "netserver/listener.hpp"
 #include "netserver/registry.hpp"
 #include "netserver/session.hpp"
+#include "transport.hpp"
 
 namespace netserver {
 
@@ -53,8 +54,9 @@ class Worker {
 
   /// Starts accepting on the listeners (their descriptors are duplicated, the Listener keeps its own).
   void listen(const std::vector<Listener>& listeners);
-  /// Serves an already accepted connection from `peer` ("127.0.0.1:5555"), unless stopping.
-  void serve(Session::Socket socket, std::string peer);
+  /// Serves an already accepted connection from `peer` ("127.0.0.1:5555"), unless stopping;
+  /// `tls`: it came in on a tls:// listener.
+  void serve(Transport::Socket socket, std::string peer, bool tls = false);
   /// Stops accepting for a while (a restart is being prepared); accepted clients stay.
   void hold_accepting();
   /// Accepts again after hold_accepting().
@@ -99,11 +101,16 @@ class Worker {
   bool can_accept() const;
   void accept_all();
   void accept(Acceptor& acceptor);
-  void on_accept(Acceptor& acceptor, const boost::system::error_code& error, Session::Socket socket);
+  void on_accept(Acceptor& acceptor, const boost::system::error_code& error, Transport::Socket socket);
   void pause_accepting(const boost::system::error_code& error);
-  void admit(Session::Socket socket, std::string peer);
+  struct Accepted {
+    Transport::Socket socket;
+    std::string peer;
+    bool tls = false;
+  };
+  void admit(Accepted client);
   void serve_parked();
-  void refuse(Session::Socket& socket, const std::string& peer, std::string_view reason);
+  void refuse(Accepted& client, std::string_view reason);
   void stop_accepting();
   void flush_scheduled();
   void check_stopped();
@@ -114,7 +121,7 @@ class Worker {
   SessionLimits limits_;
   Registry registry_;
   std::vector<std::unique_ptr<Acceptor>> acceptors_;
-  std::deque<std::pair<Session::Socket, std::string>> parked_;  // accepted while full (several listeners)
+  std::deque<Accepted> parked_;  // accepted while full (several listeners)
   boost::asio::steady_timer accept_pause_;
   bool accept_paused_ = false;   // out of descriptors: retrying after a short pause
   bool accept_held_ = false;     // a restart is being prepared

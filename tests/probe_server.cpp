@@ -42,10 +42,20 @@ class ProbeHandler : public netserver::LineHandler {
     if (command == "crash") std::abort();
     if (command == "exit") std::_Exit(static_cast<int>(number(argument)));
     if (command == "close") return session.close();
+    if (command == "tls") return describe_tls(session);
     session.send_line("unknown command");
   }
 
   void on_timeout(Session& session) override { session.send_line("timeout fired"); }
+
+  // What the handshake negotiated, as the handler sees it.
+  static void describe_tls(Session& session) {
+    const netserver::TlsInfo* tls = session.tls();
+    if (!tls) return session.send_line("tls none");
+    session.send_line(fmt::format("tls {} {} sni={} alpn={} subject={} verified={} resumed={}", tls->version, tls->cipher,
+                                  tls->server_name, tls->alpn, tls->peer_subject, tls->peer_verified ? "yes" : "no",
+                                  tls->resumed ? "yes" : "no"));
+  }
   void on_eof(Session& session) override { session.send_line("eof seen"); }
 
  private:

@@ -26,8 +26,10 @@ class ChatHandler : public netserver::LineHandler {
  public:
   void on_connect(Session& session) override {
     session.send_line("Welcome, to the server!");
-    session.send_line(fmt::format("You are served by \"chat\" (personality {}, pid {}); /help lists the commands",
-                                  session.server().personality_name(), ::getpid()));
+    const netserver::TlsInfo* tls = session.tls();
+    session.send_line(fmt::format("You are served by \"chat\" (personality {}, pid {}{}{}); /help lists the commands",
+                                  session.server().personality_name(), ::getpid(), tls ? ", tls " : "",
+                                  tls ? tls->version : ""));
     tell_others(session, fmt::format("Please welcome {}, who just joined us", name(session)));
   }
 

@@ -8,8 +8,9 @@
 class EchoHandler : public netserver::LineHandler {
  public:
   void on_connect(netserver::Session& session) override {
-    session.send_line(fmt::format("Welcome to \"echo\" (personality {}, pid {})",
-                                  session.server().personality_name(), ::getpid()));
+    const netserver::TlsInfo* tls = session.tls();
+    session.send_line(fmt::format("Welcome to \"echo\" (personality {}, pid {}{}{})", session.server().personality_name(),
+                                  ::getpid(), tls ? ", tls " : "", tls ? tls->version : ""));
   }
 
   void on_line(netserver::Session& session, std::string_view line) override {

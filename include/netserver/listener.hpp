@@ -13,19 +13,24 @@
 namespace netserver {
 
 /// One configured address: "127.0.0.1:8000", "*:8000", "[::1]:8000", "localhost:8000",
-/// "unix:/run/app.sock".
+/// "unix:/run/app.sock"; any of them after "tls://" for a TLS listener ("tls://[::]:8443").
 struct ListenAddress {
   /// A TCP address (host and port) or a unix socket (path).
   enum class Kind { tcp, unix_socket };
   Kind kind = Kind::tcp;     ///< which of the two
+  bool tls = false;          ///< clients speak TLS (written "tls://ADDRESS")
   std::string host;          ///< "*" for every address; a literal or a name otherwise
   std::uint16_t port = 0;    ///< 0: the kernel picks a free port
   std::string path;          ///< unix socket path
 
   /// Parses `text`; on failure returns false and says why in `problem`.
   static bool parse(std::string_view text, ListenAddress& out, std::string& problem);
-  /// The address as written in the config: "127.0.0.1:8000", "[::1]:8000", "unix:/path".
+  /// The address as written in the config: "127.0.0.1:8000", "[::1]:8000", "unix:/path",
+  /// "tls://127.0.0.1:8443".
   std::string text() const;
+
+ private:
+  static bool parse_plain(std::string_view text, ListenAddress& out, std::string& problem);
 };
 
 /// Binding options.
@@ -55,8 +60,10 @@ class Listener {
   const std::string& name() const { return name_; }
   /// AF_INET, AF_INET6 or AF_UNIX.
   int family() const { return family_; }
-  /// The configured address ("127.0.0.1:0", "unix:/run/x.sock", "systemd").
+  /// The configured address ("127.0.0.1:0", "unix:/run/x.sock", "tls://127.0.0.1:0", "systemd").
   const std::string& address() const { return address_; }
+  /// True for a TLS listener (configured as "tls://ADDRESS").
+  bool tls() const { return address_.starts_with("tls://"); }
   /// The socket file, for a unix socket this listener created ("" otherwise).
   const std::string& unix_path() const { return unix_path_; }
 

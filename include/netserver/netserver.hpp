@@ -10,4 +10,5 @@
 #include "netserver/registry.hpp"
 #include "netserver/server.hpp"
 #include "netserver/session.hpp"
+#include "netserver/tls.hpp"
 #include "netserver/version.hpp"

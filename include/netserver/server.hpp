@@ -28,6 +28,8 @@ namespace netserver {
 /// netserver's version, "0.2.0" (NETSERVER_VERSION_STRING from netserver/version.hpp).
 std::string_view version();
 
+class TlsContext;  // src/tls.hpp
+
 /// A server program: runs the pipeline (README's PROCESS FLOW) around a Handler, under the
 /// configured personality. Derive from it only to override hooks.
 class Server {
@@ -131,6 +133,7 @@ class Server {
   void check_combinations(const Config& config) const;
   void check_restartable(const Config& fresh) const;
   std::vector<ListenAddress> listen_addresses(const Config& config) const;
+  std::shared_ptr<TlsContext> load_tls(const Config& config) const;
   std::vector<std::string> owned_paths() const;
 
   std::string name_;

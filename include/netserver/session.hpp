@@ -9,7 +9,6 @@
 #include <string>
 #include <string_view>
 
-#include <boost/asio/generic/stream_protocol.hpp>
 #include <boost/asio/steady_timer.hpp>
 
 #include "netserver/buffer.hpp"
@@ -18,7 +17,9 @@ namespace netserver {
 
 class Registry;
 class Server;
+class Transport;
 class Worker;
+struct TlsInfo;
 
 /// The bounds a session enforces, from the configuration.
 struct SessionLimits {
@@ -33,11 +34,8 @@ struct SessionLimits {
 /// Not thread-safe: every call happens on the process's event loop.
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  /// The connected socket: TCP (IPv4, IPv6) or unix stream.
-  using Socket = boost::asio::generic::stream_protocol::socket;
-
-  /// Made by Worker only.
-  Session(Worker& worker, Socket socket, std::uint64_t id, std::string peer);
+  /// Made by Worker only, over the client's byte stream (plain socket or TLS).
+  Session(Worker& worker, std::shared_ptr<Transport> transport, std::uint64_t id, std::string peer);
   ~Session();
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
@@ -73,6 +71,8 @@ class Session : public std::enable_shared_from_this<Session> {
   std::uint64_t bytes_out() const { return bytes_out_; }
   /// Bytes queued for the client and not yet sent.
   std::size_t queued() const { return out_.size() - out_sent_; }
+  /// What the TLS handshake negotiated (netserver/tls.hpp); null on a plaintext connection.
+  const TlsInfo* tls() const;
 
   /// Per-session state for the handler, default-constructed on first use. Always ask for the
   /// same T for a given handler.
@@ -88,6 +88,7 @@ class Session : public std::enable_shared_from_this<Session> {
   enum class State { open, closing, finished };
 
   void start();
+  void on_ready(const boost::system::error_code& error);
   void refuse();
   void shutdown_now(std::string_view reason);
   void start_read();
@@ -106,11 +107,12 @@ class Session : public std::enable_shared_from_this<Session> {
   bool reading_allowed() const;
 
   Worker& worker_;
-  Socket socket_;
+  std::shared_ptr<Transport> transport_;  // the byte stream; may outlive the session while it lingers
   std::uint64_t id_;
   std::string peer_;
   State state_ = State::open;
-  bool connected_ = false;          // start() ran: the handler knows this session
+  bool started_serving_ = false;    // start() ran: the worker counts this session until it retires
+  bool connected_ = false;          // on_connect ran: the handler knows this session
   InputQueue input_;
   std::string out_;                 // queued output; bytes before out_sent_ are already sent
   std::size_t out_sent_ = 0;

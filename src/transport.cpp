@@ -1,0 +1,98 @@
+#include "transport.hpp"
+
+#include <sys/socket.h>
+
+#include <cerrno>
+
+#include <boost/asio/steady_timer.hpp>
+
+namespace netserver {
+
+namespace asio = boost::asio;
+using boost::system::error_code;
+
+namespace {
+
+// A TCP or unix socket, written with non-blocking send(2) and waited on for writability: the
+// Session's queue is written straight from its own buffer, with no copy.
+class PlainTransport final : public Transport {
+ public:
+  explicit PlainTransport(Socket socket) : socket_(std::move(socket)) {}
+
+  void start(Ready ready) override { ready(error_code()); }
+
+  void async_read_some(std::span<char> into, ReadDone done) override {
+    socket_.async_read_some(asio::buffer(into.data(), into.size()), std::move(done));
+  }
+
+  std::size_t read_now(std::span<char> into, bool& eof) override {
+    for (;;) {
+      const ssize_t n = ::recv(socket_.native_handle(), into.data(), into.size(), MSG_DONTWAIT);
+      if (n > 0) return static_cast<std::size_t>(n);
+      if (n == 0) eof = true;
+      else if (errno == EINTR) continue;
+      return 0;  // EAGAIN: drained. Other errors show up again on the next read.
+    }
+  }
+
+  std::size_t write_now(std::string_view bytes, error_code& error) override {
+    for (;;) {
+      const ssize_t n = ::send(socket_.native_handle(), bytes.data(), bytes.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n >= 0) return static_cast<std::size_t>(n);
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) error = error_code(errno, boost::system::system_category());
+      return 0;
+    }
+  }
+
+  void async_wait_writable(Ready ready) override { socket_.async_wait(asio::socket_base::wait_write, std::move(ready)); }
+
+  bool shutdown(double linger, bool peer_closed, std::function<void()> done) override {
+    if (peer_closed || !socket_.is_open()) {
+      close();
+      return false;
+    }
+    error_code ignored;
+    socket_.shutdown(asio::socket_base::shutdown_send, ignored);
+    socket_.cancel(ignored);
+    done_ = std::move(done);
+    timer_ = std::make_unique<asio::steady_timer>(socket_.get_executor());
+    timer_->expires_after(std::chrono::duration_cast<asio::steady_timer::duration>(std::chrono::duration<double>(linger)));
+    timer_->async_wait([self = shared_from_this(), this](const error_code& error) {
+      if (!error) close();
+    });
+    drain();
+    return true;
+  }
+
+  void close() override {
+    error_code ignored;
+    socket_.close(ignored);
+  }
+
+  bool is_open() const override { return socket_.is_open(); }
+
+ private:
+  // Reads and drops input until the client's EOF, an error, or the linger timer's close.
+  void drain() {
+    socket_.async_read_some(asio::buffer(sink_), [self = shared_from_this(), this](const error_code& error, std::size_t) {
+      if (!error) return drain();
+      timer_->cancel();
+      close();
+      done_();
+    });
+  }
+
+  Socket socket_;
+  std::unique_ptr<asio::steady_timer> timer_;  // the linger deadline (made when lingering starts)
+  std::function<void()> done_;
+  char sink_[512];
+};
+
+}  // namespace
+
+std::shared_ptr<Transport> make_plain_transport(Transport::Socket socket) {
+  return std::make_shared<PlainTransport>(std::move(socket));
+}
+
+}  // namespace netserver

@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+"""A TLS client for the tests: Python's ssl module (OpenSSL underneath, but not netserver's code).
+
+    tls_client.py [options] [LINE ...]
+
+Connects to 127.0.0.1:PORT (or --unix PATH), completes the handshake, reads --read lines, sends
+each LINE with CRLF and reads one reply line per LINE, then prints one JSON object: the
+negotiated version, cipher, ALPN, the server certificate's serial, the lines read, and "error"
+when something failed. --resume connects twice and reports whether the second reused the session.
+"""
+import argparse
+import json
+import socket
+import ssl
+import sys
+
+VERSIONS = {"1.1": ssl.TLSVersion.TLSv1_1, "1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+
+
+def context(args):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(args.ca)
+    if args.tls:
+        if args.tls == "1.1":
+            ctx.set_ciphers("DEFAULT:@SECLEVEL=0")  # the client side must allow it to offer it at all
+        ctx.minimum_version = ctx.maximum_version = VERSIONS[args.tls]
+    if args.cert:
+        ctx.load_cert_chain(args.cert, args.key)
+    if args.alpn:
+        ctx.set_alpn_protocols(args.alpn.split(","))
+    return ctx
+
+
+def connect(args, ctx, session=None):
+    if args.unix:
+        raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        raw.settimeout(args.timeout)
+        raw.connect(args.unix)
+    else:
+        raw = socket.create_connection(("127.0.0.1", args.port), timeout=args.timeout)
+    return ctx.wrap_socket(raw, server_hostname=args.sni, session=session)
+
+
+def read_line(conn, pending):
+    while b"\r\n" not in pending[0]:
+        data = conn.recv(65536)
+        if not data:
+            raise EOFError("the server closed the connection")
+        pending[0] += data
+    line, _, rest = pending[0].partition(b"\r\n")
+    pending[0] = rest
+    return line.decode("utf-8", "replace")
+
+
+def talk(args, out):
+    ctx = context(args)
+    conn = connect(args, ctx)
+    out["version"] = conn.version()
+    out["cipher"] = conn.cipher()[0]
+    out["alpn"] = conn.selected_alpn_protocol()
+    out["serial"] = conn.getpeercert().get("serialNumber")  # verified: the dict form is filled
+    pending = [b""]
+    out["lines"] = [read_line(conn, pending) for _ in range(args.read)]
+    for line in args.lines:
+        conn.sendall(line.encode() + b"\r\n")
+        out["lines"].append(read_line(conn, pending))
+    if not args.drop:  # Python's close() alone sends no close_notify: --drop ends with a bare FIN
+        conn.unwrap()
+    conn.close()
+
+
+def resume(args, out):
+    ctx = context(args)
+    first = connect(args, ctx)
+    pending = [b""]
+    read_line(first, pending)  # the banner: TLS 1.3 tickets arrive before it
+    session = first.session
+    first.close()
+    second = connect(args, ctx, session)
+    out["reused"] = second.session_reused
+    out["lines"] = [read_line(second, [b""])]
+    second.close()
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--unix")
+    parser.add_argument("--ca", required=True)
+    parser.add_argument("--cert")
+    parser.add_argument("--key")
+    parser.add_argument("--tls", choices=sorted(VERSIONS))
+    parser.add_argument("--alpn")
+    parser.add_argument("--sni", default="localhost")
+    parser.add_argument("--read", type=int, default=1, help="lines to read before sending (the banner)")
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--drop", action="store_true", help="end with a bare FIN, no close_notify")
+    parser.add_argument("--timeout", type=float, default=5)
+    parser.add_argument("lines", nargs="*")
+    args = parser.parse_args()
+    out = {}
+    try:
+        (resume if args.resume else talk)(args, out)
+    except (OSError, EOFError, ssl.SSLError) as error:
+        out["error"] = f"{type(error).__name__}: {error}"
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
