@@ -9,6 +9,7 @@
 
 #include <fmt/format.h>
 
+#include "bus/bus_options.hpp"
 #include "daemon.hpp"
 #include "netserver/errors.hpp"
 #include "netserver/log.hpp"
@@ -125,6 +126,7 @@ void Server::add_core_options() {
                    .with_check(check_network_list));
   options_.add(Option::list("cidr_deny", {}, "networks whose peers are refused").with_check(check_network_list));
   TlsContext::add_options(options_);
+  bus::add_bus_options(options_, name_);
 }
 
 void Server::add_personality(PersonalityInfo info) {
@@ -202,6 +204,7 @@ void Server::configure(int argc, char** argv) {
 
 // Settings that are fine alone but not together.
 void Server::check_combinations(const Config& config) const {
+  bus::check_bus_combinations(config);
   if (config.boolean("background") && !is_file_target(config.string("log_file")) && config.string("log_file") != "syslog")
     throw ConfigError(fmt::format("background: true needs log_file set to a file or syslog: {} is closed when the "
                                   "server detaches ({})",

@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <functional>
+#include <utility>
 
 #include <boost/asio/post.hpp>
 #include <fmt/format.h>
@@ -42,6 +43,8 @@ Session::~Session() = default;
 
 Server& Session::server() const { return worker_.server(); }
 Registry& Session::registry() const { return worker_.registry(); }
+Room& Session::room(std::string_view name) const { return worker_.rooms().room(name); }
+asio::io_context& Session::io() const { return worker_.io(); }
 const SessionLimits& Session::limits() const { return worker_.limits(); }
 const TlsInfo* Session::tls() const { return transport_->tls(); }
 
@@ -128,6 +131,7 @@ void Session::finish(std::string_view reason, bool graceful) {
   idle_timer_.reset();
   user_timer_.reset();
   input_.clear();
+  drained_ = nullptr;
   if (!graceful) transport_->close();
   else if (transport_->shutdown(limits().linger, peer_eof_, [&worker = worker_] { worker.linger_ended(); }))
     worker_.linger_started();
@@ -149,7 +153,8 @@ void Session::retire() {
 
 bool Session::reading_allowed() const {
   // Backpressure: a client that does not read our replies stops being read from.
-  return connected_ && !reading_ && state_ != State::finished && !peer_eof_ && queued() <= limits().max_output / 2;
+  return connected_ && !reading_ && !input_paused_ && state_ != State::finished && !peer_eof_ &&
+         queued() <= limits().max_output / 2;
 }
 
 void Session::start_read() {
@@ -202,11 +207,34 @@ void Session::deliver(std::string_view chunk, bool eof) {
       if (state_ == State::open) worker_.handler().on_input(*this, input);
     });
   });
-  if (!fits) close_with_error("line too long");
+  // While paused, what is pending may be complete lines the handler takes later; no more is
+  // read meanwhile, so it stays bounded by one read.
+  if (!fits && !input_paused_) close_with_error("line too long");
+}
+
+void Session::pause_input() { input_paused_ = true; }
+
+void Session::resume_input() {
+  if (!input_paused_) return;
+  input_paused_ = false;
+  // Inside a callback the caller reads on once the callback returns (see on_read); a read
+  // started here could land in inbox_ under the input the handler is still working through.
+  if (in_dispatch_ || state_ != State::open) return;
+  if (input_.size() == 0 && !peer_eof_) return start_read();
+  asio::post(worker_.io(), [self = shared_from_this()] { self->redeliver(); });
+}
+
+// Hands pending input (and an EOF held back while paused) to the handler again.
+void Session::redeliver() {
+  if (state_ != State::open || input_paused_) return;
+  if (input_.size() > 0) deliver({}, false);
+  if (peer_eof_) return handle_eof();
+  start_read();
 }
 
 void Session::handle_eof() {
   peer_eof_ = true;
+  if (input_paused_ && state_ == State::open) return;  // resume_input() goes on from here
   if (state_ == State::open) {
     if (input_.size() > 0) deliver({}, true);
     dispatch([this] { worker_.handler().on_eof(*this); });
@@ -258,6 +286,7 @@ void Session::flush() {
   out_.clear();
   out_sent_ = 0;
   if (out_.capacity() > 64 * 1024) std::string().swap(out_);
+  if (drained_) asio::post(worker_.io(), std::exchange(drained_, nullptr));
   if (state_ == State::closing) return finish(end_reason_.empty() ? "server closed" : end_reason_, true);
   // Resumes a read paused for backpressure -- but not from inside a handler: a read may land in
   // inbox_ at once, under the input the handler is still working through.
@@ -276,6 +305,12 @@ void Session::wait_writable() {
     if (error) return self->finish(error.message(), false);
     self->flush();
   });
+}
+
+void Session::when_drained(std::function<void()> callback) {
+  if (state_ == State::finished) return;
+  if (queued() == 0) return asio::post(worker_.io(), std::move(callback));
+  drained_ = std::move(callback);
 }
 
 // --- timers ------------------------------------------------------------------------------------

@@ -51,6 +51,7 @@ Worker::Worker(Server& server, asio::io_context& io, WorkerOptions options)
       io_(io),
       options_(options),
       limits_(server.session_limits()),
+      rooms_(server, io),
       accept_pause_(io),
       grace_timer_(io),
       scratch_(64 * 1024) {}
@@ -210,6 +211,7 @@ void Worker::session_ended(Session& session) {
   log::info("closed {} (session {}): {}; {:.3f} s, {} bytes in, {} bytes out{}{}", session.peer(), session.id(),
             session.end_reason_, seconds, session.bytes_in(), session.bytes_out(), tls ? "; " : "",
             tls ? tls->version : "");
+  rooms_.forget(session);
   registry_.remove(session);
   if (on_session_end_) on_session_end_();
   serve_parked();

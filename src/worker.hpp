@@ -18,6 +18,7 @@
 #include "netserver/listener.hpp"
 #include "netserver/registry.hpp"
 #include "netserver/session.hpp"
+#include "room_hub.hpp"
 #include "transport.hpp"
 
 namespace netserver {
@@ -74,6 +75,8 @@ class Worker {
 
   /// The sessions alive in this process.
   Registry& registry() { return registry_; }
+  /// The rooms of this process (local, or on the bus).
+  RoomHub& rooms() { return rooms_; }
 
   // For Session.
   boost::asio::io_context& io() { return io_; }
@@ -120,6 +123,7 @@ class Worker {
   WorkerOptions options_;
   SessionLimits limits_;
   Registry registry_;
+  RoomHub rooms_;  // after registry_: its members go first
   std::vector<std::unique_ptr<Acceptor>> acceptors_;
   std::deque<Accepted> parked_;  // accepted while full (several listeners)
   boost::asio::steady_timer accept_pause_;

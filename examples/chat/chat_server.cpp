@@ -1,6 +1,8 @@
 // The chat demo: the protocol of the Net::Server::Multiplex chat tutorial, line for line, plus
-// /who, /nick and /help. A message reaches the other clients *of this process*: everyone under
-// Multiplex, nobody under Single or PreFork, where a process holds only one client. The text rules
+// /who, /nick and /help. Every client joins the room "chat" and speaks to it. Without a bus the
+// room is the clients *of this process*: everyone under Multiplex, nobody under Single or PreFork,
+// where a process holds only one client. With `bus: redis://...` the same room spans every
+// process of every personality sharing the Redis; this file does not change. The text rules
 // (commands, allowed nicks, escaping what a client typed) live in chat_protocol.*.
 
 #include <unistd.h>
@@ -30,7 +32,10 @@ class ChatHandler : public netserver::LineHandler {
     session.send_line(fmt::format("You are served by \"chat\" (personality {}, pid {}{}{}); /help lists the commands",
                                   session.server().personality_name(), ::getpid(), tls ? ", tls " : "",
                                   tls ? tls->version : ""));
-    tell_others(session, fmt::format("Please welcome {}, who just joined us", name(session)));
+    // Announced once the session hears the room (at once without a bus).
+    room(session).join(session, name(session), [](Session& joined) {
+      tell_others(joined, fmt::format("Please welcome {}, who just joined us", name(joined)));
+    });
   }
 
   void on_line(Session& session, std::string_view line) override {
@@ -57,8 +62,10 @@ class ChatHandler : public netserver::LineHandler {
     return user.nick.empty() ? session.peer() : user.nick;
   }
 
+  static netserver::Room& room(Session& session) { return session.room("chat"); }
+
   static void tell_others(Session& session, const std::string& text) {
-    session.registry().broadcast(text + std::string(crlf), &session);
+    room(session).publish(text + std::string(crlf), &session);
   }
 
   // What a client typed reaches the others with its control characters escaped: a CR or an
@@ -70,23 +77,35 @@ class ChatHandler : public netserver::LineHandler {
 
   static void help(Session& session) {
     session.send_line("Commands:");
-    session.send_line("  /who         who is in this chat room (the clients of this server process)");
+    session.send_line(room(session).spans_processes()
+                          ? "  /who         who is in this chat room (the clients of every process on the bus)"
+                          : "  /who         who is in this chat room (the clients of this server process)");
     session.send_line("  /nick NAME   be called NAME instead of your address");
     session.send_line("  /help        this list");
     session.send_line("Any other line is sent to everyone else; \"bye\" says goodbye and leaves.");
   }
 
+  // Without a bus: this process's clients. With one: everyone in the room, with the pid and host
+  // serving each (the answer comes from Redis, so it may arrive after later input's replies).
   static void who(Session& session) {
-    std::vector<Session*> here;
-    session.registry().for_each([&](Session& other) { here.push_back(&other); });
-    std::sort(here.begin(), here.end(), [](Session* a, Session* b) { return a->id() < b->id(); });
-    session.send_line(fmt::format("{} client(s) in this process (pid {}, personality {}):", here.size(), ::getpid(),
-                                  session.server().personality_name()));
-    for (Session* other : here) {
-      const std::string label = name(*other);
-      const std::string address = label == other->peer() ? "" : " (" + other->peer() + ")";
-      session.send_line(fmt::format("  {}{}{}", label, address, other == &session ? " <- you" : ""));
-    }
+    const bool everywhere = room(session).spans_processes();
+    room(session).who(session, [everywhere](Session& asking, std::vector<netserver::Member> members) {
+      if (everywhere) {
+        std::vector<std::pair<std::string, pid_t>> processes;
+        for (const auto& m : members) processes.emplace_back(m.host, m.pid);
+        std::sort(processes.begin(), processes.end());
+        processes.erase(std::unique(processes.begin(), processes.end()), processes.end());
+        asking.send_line(fmt::format("{} client(s) in room chat, served by {} process(es):", members.size(), processes.size()));
+      } else {
+        asking.send_line(fmt::format("{} client(s) in this process (pid {}, personality {}):", members.size(), ::getpid(),
+                                     asking.server().personality_name()));
+      }
+      for (const auto& m : members) {
+        const std::string address = m.label == m.peer ? "" : " (" + m.peer + ")";
+        const std::string where = everywhere ? fmt::format(" [pid {} on {}]", m.pid, m.host) : "";
+        asking.send_line(fmt::format("  {}{}{}{}", m.label, address, where, m.session == &asking ? " <- you" : ""));
+      }
+    });
   }
 
   static void nick(Session& session, std::string_view wanted) {
@@ -96,11 +115,13 @@ class ChatHandler : public netserver::LineHandler {
       return session.send_line(fmt::format("The nick {} is taken", name(*holder)));
     const std::string before = name(session);
     session.state<ChatUser>().nick = std::string(wanted);
+    room(session).relabel(session, std::string(wanted));
     session.send_line(fmt::format("You are now known as {}", wanted));
     tell_others(session, fmt::format("{} is now known as {}", before, wanted));
   }
 
-  // The session in this room already called `wanted` (ignoring ASCII case), if any.
+  // The session of this process already called `wanted` (ignoring ASCII case), if any. With a
+  // bus, nicks are unique per process only: the room's other processes are not asked.
   static Session* nick_holder(Session& session, std::string_view wanted) {
     Session* holder = nullptr;
     session.registry().for_each([&](Session& other) {

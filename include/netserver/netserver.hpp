@@ -1,13 +1,15 @@
 #pragma once
-/// Everything an application needs: Server, Handler/LineHandler, Session, Registry, config and log.
+/// Everything an application needs: Server, Handler/LineHandler, Conversation, Session, Registry, config and log.
 
 #include "netserver/buffer.hpp"
 #include "netserver/config.hpp"
+#include "netserver/conversation.hpp"
 #include "netserver/errors.hpp"
 #include "netserver/handler.hpp"
 #include "netserver/log.hpp"
 #include "netserver/options.hpp"
 #include "netserver/registry.hpp"
+#include "netserver/room.hpp"
 #include "netserver/server.hpp"
 #include "netserver/session.hpp"
 #include "netserver/tls.hpp"

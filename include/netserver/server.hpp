@@ -67,6 +67,9 @@ class Server {
   const Config& config() const;
   /// The protocol handler.
   Handler& handler() const { return *handler_; }
+  /// Replaces the protocol handler, e.g. from post_configure_hook to pick one by an application
+  /// key. Only before the loop starts: running sessions must not see their handler change.
+  void set_handler(std::shared_ptr<Handler> handler) { handler_ = std::move(handler); }
   /// The listening sockets (valid from the bind step on).
   const std::vector<Listener>& listeners() const { return listeners_; }
   /// Session bounds from the configuration.

@@ -5,10 +5,12 @@
 #include <any>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
 
+#include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 
 #include "netserver/buffer.hpp"
@@ -16,6 +18,7 @@
 namespace netserver {
 
 class Registry;
+class Room;
 class Server;
 class Transport;
 class Worker;
@@ -63,6 +66,9 @@ class Session : public std::enable_shared_from_this<Session> {
   Server& server() const;
   /// The sessions alive in this process (what a broadcast reaches).
   Registry& registry() const;
+  /// The room called `name` (made on first use): this process's members without a bus, every
+  /// process's with `bus:` configured. See netserver/room.hpp.
+  Room& room(std::string_view name) const;
   /// The limits this session enforces.
   const SessionLimits& limits() const;
   /// Bytes received from the client so far.
@@ -73,6 +79,22 @@ class Session : public std::enable_shared_from_this<Session> {
   std::size_t queued() const { return out_.size() - out_sent_; }
   /// What the TLS handshake negotiated (netserver/tls.hpp); null on a plaintext connection.
   const TlsInfo* tls() const;
+
+  // --- for handlers that do not consume input as it arrives (Conversation) ---------------------
+
+  /// Stops reading from the client: input already received stays pending, a client's EOF is
+  /// held back, and pending input past max_line is not an error while paused (no more is read).
+  void pause_input();
+  /// Reads again after pause_input(). Pending input (and a held-back EOF) is handed to the
+  /// handler again from the event loop, not from inside this call.
+  void resume_input();
+  /// True between pause_input() and resume_input().
+  bool input_paused() const { return input_paused_; }
+  /// Runs `callback` from the event loop once nothing is queued for the client (soon, if nothing
+  /// is queued now). A later call replaces an earlier one; dropped when the session ends.
+  void when_drained(std::function<void()> callback);
+  /// The event loop running this session (for timers and coroutines of its handler).
+  boost::asio::io_context& io() const;
 
   /// Per-session state for the handler, default-constructed on first use. Always ask for the
   /// same T for a given handler.
@@ -85,6 +107,7 @@ class Session : public std::enable_shared_from_this<Session> {
  private:
   friend class Worker;
   friend class Registry;
+  friend class Conversation;  // ends a session whose coroutine threw, as dispatch() does
   enum class State { open, closing, finished };
 
   void start();
@@ -95,6 +118,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void on_read(const boost::system::error_code& error, std::size_t bytes);
   std::string_view read_more(std::size_t already);
   void deliver(std::string_view chunk, bool eof);
+  void redeliver();
   void handle_eof();
   template <class Callback>
   void dispatch(Callback&& callback);
@@ -121,6 +145,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bool flush_scheduled_ = false;    // queued in the worker's end-of-batch flush
   bool in_dispatch_ = false;        // a handler callback for this session is running
   bool peer_eof_ = false;           // the client sent FIN
+  bool input_paused_ = false;       // pause_input(): no reads, EOF held back
   std::string end_reason_;
   std::uint64_t bytes_in_ = 0;
   std::uint64_t bytes_out_ = 0;
@@ -132,6 +157,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::uint64_t user_timer_generation_ = 0;
   std::size_t registry_index_ = 0;
   std::any user_state_;
+  std::function<void()> drained_;   // when_drained()
   char inbox_[1024];                // where reads land; larger bursts continue in the worker's scratch
 };
 

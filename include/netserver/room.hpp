@@ -1,0 +1,79 @@
+#pragma once
+/// Room: what a chat publishes to. Handlers get one by name from Session::room("chat") and never
+/// learn which kind they hold: without `bus:` a room is the sessions of this process that joined
+/// it (a walk over them, like Registry::broadcast); with `bus: redis://...` a publish goes through
+/// Redis and every process on the bus delivers what comes back to its own members, so one room
+/// spans every process of every personality, on every machine sharing the Redis.
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace netserver {
+
+class Session;
+
+/// One member of a room, as Room::who reports it.
+struct Member {
+  std::string label;             ///< what the member is called (given to join / relabel)
+  std::string peer;              ///< its client's address, as the serving process sees it
+  pid_t pid = 0;                 ///< the process serving it
+  std::string host;              ///< the host name of that process's machine
+  std::uint64_t session_id = 0;  ///< its session id within that process
+  Session* session = nullptr;    ///< the session when this process serves it, else null
+};
+
+/// A named room. Not thread-safe: every call happens on the process's event loop. Members are
+/// sessions of this process; a session leaves every room by itself when it ends.
+class Room {
+ public:
+  /// Runs for a session once it receives the room's messages; never runs for a session that
+  /// ended first.
+  using Joined = std::function<void(Session&)>;
+  /// Receives the members for Room::who; runs only while the asking session is still open.
+  using Listing = std::function<void(Session& asking, std::vector<Member> members)>;
+
+  /// A room called `name`; handlers get rooms from Session::room, not by constructing them.
+  explicit Room(std::string name) : name_(std::move(name)) {}
+  virtual ~Room() = default;
+  Room(const Room&) = delete;
+  Room& operator=(const Room&) = delete;
+
+  /// The room's name.
+  const std::string& name() const { return name_; }
+
+  /// Adds `session` as `label` (joining twice only relabels). `joined` runs at once without a
+  /// bus or while the bus is down, and once the room's subscription is confirmed with one: a
+  /// message published after `joined` ran reaches the session.
+  virtual void join(Session& session, std::string label, Joined joined = {}) = 0;
+  /// Changes how a member appears in who().
+  virtual void relabel(Session& session, std::string label) = 0;
+  /// Removes `session` (nothing when it is not a member).
+  virtual void leave(Session& session) = 0;
+  /// True when `session` is a member.
+  virtual bool contains(const Session& session) const = 0;
+
+  /// Sends `bytes` (any bytes) to every member except `except`, in every process on the bus.
+  /// Every member receives the room's messages in the same order. While the bus is down, only
+  /// this process's members receive it (counted and logged once per outage).
+  virtual void publish(std::string_view bytes, const Session* except = nullptr) = 0;
+
+  /// The members, sorted by (host, pid, session id); `listing` may run later (a Redis round
+  /// trip) and runs only while `asking` is open. Without a bus, or while it is down: the
+  /// members of this process.
+  virtual void who(Session& asking, Listing listing) = 0;
+
+  /// True when who() and publish() reach past this process (a bus is configured).
+  virtual bool spans_processes() const = 0;
+
+ private:
+  std::string name_;
+};
+
+}  // namespace netserver

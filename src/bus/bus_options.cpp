@@ -1,0 +1,73 @@
+#include "bus/bus_options.hpp"
+
+#include <algorithm>
+
+#include <fmt/format.h>
+
+#include "netserver/config.hpp"
+#include "netserver/errors.hpp"
+#include "netserver/options.hpp"
+
+namespace netserver::bus {
+
+namespace {
+
+std::string check_address(const Value& value) {
+  const std::string& text = std::get<std::string>(value);
+  if (text.empty()) return "";
+  RedisAddress ignored;
+  return parse_redis_address(text, ignored);
+}
+
+std::string check_prefix(const Value& value) {
+  const std::string& text = std::get<std::string>(value);
+  if (text.empty()) return "the channel prefix must not be empty";
+  if (text.find_first_of(" \t\r\n*?[]") != std::string::npos) return "the channel prefix must not contain blanks or * ? [ ]";
+  return "";
+}
+
+}  // namespace
+
+void add_bus_options(Options& options, const std::string& program) {
+  options.add(Option::text("bus", "",
+                           "rooms across processes and machines through Redis pub/sub: redis://[:PASSWORD@]HOST:PORT "
+                           "or redis+unix:///path (empty: rooms stay in this process)")
+                  .with_check(check_address));
+  options.add(Option::text("bus_prefix", program, "prefix of the bus's Redis channels and keys (several programs, one Redis)")
+                  .with_check(check_prefix));
+  options.add(Option::duration("bus_connect_timeout", 2, 0.05, 600, "seconds to connect to Redis, AUTH and PING"));
+  options.add(Option::duration("bus_probe_interval", 5, 0.05, 3600,
+                               "seconds between liveness probes; a probe not back by the next one reconnects"));
+  options.add(Option::duration("bus_backoff_max", 10, 0.05, 3600, "longest wait between reconnect attempts"));
+  options.add(Option::duration("bus_presence_ttl", 60, 0.2, 86400,
+                               "seconds a member stays listed without a heartbeat (a killed process's members vanish then)"));
+  options.add(Option::duration("bus_heartbeat", 25, 0.05, 86400, "seconds between presence refreshes (below bus_presence_ttl)"));
+}
+
+std::optional<BusSettings> bus_settings(const Config& config) {
+  const std::string& text = config.string("bus");
+  if (text.empty()) return std::nullopt;
+  BusSettings settings;
+  if (!parse_redis_address(text, settings.address).empty()) return std::nullopt;  // validated when loaded
+  settings.prefix = config.string("bus_prefix");
+  settings.connect_timeout = config.seconds("bus_connect_timeout");
+  settings.probe_interval = config.seconds("bus_probe_interval");
+  settings.backoff_max = config.seconds("bus_backoff_max");
+  settings.backoff_initial = std::min(settings.backoff_initial, settings.backoff_max);
+  settings.presence_ttl = config.seconds("bus_presence_ttl");
+  settings.heartbeat = config.seconds("bus_heartbeat");
+  return settings;
+}
+
+}  // namespace netserver::bus
+
+namespace netserver::bus {
+
+void check_bus_combinations(const Config& config) {
+  if (config.string("bus").empty()) return;
+  if (config.seconds("bus_heartbeat") >= config.seconds("bus_presence_ttl"))
+    throw ConfigError(fmt::format("{} must be shorter than {}: members would vanish between heartbeats",
+                                  config.describe("bus_heartbeat"), config.describe("bus_presence_ttl")));
+}
+
+}  // namespace netserver::bus

@@ -1,0 +1,299 @@
+#include "bus/redis_bus.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+
+#include <boost/asio/post.hpp>
+#include <fmt/format.h>
+
+#include "netserver/log.hpp"
+
+namespace netserver::bus {
+
+namespace asio = boost::asio;
+using boost::system::error_code;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+Clock::duration after(double seconds) {
+  return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+}
+
+std::string host_name() {
+  char name[256] = {};
+  if (::gethostname(name, sizeof name - 1) != 0) return "localhost";
+  return name;
+}
+
+// Made in the process that uses the bus, after any fork: two PreFork children never share one.
+std::string make_identity() {
+  std::random_device random;
+  const std::uint64_t nonce = (std::uint64_t{random()} << 32) | random();
+  return fmt::format("{}:{}:{:016x}", host_name().substr(0, 200), ::getpid(), nonce);
+}
+
+// Errors a retry will not cure by itself: said loudly on every attempt.
+bool is_refusal(const std::string& error) {
+  return error.find("AUTH") != std::string::npos || error.find("WRONGPASS") != std::string::npos ||
+         error.find("NOPERM") != std::string::npos || error.find("invalid password") != std::string::npos;
+}
+
+std::string_view text_of(const redisReply& reply) {
+  return reply.str == nullptr ? std::string_view() : std::string_view(reply.str, reply.len);
+}
+
+}  // namespace
+
+RedisBus::RedisBus(asio::io_context& io, BusSettings settings)
+    : io_(io),
+      settings_(std::move(settings)),
+      identity_(make_identity()),
+      probe_channel_(key("probe", identity_)),
+      retry_timer_(io),
+      probe_timer_(io),
+      heartbeat_timer_(io),
+      owner_(::getpid()) {
+  down_since_ = Clock::now();
+  connect();
+}
+
+RedisBus::~RedisBus() {
+  alive_.reset();
+  // Only the process that made the bus talks on its connections (a forked copy just closes them).
+  if (publisher_ && owner_ == ::getpid()) publisher_->flush_before_exit(0.2);
+}
+
+std::string RedisBus::key(std::string_view kind, std::string_view room) const {
+  return fmt::format("{}:{}:{}", settings_.prefix, kind, room);
+}
+
+// --- connecting ------------------------------------------------------------------------------
+
+void RedisBus::connect() {
+  if (state_ != State::starting) state_ = State::connecting;
+  ready_count_ = 0;
+  subscriber_ = std::make_unique<RedisConnection>(io_, settings_.address, settings_.connect_timeout, "subscriber");
+  publisher_ = std::make_unique<RedisConnection>(io_, settings_.address, settings_.connect_timeout, "publisher");
+  subscriber_->on_push([this](const redisReply& reply) { on_push(reply); });
+  const std::uint64_t generation = ++generation_;
+  for (auto* connection : {subscriber_.get(), publisher_.get()}) {
+    const std::string role = connection == subscriber_.get() ? "subscriber" : "publisher";
+    connection->open([this] { connection_ready(); },
+                     [this, role, generation](const std::string& error) {
+                       if (generation == generation_) connection_failed(role, error);  // else already down
+                     });
+  }
+}
+
+// Both connections answer: the subscriber listens to its own probe channel first; the bus is up
+// once that subscription is confirmed (on_subscription).
+void RedisBus::connection_ready() {
+  if (++ready_count_ < 2) return;
+  subscriber_->subscription("SUBSCRIBE", probe_channel_);
+}
+
+void RedisBus::connection_failed(const std::string& role, const std::string& error) {
+  const std::string why = fmt::format("{} connection to {}: {}", role, settings_.address.display(), error);
+  went_down(why);
+}
+
+// One failure ends both connections: the bus is up only as a whole. Connections are freed from
+// the loop, never inside their own callbacks.
+void RedisBus::went_down(const std::string& why) {
+  ++generation_;  // the other connection's failure, if any, is this one
+  const bool was_up = state_ == State::up;
+  const bool first_failure = state_ == State::starting || was_up;
+  for (auto* connection : {&subscriber_, &publisher_})
+    if (*connection) retired_.push_back(std::move(*connection));
+  std::weak_ptr<bool> alive = alive_;
+  asio::post(io_, [this, alive] {
+    if (!alive.expired()) retired_.clear();
+  });
+  probe_timer_.cancel();
+  heartbeat_timer_.cancel();
+  for (auto& [name, channel] : channels_) channel.state = Subscription::none;
+  if (was_up || state_ == State::starting) {
+    down_since_ = Clock::now();
+    local_only_ = 0;
+    failures_ = 0;
+  }
+  ++failures_;
+  if (is_refusal(why)) {
+    log::error("bus: {}; serving this process's clients only, retrying", why);
+  } else if (first_failure) {
+    log::warning("bus: {}; serving this process's clients only, retrying until Redis answers", why);
+  } else {
+    log::info("bus: still down (attempt {}): {}", failures_, why);
+  }
+  state_ = State::waiting;
+  if (first_failure)
+    for (auto& [name, channel] : channels_)
+      if (channel.listener) channel.listener->went_down();
+  schedule_retry();
+}
+
+// Capped exponential backoff with +-20% jitter, so that the children of a pool do not all come
+// back in the same millisecond.
+void RedisBus::schedule_retry() {
+  static thread_local std::minstd_rand jitter(static_cast<unsigned>(::getpid()));
+  const double base = std::min(settings_.backoff_max, settings_.backoff_initial * std::pow(2.0, std::min(failures_ - 1, 30)));
+  const double delay = base * std::uniform_real_distribution<double>(0.8, 1.2)(jitter);
+  retry_timer_.expires_after(after(delay));
+  retry_timer_.async_wait([this](const error_code& error) {
+    if (!error) connect();
+  });
+}
+
+void RedisBus::became_up() {
+  const bool recovered = ever_up_;
+  state_ = State::up;
+  ever_up_ = true;
+  const double outage = std::chrono::duration<double>(Clock::now() - down_since_).count();
+  if (recovered)
+    log::notice("bus: reconnected to {} after {:.1f} s; {} message(s) reached only this process meanwhile",
+                settings_.address.display(), outage, local_only_);
+  else
+    log::notice("bus: connected to {} as {} (prefix \"{}\")", settings_.address.display(), identity_, settings_.prefix);
+  failures_ = 0;
+  local_only_ = 0;
+  for (auto& [name, channel] : channels_)
+    if (channel.wanted) subscribe(channel);
+  for (auto& [name, channel] : channels_)
+    if (channel.listener) channel.listener->came_up();
+  probe_outstanding_ = false;
+  start_probe();
+  start_heartbeat();
+}
+
+// --- subscriptions ---------------------------------------------------------------------------
+
+void RedisBus::attach(const std::string& room, BusListener& listener) {
+  Channel& channel = channels_[key("room", room)];
+  channel.room = room;
+  channel.listener = &listener;
+  channel.wanted = true;
+  if (state_ == State::up && channel.state == Subscription::none) subscribe(channel);
+}
+
+void RedisBus::detach(const std::string& room) {
+  auto it = channels_.find(key("room", room));
+  if (it == channels_.end()) return;
+  Channel& channel = it->second;
+  channel.wanted = false;
+  if (channel.state == Subscription::subscribed && subscriber_->subscription("UNSUBSCRIBE", it->first))
+    channel.state = Subscription::unsubscribing;
+}
+
+// hiredis 0.14 keeps one callback per channel and an UNSUBSCRIBE confirmation removes it: a
+// SUBSCRIBE sent while an UNSUBSCRIBE is pending would lose its messages. So a channel is
+// subscribed again only after its unsubscription is confirmed (on_subscription).
+void RedisBus::subscribe(Channel& channel) {
+  if (channel.state != Subscription::none) return;
+  if (subscriber_ && subscriber_->subscription("SUBSCRIBE", key("room", channel.room)))
+    channel.state = Subscription::subscribing;
+}
+
+void RedisBus::on_push(const redisReply& reply) {
+  if (reply.type != REDIS_REPLY_ARRAY || reply.elements < 3) return;
+  const std::string_view kind = text_of(*reply.element[0]);
+  const std::string channel(text_of(*reply.element[1]));
+  if (kind == "message") return on_message(channel, text_of(*reply.element[2]));
+  on_subscription(kind, channel);
+}
+
+void RedisBus::on_subscription(std::string_view kind, const std::string& name) {
+  if (name == probe_channel_) {
+    if (kind == "subscribe" && state_ != State::up) became_up();
+    return;
+  }
+  auto it = channels_.find(name);
+  if (it == channels_.end()) return;
+  Channel& channel = it->second;
+  if (kind == "unsubscribe") {
+    channel.state = Subscription::none;
+    if (channel.wanted && state_ == State::up) subscribe(channel);
+    return;
+  }
+  if (kind != "subscribe") return;
+  channel.state = Subscription::subscribed;
+  if (!channel.wanted) {
+    if (subscriber_->subscription("UNSUBSCRIBE", name)) channel.state = Subscription::unsubscribing;
+    return;
+  }
+  if (channel.listener) channel.listener->subscribed();
+}
+
+// The subscriber hands a message over and goes on reading: delivering only queues bytes on the
+// members' sessions (a slow client is cut at max_output), so Redis never waits on a client.
+void RedisBus::on_message(const std::string& name, std::string_view payload) {
+  if (name == probe_channel_) {
+    probe_outstanding_ = false;
+    return;
+  }
+  auto it = channels_.find(name);
+  if (it == channels_.end() || it->second.state != Subscription::subscribed || !it->second.listener) return;
+  std::optional<Envelope> envelope = Envelope::decode(payload);
+  if (!envelope) return log::debug("bus: skipped a message on {} in an unknown format ({} bytes)", name, payload.size());
+  it->second.listener->delivered(*envelope);
+}
+
+// --- publishing --------------------------------------------------------------------------------
+
+bool RedisBus::publish(const std::string& room, std::uint64_t session, std::string_view payload) {
+  if (state_ != State::up) return false;
+  Envelope envelope{identity_, session, std::string(payload)};
+  return publisher_->command({"PUBLISH", key("room", room), envelope.encode()});
+}
+
+bool RedisBus::command(const std::vector<std::string>& argv, RedisConnection::Reply reply) {
+  return state_ == State::up && publisher_->command(argv, std::move(reply));
+}
+
+void RedisBus::count_local_only() {
+  if (local_only_++ == 0)
+    log::warning("bus: down; messages reach only this process's members until {} answers again",
+                 settings_.address.display());
+}
+
+// --- liveness ----------------------------------------------------------------------------------
+
+void RedisBus::start_probe() {
+  probe_due_ = Clock::now() + after(settings_.probe_interval);
+  probe_timer_.expires_at(probe_due_);
+  probe_timer_.async_wait([this](const error_code& error) {
+    if (!error) probe();
+  });
+}
+
+// Every interval: the last probe must have come back through the subscriber, else the subscriber
+// is silent (Redis stopped, a half-open connection) and the bus reconnects. A timer that fires
+// far too late means the loop was paused (a PreFork child between clients): what arrived
+// meanwhile is read first, and a late probe is not held against the connection.
+void RedisBus::probe() {
+  if (state_ != State::up) return;
+  const bool paused = Clock::now() - probe_due_ > after(settings_.probe_interval);
+  subscriber_->read_now();
+  if (state_ != State::up) return;
+  if (probe_outstanding_ && !paused)
+    return went_down(fmt::format("subscriber {}: silent: a liveness probe published {:.1f} s ago never came back",
+                                 settings_.address.display(), settings_.probe_interval));
+  probe_outstanding_ = true;
+  publisher_->command({"PUBLISH", probe_channel_, std::to_string(++probe_sequence_)});
+  start_probe();
+}
+
+void RedisBus::start_heartbeat() {
+  heartbeat_timer_.expires_after(after(settings_.heartbeat));
+  heartbeat_timer_.async_wait([this](const error_code& error) {
+    if (error || state_ != State::up) return;
+    for (auto& [name, channel] : channels_)
+      if (channel.listener) channel.listener->heartbeat();
+    start_heartbeat();
+  });
+}
+
+}  // namespace netserver::bus

@@ -1,0 +1,134 @@
+#pragma once
+// The Redis bus of one process: one subscriber and one publisher connection, reconnected forever
+// with capped exponential backoff, every room resubscribed after a reconnect, and a liveness probe
+// (a message published to a channel the subscriber listens to: PING does not work on a
+// subscribed hiredis 0.14 connection) that catches a silent subscriber.
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include "bus/envelope.hpp"
+#include "bus/redis_address.hpp"
+#include "bus/redis_connection.hpp"
+
+namespace netserver::bus {
+
+/// How the bus behaves; from the `bus*` configuration keys.
+struct BusSettings {
+  RedisAddress address;
+  std::string prefix;            ///< channel and key prefix ("chat": channels "chat:room:NAME")
+  double connect_timeout = 2;    ///< seconds for connect + AUTH + PING
+  double probe_interval = 5;     ///< seconds between liveness probes (and the time one may take)
+  double backoff_initial = 0.1;  ///< first delay before reconnecting, doubled per failure ...
+  double backoff_max = 10;       ///< ... up to this
+  double presence_ttl = 60;      ///< seconds a member's presence entry lives without a heartbeat
+  double heartbeat = 25;         ///< seconds between presence refreshes
+};
+
+/// A room as the bus sees it. Calls come from the bus on the loop.
+class BusListener {
+ public:
+  virtual ~BusListener() = default;
+  /// The room's subscription is confirmed (again after every reconnect).
+  virtual void subscribed() = 0;
+  /// A message of the room came back from Redis.
+  virtual void delivered(const Envelope& envelope) = 0;
+  /// The bus is up (again): presence entries are written anew.
+  virtual void came_up() = 0;
+  /// The bus is down: whoever waits for a subscription is let in locally.
+  virtual void went_down() = 0;
+  /// Time to refresh this process's presence entries.
+  virtual void heartbeat() = 0;
+};
+
+class RedisBus {
+ public:
+  /// Starts connecting at once (in the process that serves: create it after any fork).
+  RedisBus(boost::asio::io_context& io, BusSettings settings);
+  /// Gives queued commands (presence removals) a moment to leave, then closes both connections.
+  ~RedisBus();
+  RedisBus(const RedisBus&) = delete;
+  RedisBus& operator=(const RedisBus&) = delete;
+
+  /// Subscribes to `room` (now, or as soon as the bus is up) on behalf of `listener`.
+  void attach(const std::string& room, BusListener& listener);
+  /// Unsubscribes from `room` (its last local member left).
+  void detach(const std::string& room);
+  /// True while both connections work and the probe channel is subscribed.
+  bool is_up() const { return state_ == State::up; }
+  /// True until the first connection attempt has succeeded or failed.
+  bool is_starting() const { return state_ == State::starting; }
+  /// Publishes `payload` to `room` in an envelope naming this process and `session` (the one
+  /// to leave out). False when the bus is down: the caller delivers locally.
+  bool publish(const std::string& room, std::uint64_t session, std::string_view payload);
+  /// A command on the publisher connection; false when the bus is down.
+  bool command(const std::vector<std::string>& argv, RedisConnection::Reply reply = {});
+  /// Counts a message that reached only this process; logged once per outage.
+  void count_local_only();
+  /// This process's identity on the bus: "host:pid:random", made when the bus is.
+  const std::string& identity() const { return identity_; }
+  /// The settings.
+  const BusSettings& settings() const { return settings_; }
+  /// A Redis key or channel of this program: "<prefix>:<kind>:<room>".
+  std::string key(std::string_view kind, std::string_view room) const;
+
+ private:
+  enum class State { starting, connecting, up, waiting };
+  enum class Subscription { none, subscribing, subscribed, unsubscribing };
+  struct Channel {
+    std::string room;
+    BusListener* listener = nullptr;
+    bool wanted = false;
+    Subscription state = Subscription::none;
+  };
+
+  void connect();
+  void connection_ready();
+  void connection_failed(const std::string& role, const std::string& error);
+  void went_down(const std::string& why);
+  void schedule_retry();
+  void became_up();
+  void on_push(const redisReply& reply);
+  void on_subscription(std::string_view kind, const std::string& channel);
+  void on_message(const std::string& channel, std::string_view payload);
+  void subscribe(Channel& channel);
+  void start_probe();
+  void probe();
+  void start_heartbeat();
+
+  boost::asio::io_context& io_;
+  BusSettings settings_;
+  std::string identity_;
+  std::string probe_channel_;
+  State state_ = State::starting;
+  std::unique_ptr<RedisConnection> subscriber_;
+  std::unique_ptr<RedisConnection> publisher_;
+  std::vector<std::unique_ptr<RedisConnection>> retired_;  // failed connections, freed from the loop
+  int ready_count_ = 0;
+  std::uint64_t generation_ = 0;            // of the current pair of connections
+  std::map<std::string, Channel, std::less<>> channels_;  // by channel name
+  boost::asio::steady_timer retry_timer_;
+  boost::asio::steady_timer probe_timer_;
+  boost::asio::steady_timer heartbeat_timer_;
+  int failures_ = 0;                        // in this outage
+  bool probe_outstanding_ = false;
+  std::uint64_t probe_sequence_ = 0;
+  std::chrono::steady_clock::time_point probe_due_;
+  std::chrono::steady_clock::time_point down_since_;
+  std::uint64_t local_only_ = 0;            // messages that reached only this process, this outage
+  bool ever_up_ = false;
+  pid_t owner_;                             // the process that made the bus
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+}  // namespace netserver::bus

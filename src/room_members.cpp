@@ -1,0 +1,47 @@
+#include "room_members.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+
+namespace netserver {
+
+RoomMembers::Entry* RoomMembers::find(const Session& session) {
+  auto it = std::find_if(entries_.begin(), entries_.end(), [&](const Entry& e) { return e.session.get() == &session; });
+  return it == entries_.end() ? nullptr : &*it;
+}
+
+bool RoomMembers::add(Session& session, std::string label) {
+  if (Entry* entry = find(session)) {
+    entry->label = std::move(label);
+    return false;
+  }
+  entries_.push_back(Entry{session.shared_from_this(), std::move(label)});
+  return true;
+}
+
+bool RoomMembers::remove(const Session& session) {
+  const auto before = entries_.size();
+  std::erase_if(entries_, [&](const Entry& e) { return e.session.get() == &session; });
+  return entries_.size() != before;
+}
+
+std::vector<Member> RoomMembers::listing(const std::string& host) const {
+  std::vector<Member> members;
+  for (const Entry& entry : entries_) {
+    if (!entry.session->is_open()) continue;
+    members.push_back(Member{entry.label, entry.session->peer(), ::getpid(), host, entry.session->id(), entry.session.get()});
+  }
+  std::sort(members.begin(), members.end(), [](const Member& a, const Member& b) { return a.session_id < b.session_id; });
+  return members;
+}
+
+const std::string& host_name() {
+  static const std::string name = [] {
+    char text[256] = {};
+    return ::gethostname(text, sizeof text - 1) == 0 ? std::string(text) : std::string("localhost");
+  }();
+  return name;
+}
+
+}  // namespace netserver

@@ -1,0 +1,50 @@
+#pragma once
+// The members a room has in this process, in the order they joined, shared by both kinds of Room.
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "netserver/room.hpp"
+#include "netserver/session.hpp"
+
+namespace netserver {
+
+class RoomMembers {
+ public:
+  struct Entry {
+    std::shared_ptr<Session> session;  // removed when the session ends (RoomHub::forget)
+    std::string label;
+  };
+
+  /// The entry of `session`, or null.
+  Entry* find(const Session& session);
+  /// Adds `session`; false when it was already a member (its label is updated then).
+  bool add(Session& session, std::string label);
+  /// Removes `session`; false when it was not a member.
+  bool remove(const Session& session);
+  std::size_t size() const { return entries_.size(); }
+  const std::vector<Entry>& entries() const { return entries_; }
+  /// Sends `bytes` to every open member but the ones `skip` names. Safe when a send ends a
+  /// session (and so changes the membership) on the way.
+  template <class Skip>
+  void deliver(std::string_view bytes, Skip&& skip) {
+    snapshot_.clear();
+    for (const Entry& entry : entries_) snapshot_.push_back(entry.session);
+    for (const auto& session : snapshot_)
+      if (session->is_open() && !skip(*session)) session->send(bytes);
+    snapshot_.clear();
+  }
+  /// The members as Room::who reports them, for this process.
+  std::vector<Member> listing(const std::string& host) const;
+
+ private:
+  std::vector<Entry> entries_;
+  std::vector<std::shared_ptr<Session>> snapshot_;
+};
+
+/// This machine's host name (as `hostname` prints it).
+const std::string& host_name();
+
+}  // namespace netserver

@@ -1,0 +1,513 @@
+// The Redis bus against a real redis-server started on a free loopback port (never a mock): one
+// chat room across PreFork children, Multiplex and Single processes, and two network namespaces;
+// Redis killed, stopped, cutting the subscriber, asking for a password; binary bytes; presence.
+
+#include <catch2/catch.hpp>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <csignal>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "harness.hpp"
+
+using namespace harness;
+using Catch::Matchers::Contains;
+
+namespace {
+
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
+  socklen_t length = sizeof address;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
+  ::close(fd);
+  return ntohs(address.sin_port);
+}
+
+std::string read_text(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// A real redis-server of our own on a free port (or a given one, to restart on the same port);
+// stopped by its pid when destroyed. `wrapper` runs it elsewhere (ip netns exec NS).
+class Redis {
+ public:
+  explicit Redis(std::vector<std::string> options = {}, int port = 0, std::vector<std::string> wrapper = {},
+                 std::string bind = "127.0.0.1")
+      : options_(std::move(options)), wrapper_(std::move(wrapper)), bind_(std::move(bind)), port_(port ? port : free_port()) {
+    start();
+  }
+  ~Redis() { stop(); }
+  Redis(const Redis&) = delete;
+  Redis& operator=(const Redis&) = delete;
+
+  void start() {
+    const std::string log = (dir_.path() / ("redis-" + std::to_string(++starts_) + ".log")).string();
+    std::vector<std::string> args = wrapper_;
+    for (const std::string& word : {std::string("redis-server"), std::string("--port"), std::to_string(port_),
+                                    std::string("--bind"), bind_, std::string("--save"), std::string(""),
+                                    std::string("--appendonly"), std::string("no"), std::string("--logfile"), log,
+                                    std::string("--dir"), dir_.path().string()})
+      args.push_back(word);
+    args.insert(args.end(), options_.begin(), options_.end());
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      std::vector<char*> argv;
+      for (std::string& word : args) argv.push_back(word.data());
+      argv.push_back(nullptr);
+      ::execvp(argv[0], argv.data());
+      ::_exit(127);
+    }
+    if (!eventually([&] { return read_text(log).find("Ready to accept connections") != std::string::npos; }, 10s))
+      throw std::runtime_error("redis-server did not start:\n" + read_text(log));
+  }
+  void signal(int number) const { ::kill(pid_, number); }
+  // SIGKILL and reap.
+  void kill() {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+  }
+  void stop() {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGCONT);
+    ::kill(pid_, SIGTERM);
+    if (!eventually([&] { return ::waitpid(pid_, nullptr, WNOHANG) == pid_; }, 5s)) kill();
+    pid_ = -1;
+  }
+  int port() const { return port_; }
+  std::string url(const std::string& password = "") const {
+    return "redis://" + (password.empty() ? "" : ":" + password + "@") + "127.0.0.1:" + std::to_string(port_);
+  }
+  // redis-cli against this server; its output.
+  std::string cli(std::vector<std::string> args, const std::string& password = "") const {
+    std::vector<std::string> full{"-h", "127.0.0.1", "-p", std::to_string(port_)};
+    if (!password.empty()) full.insert(full.end(), {"--no-auth-warning", "-a", password});
+    full.insert(full.end(), args.begin(), args.end());
+    return run("/usr/bin/redis-cli", full, 5s).output;
+  }
+
+ private:
+  TempDir dir_;
+  std::vector<std::string> options_;
+  std::vector<std::string> wrapper_;
+  std::string bind_;
+  int port_;
+  pid_t pid_ = -1;
+  int starts_ = 0;
+};
+
+// Fast failure handling for tests: probes, backoff, heartbeats and TTLs in fractions of seconds.
+std::string bus_yaml(const std::string& url, const std::string& more = "", const std::string& ttl = "1.5") {
+  return "host: 127.0.0.1\nport: 0\nlog_level: 3\nbus: " + url +
+         "\nbus_probe_interval: 0.3\nbus_backoff_max: 0.3\nbus_connect_timeout: 0.5\nbus_presence_ttl: " + ttl +
+         "\nbus_heartbeat: 0.3\n" + more;
+}
+
+const std::string prefork_block = "personality: prefork\nprefork:\n  min_servers: 2\n  max_servers: 12\n"
+                                  "  min_spare_servers: 1\n  max_spare_servers: 3\n";
+
+struct Chatter {
+  Client client;
+  std::string name;  // HOST:PORT as the others see it
+  long pid = -1;     // the process serving it
+};
+
+Chatter enter(int port) {
+  Client client(port);
+  REQUIRE(client.read_line() == "Welcome, to the server!");
+  const auto info = client.read_line();
+  REQUIRE(info);
+  const long pid = pid_in(*info);
+  const std::string name = "127.0.0.1:" + std::to_string(client.local_port());
+  return Chatter{std::move(client), name, pid};
+}
+
+// Asks /who and returns the member lines (other lines that arrive meanwhile are skipped).
+std::vector<std::string> who(Chatter& chatter) {
+  chatter.client.send("/who\r\n");
+  for (;;) {
+    const auto line = chatter.client.read_line(3s);
+    if (!line) return {};
+    if (line->find(" client(s) in ") == std::string::npos) continue;
+    const int count = std::stoi(*line);
+    std::vector<std::string> members;
+    for (int i = 0; i < count; ++i)
+      if (auto member = chatter.client.read_line()) members.push_back(*member);
+    return members;
+  }
+}
+
+// Waits until `observer` sees `count` members (each joined: its subscription is confirmed), then
+// lets the announcements in flight arrive and drops them.
+void settle(std::vector<Chatter*> chatters, std::size_t count) {
+  REQUIRE(eventually([&] { return who(*chatters.front()).size() == count; }, 10s));
+  for (Chatter* chatter : chatters)
+    while (chatter->client.read_line(0.3s)) {
+    }
+}
+
+// Every chatter sends `rounds` lines at once; each must receive every other's lines, and any two
+// must have received the lines they both got in the same order.
+void check_one_order(std::vector<Chatter*> chatters, int rounds) {
+  for (int round = 0; round < rounds; ++round)
+    for (std::size_t i = 0; i < chatters.size(); ++i)
+      chatters[i]->client.send("m" + std::to_string(round) + "-" + std::to_string(i) + "\r\n");
+  std::vector<std::vector<std::string>> heard(chatters.size());
+  const std::size_t expected = (chatters.size() - 1) * rounds;
+  for (std::size_t i = 0; i < chatters.size(); ++i) {
+    while (heard[i].size() < expected) {
+      const auto line = chatters[i]->client.read_line(5s);
+      REQUIRE(line);
+      heard[i].push_back(*line);
+    }
+    CHECK(chatters[i]->client.silent_for(0.1s));
+  }
+  for (std::size_t a = 0; a < chatters.size(); ++a)
+    for (std::size_t b = a + 1; b < chatters.size(); ++b) {
+      auto common = [&](const std::vector<std::string>& lines) {
+        std::vector<std::string> kept;
+        for (const std::string& line : lines)
+          if (line.find(chatters[a]->name + " said") == std::string::npos &&
+              line.find(chatters[b]->name + " said") == std::string::npos)
+            kept.push_back(line);
+        return kept;
+      };
+      CHECK(common(heard[a]) == common(heard[b]));
+    }
+}
+
+// `from` says `text`; every chatter of `to` hears it.
+void check_crosses(Chatter& from, std::vector<Chatter*> to, const std::string& text) {
+  from.client.send(text + "\r\n");
+  for (Chatter* chatter : to) CHECK(chatter->client.read_line() == "Client " + from.name + " said: " + text);
+}
+
+}  // namespace
+
+TEST_CASE("a malformed bus address is a config error naming file line and column", "[bus]") {
+  TempDir dir;
+  const auto config = dir.write("chat.yaml", "port: 0\nbus: redis://127.0.0.1\n");
+  const Outcome bad = run(binary("chat_server"), {"--config", config.string()});
+  CHECK(bad.status == 2);
+  CHECK_THAT(bad.output, Contains("chat.yaml:2:6") && Contains("the port is missing"));
+  CHECK_THAT(bad.output, !Contains("listening on"));
+  const Outcome secret = run(binary("chat_server"), {"--port=0", "--bus=redis://:hunter2@host:99999"});
+  CHECK(secret.status == 2);
+  CHECK_THAT(secret.output, Contains("--bus=") && Contains("1 to 65535") && Contains("redis://***@host:99999"));
+  CHECK(run(binary("chat_server"), {"--port=0", "--bus=http://127.0.0.1:6379"}).status == 2);
+  CHECK(run(binary("chat_server"), {"--port=0", "--bus=redis+unix://relative.sock"}).status == 2);
+  CHECK(run(binary("chat_server"), {"--port=0", "--bus=redis://127.0.0.1:6379", "--bus_heartbeat=60",
+                                    "--bus_presence_ttl=30"}).status == 2);
+  CHECK(run(binary("chat_server"), {"--check-config", "--bus=redis+unix:///run/redis.sock"}).status == 0);
+}
+
+TEST_CASE("eight PreFork children in eight pids hear every message in one order", "[bus]") {
+  Redis redis;
+  ServerProcess server(binary("chat_server"), bus_yaml(redis.url(), prefork_block));
+  std::vector<Chatter> chatters;
+  for (int i = 0; i < 8; ++i) chatters.push_back(enter(server.port()));
+  std::set<long> pids;
+  std::vector<Chatter*> all;
+  for (Chatter& chatter : chatters) {
+    pids.insert(chatter.pid);
+    all.push_back(&chatter);
+  }
+  CHECK(pids.size() == 8);
+  settle(all, 8);
+  check_one_order(all, 3);
+}
+
+TEST_CASE("two Multiplex processes share one room in one order", "[bus]") {
+  Redis redis;
+  ServerProcess one(binary("chat_server"), bus_yaml(redis.url()));
+  ServerProcess two(binary("chat_server"), bus_yaml(redis.url()));
+  std::vector<Chatter> chatters;
+  for (int i = 0; i < 6; ++i) chatters.push_back(enter(i % 2 ? two.port() : one.port()));
+  std::vector<Chatter*> all;
+  for (Chatter& chatter : chatters) all.push_back(&chatter);
+  settle(all, 6);
+  check_one_order(all, 4);
+}
+
+TEST_CASE("Single and PreFork share one room", "[bus]") {
+  Redis redis;
+  ServerProcess single(binary("chat_server"), bus_yaml(redis.url(), "personality: single\n"));
+  ServerProcess prefork(binary("chat_server"), bus_yaml(redis.url(), prefork_block));
+  Chatter a = enter(single.port());
+  Chatter b = enter(prefork.port());
+  Chatter c = enter(prefork.port());
+  settle({&a, &b, &c}, 3);
+  check_one_order({&a, &b, &c}, 3);
+  check_crosses(a, {&b, &c}, "from single");
+}
+
+TEST_CASE("Redis killed and restarted on the same port: every process comes back", "[bus]") {
+  Redis redis;
+  ServerProcess multiplex(binary("chat_server"), bus_yaml(redis.url()));
+  ServerProcess prefork(binary("chat_server"), bus_yaml(redis.url(), prefork_block));
+  Chatter a = enter(multiplex.port());
+  Chatter b = enter(multiplex.port());
+  Chatter c = enter(prefork.port());
+  settle({&a, &b, &c}, 3);
+  check_crosses(a, {&b, &c}, "before");
+
+  redis.kill();
+  REQUIRE(multiplex.wait_for_log("serving this process's clients only", 5s));
+  REQUIRE(prefork.wait_for_log("serving this process's clients only", 5s));
+  check_crosses(a, {&b}, "while down");  // delivered in the process only
+  CHECK(c.client.silent_for(0.3s));
+  CHECK(multiplex.wait_for_log("messages reach only this process's members"));
+
+  redis.start();
+  CHECK(multiplex.wait_for_log("bus: reconnected", 5s));
+  CHECK(prefork.wait_for_log("bus: reconnected", 5s));
+  settle({&a, &b, &c}, 3);
+  check_crosses(c, {&a, &b}, "after");
+  check_crosses(a, {&b, &c}, "again");
+  CHECK(multiplex.count_in_log("closed 127.0.0.1") == 0);  // no session lost
+  CHECK(prefork.count_in_log("closed 127.0.0.1") == 0);
+}
+
+TEST_CASE("a stopped Redis is found silent by the probe and rejoined after SIGCONT", "[bus]") {
+  Redis redis;
+  ServerProcess one(binary("chat_server"), bus_yaml(redis.url()));
+  ServerProcess two(binary("chat_server"), bus_yaml(redis.url()));
+  Chatter a = enter(one.port());
+  Chatter b = enter(two.port());
+  settle({&a, &b}, 2);
+  redis.signal(SIGSTOP);
+  CHECK(one.wait_for_log("silent: a liveness probe", 5s));
+  CHECK(two.wait_for_log("silent: a liveness probe", 5s));
+  redis.signal(SIGCONT);
+  CHECK(one.wait_for_log("bus: reconnected", 10s));
+  CHECK(two.wait_for_log("bus: reconnected", 10s));
+  settle({&a, &b}, 2);
+  check_crosses(a, {&b}, "after the stop");
+}
+
+TEST_CASE("CLIENT KILL TYPE pubsub is followed by a resubscription", "[bus]") {
+  Redis redis;
+  ServerProcess one(binary("chat_server"), bus_yaml(redis.url()));
+  ServerProcess two(binary("chat_server"), bus_yaml(redis.url()));
+  Chatter a = enter(one.port());
+  Chatter b = enter(two.port());
+  settle({&a, &b}, 2);
+  CHECK_THAT(redis.cli({"CLIENT", "KILL", "TYPE", "pubsub"}), Contains("2"));
+  CHECK(one.wait_for_log("bus: reconnected", 5s));
+  CHECK(two.wait_for_log("bus: reconnected", 5s));
+  settle({&a, &b}, 2);
+  check_crosses(b, {&a}, "resubscribed");
+}
+
+TEST_CASE("requirepass with the right password works and a wrong one serves locally", "[bus]") {
+  Redis redis({"--requirepass", "s3cret"});
+  ServerProcess right1(binary("chat_server"), bus_yaml(redis.url("s3cret")));
+  ServerProcess right2(binary("chat_server"), bus_yaml(redis.url("s3cret")));
+  ServerProcess wrong(binary("chat_server"), bus_yaml(redis.url("guess")));
+  wrong.expect_errors();
+  Chatter a = enter(right1.port());
+  Chatter b = enter(right2.port());
+  settle({&a, &b}, 2);
+  check_crosses(a, {&b}, "authenticated");
+
+  Chatter c = enter(wrong.port());
+  Chatter d = enter(wrong.port());
+  CHECK(c.client.read_line() == "Please welcome " + d.name + ", who just joined us");
+  check_crosses(d, {&c}, "locally");
+  CHECK(a.client.silent_for(0.3s));
+  CHECK(eventually([&] { return wrong.count_in_log("AUTH refused: WRONGPASS") >= 3; }, 10s));
+  for (const std::string& line : wrong.error_lines()) CHECK_THAT(line, Contains("AUTH refused"));
+  CHECK_THAT(wrong.log(), !Contains("guess"));
+}
+
+TEST_CASE("binary bytes cross intact", "[bus]") {
+  Redis redis;
+  ServerProcess one(binary("room_relay"), bus_yaml(redis.url()));
+  ServerProcess two(binary("room_relay"), bus_yaml(redis.url()));
+  Client a(one.port());
+  Client b(two.port());
+  REQUIRE(a.read_line() == "joined");
+  REQUIRE(b.read_line() == "joined");
+  std::string bytes("\0\xff\r\nx\0\x01\x7f\xfe\n", 11);
+  REQUIRE(bytes.size() == 11);
+  // The first publish may race b's subscription on the Redis side: joined was sent after it was
+  // confirmed, so from here on every byte arrives.
+  a.send(bytes);
+  std::string got;
+  REQUIRE(eventually([&] {
+    got += b.read_all(0.05s);
+    return got.size() >= bytes.size();
+  }, 5s));
+  CHECK(got == bytes);
+  CHECK(a.silent_for(0.2s));
+}
+
+TEST_CASE("presence lists every process and drops a killed one within the TTL", "[bus]") {
+  Redis redis;
+  ServerProcess one(binary("chat_server"), bus_yaml(redis.url()));
+  auto two = std::make_unique<ServerProcess>(binary("chat_server"), bus_yaml(redis.url()));
+  Chatter a = enter(one.port());
+  Chatter b = enter(two->port());
+  settle({&a, &b}, 2);
+  a.client.send("/nick alice\r\n");
+  REQUIRE(a.client.read_line() == "You are now known as alice");
+  REQUIRE(b.client.read_line() == a.name + " is now known as alice");
+  const std::vector<std::string> members = who(b);
+  REQUIRE(members.size() == 2);
+  const std::string pid1 = std::to_string(one.pid());
+  const std::string pid2 = std::to_string(two->pid());
+  CHECK(std::count_if(members.begin(), members.end(), [&](const std::string& m) {
+          return m.find("alice (" + a.name + ") [pid " + pid1 + " on ") == 2;
+        }) == 1);
+  CHECK(std::count_if(members.begin(), members.end(), [&](const std::string& m) {
+          return m.find(b.name + " [pid " + pid2 + " on ") == 2 && m.ends_with(" <- you");
+        }) == 1);
+
+  two->signal(SIGKILL);
+  REQUIRE(two->wait_exit(5s));
+  two.reset();
+  CHECK(who(a).size() == 2);  // the killed process's entry lives until its TTL
+  REQUIRE(eventually([&] { return who(a).size() == 1; }, 4s));
+}
+
+TEST_CASE("a clean exit removes its presence entries at once", "[bus]") {
+  Redis redis;
+  ServerProcess one(binary("chat_server"), bus_yaml(redis.url(), "", "60"));
+  auto two = std::make_unique<ServerProcess>(binary("chat_server"), bus_yaml(redis.url(), "", "60"));
+  Chatter a = enter(one.port());
+  Chatter b = enter(two->port());
+  Chatter c = enter(two->port());
+  settle({&a, &b, &c}, 3);
+  CHECK(two->stop() == 0);
+  two.reset();
+  CHECK(who(a).size() == 1);
+  CHECK_THAT(redis.cli({"HLEN", "chat:presence:chat"}), Contains("1"));
+}
+
+TEST_CASE("a Redis unreachable at start-up is waited for while serving locally", "[bus]") {
+  const int port = free_port();
+  ServerProcess one(binary("chat_server"), bus_yaml("redis://127.0.0.1:" + std::to_string(port)));
+  Chatter a = enter(one.port());
+  CHECK(one.wait_for_log("retrying until Redis answers"));
+  Chatter b = enter(one.port());
+  CHECK(a.client.read_line() == "Please welcome " + b.name + ", who just joined us");
+  check_crosses(a, {&b}, "local for now");
+
+  Redis redis({}, port);
+  ServerProcess two(binary("chat_server"), bus_yaml(redis.url()));
+  CHECK(one.wait_for_log("bus: connected to", 5s));
+  Chatter c = enter(two.port());
+  settle({&c, &a, &b}, 3);
+  check_crosses(c, {&a, &b}, "now on the bus");
+}
+
+namespace {
+
+// Two network namespaces joined by a veth pair, with private addresses that exist only inside
+// them; removed when destroyed. `ready` is false (with `why`) where they cannot be made.
+class TwoMachines {
+ public:
+  TwoMachines() {
+    if (::geteuid() != 0) {
+      why_ = "not root";
+      return;
+    }
+    const std::string tag = std::to_string(::getpid() % 100000);
+    names_ = {"nsbus-a" + tag, "nsbus-b" + tag};
+    const std::string veth_a = "vba" + tag, veth_b = "vbb" + tag;
+    const std::vector<std::vector<std::string>> steps = {
+        {"netns", "add", names_[0]},
+        {"netns", "add", names_[1]},
+        {"link", "add", veth_a, "netns", names_[0], "type", "veth", "peer", "name", veth_b, "netns", names_[1]},
+        {"-n", names_[0], "addr", "add", "10.231.0.1/24", "dev", veth_a},
+        {"-n", names_[1], "addr", "add", "10.231.0.2/24", "dev", veth_b},
+        {"-n", names_[0], "link", "set", veth_a, "up"},
+        {"-n", names_[1], "link", "set", veth_b, "up"},
+        {"-n", names_[0], "link", "set", "lo", "up"},
+        {"-n", names_[1], "link", "set", "lo", "up"},
+    };
+    for (const auto& step : steps) {
+      const Outcome outcome = run("/usr/sbin/ip", step, 10s);
+      if (outcome.status != 0) {
+        why_ = "ip " + step[0] + " " + step[1] + " " + step[2] + ": " + outcome.output;
+        return;
+      }
+    }
+    ready_ = true;
+  }
+  ~TwoMachines() {
+    for (const std::string& name : names_) run("/usr/sbin/ip", {"netns", "del", name}, 10s);
+  }
+  bool ready() const { return ready_; }
+  const std::string& why() const { return why_; }
+  std::vector<std::string> exec_in(int machine) const { return {"/usr/sbin/ip", "netns", "exec", names_[machine]}; }
+  // A client socket made inside the namespace (a socket stays in the namespace it was made in).
+  Client connect(int machine, int port) const {
+    const int here = ::open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+    const int there = ::open(("/run/netns/" + names_[machine]).c_str(), O_RDONLY | O_CLOEXEC);
+    REQUIRE(::setns(there, CLONE_NEWNET) == 0);
+    std::optional<Client> client;
+    try {
+      client.emplace(port);
+    } catch (...) {
+      ::setns(here, CLONE_NEWNET);
+      throw;
+    }
+    ::setns(here, CLONE_NEWNET);
+    ::close(here);
+    ::close(there);
+    return std::move(*client);
+  }
+
+ private:
+  std::vector<std::string> names_;
+  bool ready_ = false;
+  std::string why_;
+};
+
+}  // namespace
+
+TEST_CASE("a message crosses between two network namespaces", "[bus][netns]") {
+  TwoMachines machines;
+  if (!machines.ready()) {
+    WARN("skipped: network namespaces cannot be made here (" << machines.why() << ")");
+    return;
+  }
+  // Redis refuses other machines unless a password is set (protected mode): set one.
+  Redis redis({"--requirepass", "between-machines"}, 0, machines.exec_in(0), "10.231.0.1");
+  const std::string url = "redis://:between-machines@10.231.0.1:" + std::to_string(redis.port());
+  ServerProcess one(binary("chat_server"), bus_yaml(url), Launch().with_wrapper(machines.exec_in(0)));
+  ServerProcess two(binary("chat_server"), bus_yaml(url), Launch().with_wrapper(machines.exec_in(1)));
+  auto enter_in = [&](int machine, int port) {
+    Client client = machines.connect(machine, port);
+    REQUIRE(client.read_line() == "Welcome, to the server!");
+    REQUIRE(client.read_line());
+    const std::string name = "127.0.0.1:" + std::to_string(client.local_port());
+    return Chatter{std::move(client), name, -1};
+  };
+  Chatter a = enter_in(0, one.port());
+  Chatter b = enter_in(1, two.port());
+  settle({&a, &b}, 2);
+  check_crosses(a, {&b}, "across machines");
+  check_crosses(b, {&a}, "and back");
+}
