@@ -66,12 +66,14 @@ struct Options {
   double duration = 3;
   double timeout = 5;  // a round or a banner that takes longer counts as never coming
   pid_t server_pid = 0;
+  int port2 = 0;        // chat: every second client connects here (a second server on one bus)
+  pid_t server_pid2 = 0;  // ... and this server's CPU counts too
   bool json = false;
 };
 
 Options parse_options(int argc, char** argv) {
   if (argc < 2) die("usage: netbench echo|chat|connect|idle|pids [--host H] [--port P] [--connections N] "
-                    "[--size BYTES] [--duration S] [--timeout S] [--server-pid PID] [--json]");
+                    "[--size BYTES] [--duration S] [--timeout S] [--server-pid PID] [--port2 P --server-pid2 PID] [--json]");
   Options options;
   options.mode = argv[1];
   for (int i = 2; i < argc; ++i) {
@@ -90,6 +92,8 @@ Options parse_options(int argc, char** argv) {
       else if (flag == "--duration") options.duration = std::stod(value);
       else if (flag == "--timeout") options.timeout = std::stod(value);
       else if (flag == "--server-pid") options.server_pid = std::stoi(value);
+      else if (flag == "--port2") options.port2 = std::stoi(value);
+      else if (flag == "--server-pid2") options.server_pid2 = std::stoi(value);
       else die("unknown option " + flag);
     } catch (const std::logic_error&) {
       die("bad value for " + flag + ": " + value);
@@ -193,7 +197,7 @@ void raise_descriptor_limit() {
 // A non-blocking TCP connection in progress. Connections to 127.0.0.1 come from 127.0.0.1 to
 // 127.0.0.16 in turn: with one source address, a connect storm runs out of ephemeral ports
 // (TIME_WAIT) and the kernel's port search, not the server, sets the pace.
-int start_connect(const Options& options) {
+int start_connect(const Options& options, int port = 0) {
   static unsigned next_source = 0;
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) die(std::string("socket(): ") + std::strerror(errno));
@@ -208,7 +212,7 @@ int start_connect(const Options& options) {
   }
   sockaddr_in address{};
   address.sin_family = AF_INET;
-  address.sin_port = htons(static_cast<std::uint16_t>(options.port));
+  address.sin_port = htons(static_cast<std::uint16_t>(port ? port : options.port));
   if (::inet_pton(AF_INET, options.host.c_str(), &address.sin_addr) != 1) die("--host must be an IPv4 address");
   if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 && errno != EINPROGRESS)
     die(std::string("connect(): ") + std::strerror(errno));
@@ -309,7 +313,7 @@ std::vector<Conn> connect_all(const Options& options, Loop& loop, std::size_t co
                               std::size_t out_bytes) {
   std::vector<Conn> conns(count);
   for (std::size_t i = 0; i < count; ++i) {
-    conns[i].fd = start_connect(options);
+    conns[i].fd = start_connect(options, options.port2 && i % 2 ? options.port2 : options.port);
     conns[i].id = i;
     conns[i].allocate(in_bytes, out_bytes);
     loop.add(conns[i], EPOLLOUT);
@@ -431,7 +435,7 @@ void run_chat(const Options& options) {
   for (auto quiet = Clock::now() + std::chrono::milliseconds(200); Clock::now() < quiet;) pump(20);
 
   bench::Histogram round_latency;
-  const double cpu_before = cpu_seconds(options.server_pid);
+  const double cpu_before = cpu_seconds(options.server_pid) + cpu_seconds(options.server_pid2);
   const double own_before = own_cpu_seconds();
   const std::uint64_t start = now_ns();
   const std::uint64_t stop = start + static_cast<std::uint64_t>(options.duration * 1e9);
@@ -464,7 +468,7 @@ void run_chat(const Options& options) {
     ++round;
   }
   const double elapsed = static_cast<double>(now_ns() - start) / 1e9;
-  const double cpu = cpu_seconds(options.server_pid) - cpu_before;
+  const double cpu = cpu_seconds(options.server_pid) + cpu_seconds(options.server_pid2) - cpu_before;
   const double per_round = static_cast<double>(n) * static_cast<double>(n - 1);
   const std::uint64_t rounds_done = stalled ? round - 1 : round;
   Result result("chat");
@@ -477,6 +481,8 @@ void run_chat(const Options& options) {
       .add("client_cpu_percent", 100.0 * (own_cpu_seconds() - own_before) / elapsed, 0);
   if (options.server_pid > 0 && rounds_done > 0)
     result.add("server_cpu_us_per_message", cpu * 1e6 / static_cast<double>(rounds_done * n), 1);
+  if (options.server_pid > 0 && deliveries > 0)
+    result.add("server_cpu_us_per_delivery", cpu * 1e6 / static_cast<double>(deliveries), 2);
   if (stalled)
     result.add("note", "round " + std::to_string(round - 1) + " stalled: the broadcast does not reach the other "
                        "clients (one client per process?)");

@@ -157,7 +157,8 @@ void RedisBus::became_up() {
     log::notice("bus: reconnected to {} after {:.1f} s; {} message(s) reached only this process meanwhile",
                 settings_.address.display(), outage, local_only_);
   else
-    log::notice("bus: connected to {} as {} (prefix \"{}\")", settings_.address.display(), identity_, settings_.prefix);
+    log::notice("bus: connected to {} as {} (prefix \"{}\"; {} message(s) before reached only this process)",
+                settings_.address.display(), identity_, settings_.prefix, local_only_);
   failures_ = 0;
   local_only_ = 0;
   for (auto& [name, channel] : channels_)
@@ -253,8 +254,10 @@ bool RedisBus::command(const std::vector<std::string>& argv, RedisConnection::Re
   return state_ == State::up && publisher_->command(argv, std::move(reply));
 }
 
+// Before the first connection attempt has ended the bus is not down yet: such messages (from
+// sessions still waiting for their subscription) are counted without a warning.
 void RedisBus::count_local_only() {
-  if (local_only_++ == 0)
+  if (local_only_++ == 0 && state_ != State::starting)
     log::warning("bus: down; messages reach only this process's members until {} answers again",
                  settings_.address.display());
 }
