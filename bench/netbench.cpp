@@ -655,16 +655,28 @@ void run_pids(const Options& options) {
     collect(options.timeout, "after client " + std::to_string(leaver->id + 1) + " left");
   }
   std::printf("client  server pid  answered\n");
-  std::set<long> distinct;
+  std::map<long, std::size_t> held;  // pid -> clients it answered
   for (std::size_t i = 0; i < conns.size(); ++i) {
-    if (pid[i] > 0) distinct.insert(pid[i]);
-    std::printf("%6zu  %10s  %s\n", i + 1, pid[i] > 0 ? std::to_string(pid[i]).c_str() : "-",
-                when[i].empty() ? "never" : when[i].c_str());
+    if (pid[i] > 0) ++held[pid[i]];
+    if (options.connections <= 100)
+      std::printf("%6zu  %10s  %s\n", i + 1, pid[i] > 0 ? std::to_string(pid[i]).c_str() : "-",
+                  when[i].empty() ? "never" : when[i].c_str());
   }
+  // The spread over the serving processes: the busiest's and the quietest's share of the clients.
+  std::size_t most = 0, least = held.empty() ? 0 : conns.size();
+  for (const auto& [serving, count] : held) {
+    most = std::max(most, count);
+    least = std::min(least, count);
+  }
+  auto percent = [&](std::size_t count) {
+    return 100.0 * static_cast<double>(count) / static_cast<double>(std::max<std::size_t>(answered, 1));
+  };
   Result result("pids");
-  result.add("clients", std::to_string(conns.size())).add("distinct_pids", std::to_string(distinct.size()))
+  result.add("clients", std::to_string(conns.size())).add("distinct_pids", std::to_string(held.size()))
       .add("answered_at_once", std::to_string(concurrent))
-      .add("concurrent", concurrent == conns.size() ? "yes" : "no");
+      .add("concurrent", concurrent == conns.size() ? "yes" : "no")
+      .add("busiest_pid_percent", percent(most))
+      .add("quietest_pid_percent", percent(least));
   result.print(options.json);
   close_all(conns);
 }

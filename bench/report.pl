@@ -49,11 +49,14 @@ my @servers = (
     [ 'raw-epoll',      'raw epoll (C++, the limit)' ],
     [ 'raw-prefork',    'raw prefork (C++, the process-per-client limit)' ],
     [ 'ns-multiplex',   'netserver multiplex' ],
+    [ 'ns-workers',     'netserver multiplex, 2 workers' ],
     [ 'ns-prefork',     'netserver prefork' ],
+    [ 'ns-fork',        'netserver fork' ],
     [ 'ns-single',      'netserver single' ],
     [ 'perl-multiplex', 'Perl Net::Server::Multiplex' ],
     [ 'perl-prefork',   'Perl Net::Server::PreFork' ],
     [ 'perl-single',    'Perl Net::Server (Single)' ],
+    [ 'perl-fork',      'Perl Net::Server::Fork' ],
     [ 'poe',            'Perl POE::Component::Server::TCP' ],
 );
 my %label = map { $_->[0] => $_->[1] } @servers;
@@ -158,6 +161,12 @@ target('Multiplex chat, 100 clients: >= 0.9x raw epoll',
     ratio(stat_of('chat-100', 'ns-multiplex', 'deliveries_per_s'), stat_of('chat-100', 'raw-epoll', 'deliveries_per_s')), 0.9, 1, '%.2fx');
 target('PreFork echo, 50 conn.: >= 2x Perl Net::Server::PreFork',
     ratio(stat_of('echo-50', 'ns-prefork', 'rps'), stat_of('echo-50', 'perl-prefork', 'rps')), 2, 1, '%.2fx');
+target('Multiplex echo, 500 conn.: 2 workers / 1 (2 cores shared with the load generator)',
+    ratio(stat_of('echo-500', 'ns-workers', 'rps'), stat_of('echo-500', 'ns-multiplex', 'rps')), 1, 1, '%.2fx');
+target('Fork connections/s: >= 2x Perl Net::Server::Fork',
+    ratio(stat_of('connect-10', 'ns-fork', 'connections_per_s'), stat_of('connect-10', 'perl-fork', 'connections_per_s')), 2, 1, '%.2fx');
+target('2 workers, 1,000 clients connecting at once: the busiest holds <= 60%',
+    stat_of('spread-1000', 'ns-workers', 'busiest_pid_percent'), 60, 0, '%.1f%%');
 my $floor = ratio(stat_of('echo-50', 'raw-prefork', 'rps'), stat_of('echo-50', 'perl-prefork', 'rps'));
 push @targets, sprintf('| (for scale) raw prefork, the least a process-per-client server can do, / Perl PreFork | %s | |',
     show_ratio($floor)) if defined $floor;
@@ -195,6 +204,7 @@ my @panels = (['echo-50', 'rps', 'echo, 50 connections: round trips/s'],
 @panels = grep { $runs{$_->[0]} } @panels;
 exit 0 unless @panels;
 my %short = ('raw-epoll' => 'raw epoll', 'raw-prefork' => 'raw prefork', 'ns-multiplex' => 'multiplex', 'ns-prefork' => 'prefork', 'ns-single' => 'single',
+             'ns-workers' => '2 workers', 'ns-fork' => 'fork', 'perl-fork' => 'Perl Fork',
              'perl-multiplex' => 'Perl Multiplex', 'perl-prefork' => 'Perl PreFork', 'perl-single' => 'Perl Single', poe => 'POE');
 my %colour = ('raw-epoll' => 0x909090, 'raw-prefork' => 0x909090, poe => 0xd08030);
 my $gp = "set terminal pngcairo size " . (420 * @panels) . ",460 font ',10'\nset output '$dir/results.png'\n"

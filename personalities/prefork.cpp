@@ -191,7 +191,7 @@ class Parent final : public ProcessControl {
   Parent(Server& server, const PreFork::Settings& settings)
       : server_(server),
         settings_(settings),
-        supervisor_(server, io_, {.check_interval = settings.check_for_waiting}),
+        supervisor_(server, {.check_interval = settings.check_for_waiting}),
         pool_(settings.limits, *this) {
     supervisor_.on_report([this](pid_t pid, char report) {
       if (report == report_idle) pool_.child_idle(pid);
@@ -210,7 +210,6 @@ class Parent final : public ProcessControl {
  private:
   Server& server_;
   const PreFork::Settings& settings_;
-  asio::io_context io_{single_threaded};
   Supervisor supervisor_;
   Pool pool_;
 };

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "fork.hpp"
 #include "multiplex.hpp"
 #include "prefork.hpp"
 #include "single.hpp"
@@ -13,6 +14,7 @@ Personalities Personalities::builtin() {
   personalities.add(Single::info());
   personalities.add(Multiplex::info());
   personalities.add(PreFork::info());
+  personalities.add(Fork::info());
   return personalities;
 }
 

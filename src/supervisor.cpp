@@ -13,6 +13,7 @@
 #include "netserver/log.hpp"
 #include "netserver/server.hpp"
 #include "systemd.hpp"
+#include "worker.hpp"
 
 namespace netserver {
 
@@ -41,8 +42,15 @@ std::chrono::steady_clock::duration seconds(double value) {
 
 }  // namespace
 
-Supervisor::Supervisor(Server& server, asio::io_context& io, SupervisorSettings settings)
-    : server_(server), io_(io), settings_(settings), signals_(io), check_timer_(io), grace_timer_(io) {}
+Supervisor::Loop::Loop() : io_context(single_threaded) {}
+
+// Shut down, not destroyed: the child runs inside the parent's run() (a spawn from a handler),
+// whose thread-local context entry must keep pointing at live memory -- a new io_context allocated
+// at the freed address would take that entry for its own and lose its handlers.
+void Supervisor::Loop::discard() { shutdown(); }
+
+Supervisor::Supervisor(Server& server, SupervisorSettings settings)
+    : server_(server), settings_(settings), signals_(io_), check_timer_(io_), grace_timer_(io_) {}
 
 Supervisor::~Supervisor() = default;
 
@@ -107,13 +115,15 @@ pid_t Supervisor::spawn(const ChildMain& main) {
   return pid;
 }
 
-// In the new child: the parent's event loop gets fresh kernel objects (its signal pipe and epoll
-// descriptor must not be shared with the parent), the other children's channels close, then
-// child_init and the child's own main. Never returns.
+// In the new child: the parent's event loop first gets kernel objects of its own (its epoll
+// instance and signal pipe are shared with the parent until then: deregistering anything there
+// would deafen the parent), then is discarded; the other children's channels close; then
+// child_init and the child's own main. Never returns (the parent's loop may be on the stack).
 void Supervisor::run_child(const ChildMain& main, int channel) {
   int status = exit_status::failure;
   try {
     io_.notify_fork(asio::execution_context::fork_child);
+    io_.discard();
     for (const auto& [other, open] : channels_) ::close(open->stream.native_handle());
     status = child_init(server_) ? main(channel) : exit_status::boot_failed;
   } catch (const std::exception& error) {

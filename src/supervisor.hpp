@@ -82,12 +82,21 @@ struct SupervisorSettings {
 };
 
 class Supervisor {
+  // The parent's loop, which a new child discards: every service (the reactor, the signal pipe,
+  // queued handlers) is shut down, so the child's own loop starts clean (asio allows only one
+  // thread-unsafe io_context per process to handle signals).
+  class Loop : public boost::asio::io_context {
+   public:
+    Loop();
+    void discard();
+  };
+
  public:
   /// What a new child runs; `channel` is its end of the socketpair to the parent. The return value
   /// is the child's exit status (exit_status::boot_failed: it cannot start, do not respawn).
   using ChildMain = std::function<int(int channel)>;
 
-  Supervisor(Server& server, boost::asio::io_context& io, SupervisorSettings settings);
+  Supervisor(Server& server, SupervisorSettings settings);
   ~Supervisor();
   Supervisor(const Supervisor&) = delete;
   Supervisor& operator=(const Supervisor&) = delete;
@@ -108,6 +117,8 @@ class Supervisor {
   void on_stop(std::function<void(int)> action) { on_stop_ = std::move(action); }
   /// True once a stop began.
   bool stopping() const { return stopping_; }
+  /// The parent's event loop (for a personality's own acceptors and timers in the parent).
+  boost::asio::io_context& io() { return io_; }
 
   /// In a new child, right after fork: runs the Server's child_init_hook. False (logged) when
   /// the child cannot start.
@@ -126,7 +137,7 @@ class Supervisor {
   void finish();
 
   Server& server_;
-  boost::asio::io_context& io_;
+  Loop io_;
   SupervisorSettings settings_;
   ChildPolicy* policy_ = nullptr;
   SignalWatcher signals_;

@@ -53,6 +53,7 @@ Worker::Worker(Server& server, asio::io_context& io, WorkerOptions options)
       limits_(server.session_limits()),
       rooms_(server, io),
       accept_pause_(io),
+      balance_pause_(io),
       grace_timer_(io),
       scratch_(64 * 1024) {}
 
@@ -77,7 +78,7 @@ void Worker::listen(const std::vector<Listener>& listeners) {
 // --- accepting -----------------------------------------------------------------------------
 
 bool Worker::can_accept() const {
-  if (stopping_ || accept_paused_ || accept_held_) return false;
+  if (stopping_ || accept_paused_ || accept_held_ || balance_held_) return false;
   return options_.refuse_when_full || registry_.size() + parked_.size() < options_.max_sessions;
 }
 
@@ -87,6 +88,7 @@ void Worker::accept_all() {
 
 void Worker::accept(Acceptor& acceptor) {
   if (acceptor.pending || !can_accept()) return;
+  if (options_.may_accept && !options_.may_accept(registry_.size() + parked_.size())) return hold_for_balance();
   acceptor.pending = true;
   acceptor.socket.async_accept(acceptor.peer, [this, &acceptor](const error_code& error, Transport::Socket socket) {
     acceptor.pending = false;
@@ -119,6 +121,17 @@ void Worker::pause_accepting(const error_code& error) {
   accept_pause_.async_wait([this](const error_code& wait_error) {
     if (wait_error) return;
     accept_paused_ = false;
+    accept_all();
+  });
+}
+
+void Worker::hold_for_balance() {
+  balance_held_ = true;
+  stop_accepting();
+  balance_pause_.expires_after(std::chrono::milliseconds(2));
+  balance_pause_.async_wait([this](const error_code& error) {
+    if (error) return;
+    balance_held_ = false;
     accept_all();
   });
 }
@@ -301,32 +314,56 @@ namespace {
 // io_context, and what each signal does to it.
 class ProcessLoop {
  public:
-  ProcessLoop(Server& server, const WorkerOptions& options, StopMode graceful)
+  ProcessLoop(Server& server, const WorkerOptions& options, StopMode graceful, WorkerRole role)
       : server_(server),
         worker_(server, io_, options),
         signals_(io_),
         status_(io_),
-        children_(server.inherited_children()),
+        children_(role.supervised ? std::vector<pid_t>{} : server.inherited_children()),
         grace_(server.config().seconds("graceful_timeout")),
-        graceful_(graceful) {}
+        graceful_(graceful),
+        role_(role) {}
 
   void run() {
     worker_.listen(server_.listeners());
-    reap();  // children that ended during the exec: their SIGCHLD went to the old image
     signals_.on({SIGTERM, SIGINT}, [this](int signal) { stop(signal, graceful_); });
     signals_.on({SIGQUIT}, [this](int signal) { stop(signal, StopMode::abort); });
-    signals_.on({SIGHUP}, [this](int) { restart(); });
     signals_.on({SIGUSR1}, [this](int) { server_.reopen_log(); });
-    signals_.on({SIGCHLD}, [this](int) { reap(); });
-    if (std::getenv("NOTIFY_SOCKET")) report_status(0);
+    if (role_.supervised) {
+      signals_.on({SIGHUP}, [this](int) { leave(); });
+      const char ready = 'r';
+      if (::send(role_.parent_channel, &ready, 1, MSG_NOSIGNAL) != 1) log::warning("worker {}: cannot report to the parent", ::getpid());
+    } else {
+      reap();  // children that ended during the exec: their SIGCHLD went to the old image
+      signals_.on({SIGHUP}, [this](int) { restart(); });
+      signals_.on({SIGCHLD}, [this](int) { reap(); });
+      if (std::getenv("NOTIFY_SOCKET")) report_status(0);
+    }
     io_.run();
   }
 
  private:
+  // A supervised worker told to go (the server restarts, or TTOU): accepts no more, lets its
+  // sessions end on their own within graceful_timeout, then exits. Accepting stops first, so that
+  // connections already accepted become sessions (as in restart()); the rest wait in the backlog.
+  void leave() {
+    if (worker_.stopping()) return;
+    worker_.hold_accepting();
+    asio::post(io_, [this] {
+      log::notice("worker {} leaves after its {} session(s) (at most {} s)", ::getpid(), worker_.registry().size(),
+                  grace_);
+      worker_.stop(StopMode::drain, grace_, [this] {
+        signals_.stop();
+        io_.stop();
+      });
+    });
+  }
+
   void stop(int signal, StopMode mode) {
-    log::notice("{} received: stopping {}({} session(s) open, at most {} s)", signal_name(signal),
+    log::notice("{} received{}: stopping {}({} session(s) open, at most {} s)", signal_name(signal),
+                role_.supervised ? fmt::format(" in worker {}", ::getpid()) : "",
                 mode == StopMode::abort ? "now " : "gracefully ", worker_.registry().size(), grace_);
-    systemd::notify("STOPPING=1");
+    if (!role_.supervised) systemd::notify("STOPPING=1");
     worker_.stop(mode, grace_, [this] {
       status_.cancel();
       signals_.stop();
@@ -390,12 +427,13 @@ class ProcessLoop {
   std::vector<pid_t> children_;  // drainers of earlier images, and of this one's restarts
   double grace_;
   StopMode graceful_;
+  WorkerRole role_;
 };
 
 }  // namespace
 
-void run_worker(Server& server, const WorkerOptions& options, StopMode graceful) {
-  ProcessLoop(server, options, graceful).run();
+void run_worker(Server& server, const WorkerOptions& options, StopMode graceful, WorkerRole role) {
+  ProcessLoop(server, options, graceful, role).run();
 }
 
 pid_t fork_drainer(asio::io_context& io, Worker& worker, SignalWatcher& signals, double grace, int& abort_copy) {

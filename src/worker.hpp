@@ -37,6 +37,10 @@ struct WorkerOptions {
   /// At max_sessions: stop accepting (clients wait in the backlog), or accept and refuse them
   /// with "error: server busy".
   bool refuse_when_full = false;
+  /// Several processes accepting on the same listeners (Multiplex workers): asked with this
+  /// process's open sessions before each accept; false holds accepting for 2 ms so that another
+  /// process takes the waiting clients. Empty: always accept.
+  std::function<bool(std::size_t open)> may_accept = nullptr;
 };
 
 /// How to end the sessions when the worker stops.
@@ -106,6 +110,7 @@ class Worker {
   void accept(Acceptor& acceptor);
   void on_accept(Acceptor& acceptor, const boost::system::error_code& error, Transport::Socket socket);
   void pause_accepting(const boost::system::error_code& error);
+  void hold_for_balance();
   struct Accepted {
     Transport::Socket socket;
     std::string peer;
@@ -129,6 +134,8 @@ class Worker {
   boost::asio::steady_timer accept_pause_;
   bool accept_paused_ = false;   // out of descriptors: retrying after a short pause
   bool accept_held_ = false;     // a restart is being prepared
+  boost::asio::steady_timer balance_pause_;
+  bool balance_held_ = false;    // another worker's turn to accept (WorkerOptions::may_accept)
   bool shortage_logged_ = false;
   std::vector<std::shared_ptr<Session>> to_flush_;
   bool flush_posted_ = false;
@@ -151,10 +158,21 @@ namespace netserver {
 
 class SignalWatcher;
 
+/// Where a worker loop runs: alone in the server's process, or as one of the Multiplex worker
+/// processes a Supervisor keeps.
+struct WorkerRole {
+  /// A supervised worker: HUP means "finish your sessions and leave" (the parent restarts), and
+  /// the parent, not this process, waits for children and talks to systemd.
+  bool supervised = false;
+  /// A supervised worker writes one byte ('r') here once it accepts: it started.
+  int parent_channel = -1;
+};
+
 /// Serves on the server's listeners in this process until a signal stops it: TERM/INT stop
 /// gracefully (`graceful` says how sessions end, within graceful_timeout), QUIT at once, HUP
-/// restarts without dropping the port or the open sessions, USR1 reopens the log.
-void run_worker(Server& server, const WorkerOptions& options, StopMode graceful);
+/// restarts without dropping the port or the open sessions (supervised: finishes the sessions and
+/// leaves), USR1 reopens the log.
+void run_worker(Server& server, const WorkerOptions& options, StopMode graceful, WorkerRole role = {});
 
 /// SIGHUP with sessions open: a copy of this process keeps them until they end (or
 /// graceful_timeout), while this process execs the new image. Returns the copy's pid in the

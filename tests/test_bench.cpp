@@ -126,3 +126,13 @@ TEST_CASE("netbench smoke: pids tells one process from many", "[bench][smoke]") 
   const std::string many = netbench(pool, {"pids", "--connections", "3", "--timeout", "0.5"});
   CHECK_THAT(many, Contains("distinct_pids=3") && Contains("concurrent=yes"));
 }
+
+TEST_CASE("netbench smoke: pids shows 2 workers serving many clients each and a child per client under fork",
+          "[bench][smoke]") {
+  ServerProcess workers(binary("echo_server"), "personality: multiplex\nhost: 127.0.0.1\nport: 0\nmultiplex:\n  workers: 2\n");
+  const std::string two = netbench(workers, {"pids", "--connections", "40", "--timeout", "2"});
+  CHECK_THAT(two, Contains("clients=40 distinct_pids=2 answered_at_once=40 concurrent=yes"));
+  ServerProcess forking(binary("echo_server"), "personality: fork\nhost: 127.0.0.1\nport: 0\n");
+  const std::string each = netbench(forking, {"pids", "--connections", "5", "--timeout", "2"});
+  CHECK_THAT(each, Contains("clients=5 distinct_pids=5 answered_at_once=5 concurrent=yes"));
+}

@@ -1,6 +1,6 @@
 #!/usr/bin/perl
 # The echo demo on Perl's Net::Server: the peer netserver is measured against.
-#   perl net_server_echo.pl Single|PreFork|Multiplex PORT [CHILDREN]
+#   perl net_server_echo.pl Single|PreFork|Fork|Multiplex PORT [CHILDREN]
 # Banner with the pid, every line back with CRLF, quit/bye closes: the same lines as echo_server.
 use strict;
 use warnings;
@@ -9,7 +9,7 @@ use Socket qw(IPPROTO_TCP TCP_NODELAY);
 package PerlEcho;
 
 my ($personality, $port, $children) = @ARGV;
-die "usage: $0 Single|PreFork|Multiplex PORT [CHILDREN]\n" unless $personality && $port;
+die "usage: $0 Single|PreFork|Fork|Multiplex PORT [CHILDREN]\n" unless $personality && $port;
 my $base = $personality eq 'Single' ? 'Net::Server' : "Net::Server::$personality";
 eval "require $base" or die $@;
 our @ISA = ($base);
@@ -19,7 +19,7 @@ sub banner { return "Welcome to \"perl\" (personality $personality, pid $$)\r\n"
 # Like netserver, no Nagle delays on small replies (so the comparison is about the servers).
 sub post_accept_hook { my $self = shift; $self->{server}{client}->setsockopt(Socket::IPPROTO_TCP, Socket::TCP_NODELAY, 1) }
 
-# Single and PreFork: one client per process, plain blocking reads.
+# Single, PreFork and Fork: one client per process, plain blocking reads.
 sub process_request {
     local $| = 1;
     print banner();

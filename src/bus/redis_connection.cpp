@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -103,10 +104,13 @@ void RedisConnection::open(std::function<void()> ready, std::function<void(const
 }
 
 // getaddrinfo blocks, and the loop runs without locks on one thread (asio's own async resolver
-// needs a second one): a short-lived thread resolves and reports through a pipe the loop watches.
+// needs a second one): a short-lived thread resolves and reports through a socket pair the loop
+// watches (a socket, not a pipe: if the connection is gone by then, send() fails instead of
+// raising SIGPIPE).
 void RedisConnection::resolve() {
   int ends[2];
-  if (::pipe2(ends, O_CLOEXEC | O_NONBLOCK) != 0) return fail(fmt::format("pipe() for resolving {}: {}", address_.host, std::strerror(errno)));
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, ends) != 0)
+    return fail(fmt::format("socketpair() for resolving {}: {}", address_.host, std::strerror(errno)));
   auto answer = std::make_shared<std::string>();
   std::thread([host = address_.host, answer, done = ends[1]] {
     addrinfo hints{};
@@ -118,7 +122,7 @@ void RedisConnection::resolve() {
     else if (::getnameinfo(found->ai_addr, found->ai_addrlen, text, sizeof text, nullptr, 0, NI_NUMERICHOST) == 0) *answer = text;
     else *answer = "!no numeric address";
     if (found != nullptr) ::freeaddrinfo(found);
-    [[maybe_unused]] const ssize_t ignored = ::write(done, "x", 1);
+    [[maybe_unused]] const ssize_t ignored = ::send(done, "x", 1, MSG_NOSIGNAL);
     ::close(done);
   }).detach();
   resolving_ = std::make_unique<asio::posix::stream_descriptor>(io_, ends[0]);
