@@ -228,6 +228,10 @@ void check_bounds(const Config& config) {
           "prefork.min_spare_servers", "at most", "prefork.max_spare_servers");
   require(size_of(config, "prefork.max_spare_servers") < size_of(config, "prefork.max_servers"),
           "prefork.max_spare_servers", "less than", "prefork.max_servers");
+  // The parent starts children only to reach these two: with both 0 no child ever serves.
+  if (size_of(config, "prefork.min_servers") == 0 && size_of(config, "prefork.min_spare_servers") == 0)
+    throw ConfigError(fmt::format("prefork: {} and {}: no child would ever be started; set either to 1 or more",
+                                  config.describe("prefork.min_servers"), config.describe("prefork.min_spare_servers")));
 }
 
 }  // namespace

@@ -14,8 +14,9 @@ namespace netserver {
 
 namespace {
 
-// Parses an IP literal into network byte order; IPv4-mapped IPv6 becomes IPv4.
-bool parse_address(std::string_view text, int& family, std::array<unsigned char, 16>& bytes) {
+// Parses an IP literal into network byte order; IPv4-mapped IPv6 becomes IPv4 (and `mapped` says
+// so, when asked: a prefix length written for it counts the 96 bits of ::ffff:0:0/96 too).
+bool parse_address(std::string_view text, int& family, std::array<unsigned char, 16>& bytes, bool* mapped = nullptr) {
   const std::string address(text);
   bytes.fill(0);
   if (::inet_pton(AF_INET, address.c_str(), bytes.data()) == 1) {
@@ -25,6 +26,7 @@ bool parse_address(std::string_view text, int& family, std::array<unsigned char,
   in6_addr v6{};
   if (::inet_pton(AF_INET6, address.c_str(), &v6) != 1) return false;
   if (IN6_IS_ADDR_V4MAPPED(&v6)) {
+    if (mapped) *mapped = true;
     family = AF_INET;
     std::copy(v6.s6_addr + 12, v6.s6_addr + 16, bytes.begin());
     return true;
@@ -59,20 +61,26 @@ std::vector<Rule> build(const std::vector<std::string>& texts) {
 bool Network::parse(std::string_view text, Network& out, std::string& problem) {
   const std::size_t slash = text.find('/');
   const std::string_view address = text.substr(0, slash);
-  if (!parse_address(address, out.family, out.bytes)) {
+  bool mapped = false;
+  if (!parse_address(address, out.family, out.bytes, &mapped)) {
     problem = fmt::format("\"{}\" is not an IPv4 or IPv6 address", address);
     return false;
   }
+  // ::ffff:10.0.0.0/104 is 10.0.0.0/8: peers reach the rules as IPv4, mapped or not.
+  const int skipped = mapped ? 96 : 0;
   const int bits = out.family == AF_INET ? 32 : 128;
   out.prefix = bits;
   if (slash != std::string_view::npos) {
     const std::string_view prefix = text.substr(slash + 1);
-    auto [end, error] = std::from_chars(prefix.data(), prefix.data() + prefix.size(), out.prefix);
-    if (prefix.empty() || error != std::errc() || end != prefix.data() + prefix.size() || out.prefix < 0 ||
-        out.prefix > bits) {
-      problem = fmt::format("\"{}\": the prefix length must be 0 to {}", text, bits);
+    int length = -1;
+    auto [end, error] = std::from_chars(prefix.data(), prefix.data() + prefix.size(), length);
+    if (prefix.empty() || error != std::errc() || end != prefix.data() + prefix.size() || length < skipped ||
+        length > skipped + bits) {
+      problem = fmt::format("\"{}\": the prefix length must be {} to {}{}", text, skipped, skipped + bits,
+                            mapped ? " for an IPv4-mapped address" : "");
       return false;
     }
+    out.prefix = length - skipped;
   }
   return true;
 }

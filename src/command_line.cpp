@@ -30,7 +30,11 @@ CommandLine CommandLine::parse(int argc, const char* const* argv, const Options&
     if (argument == "-V" || argument == "--version") { result.version = true; continue; }
     if (argument == "--check-config" || argument == "--check_config") { result.check_config = true; continue; }
     if (!argument.starts_with("--") || argument.size() == 2) {
-      if (argument == "-c" && i + 1 < argc) { result.config_file = argv[++i]; continue; }
+      if (argument == "-c" && i + 1 < argc) {
+        if (argv[i + 1][0] == '\0') fail("-c \"\"", "needs a file name (-c FILE)");
+        result.config_file = argv[++i];
+        continue;
+      }
       fail(argument, "unexpected argument; options look like --key=value");
     }
     const std::size_t equals = argument.find('=');
@@ -49,6 +53,7 @@ CommandLine CommandLine::parse(int argc, const char* const* argv, const Options&
       fail(argument, "needs a value (--" + key + "=VALUE)");
     }
     if (key == "config") {
+      if (value.empty()) fail(shown, "needs a file name (--config=FILE)");  // not "no file": defaults would bind everywhere
       result.config_file = value;
       continue;
     }

@@ -1,6 +1,7 @@
 #include "netserver/config.hpp"
 
 #include <cerrno>
+#include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -49,13 +50,31 @@ std::string convert(const Option& option, const YAML::Node& node, Value& out) {
   return parse_value(option, node.Scalar(), out);
 }
 
-// Reads a list override given as a YAML flow sequence: --listen='["127.0.0.1:80", "[::1]:80"]'.
-std::string convert_flow_list(const Option& option, const std::string& text, Value& out) {
-  try {
-    return convert(option, YAML::Load(text), out);
-  } catch (const YAML::Exception& e) {
-    return fmt::format("not a valid list: {}", e.msg);
+// Line `line` (0-based) of `text`.
+std::string_view line_of(std::string_view text, int line) {
+  for (int i = 0; i < line; ++i) {
+    const std::size_t end = text.find('\n');
+    if (end == std::string_view::npos) return {};
+    text.remove_prefix(end + 1);
   }
+  return text.substr(0, text.find('\n'));
+}
+
+// For a syntax error on `line`: when its value starts with a character YAML reserves (host: *,
+// - [::1]:8000), the hint to quote it; else "". Those values parse as an alias or a flow list.
+std::string quoting_hint(std::string_view text, int line) {
+  std::string_view value = trim(line_of(text, line));
+  while (value.starts_with("- ")) value = trim(value.substr(2));
+  if (value.empty() || std::string_view("*&[{!@`").find(value.front()) == std::string_view::npos) {
+    const std::size_t colon = value.find(": ");
+    if (colon == std::string_view::npos) return "";
+    value = trim(value.substr(colon + 2));
+    if (value.empty() || std::string_view("*&[{!@`").find(value.front()) == std::string_view::npos) return "";
+  }
+  const std::size_t comment = value.find(" #");
+  value = trim(value.substr(0, comment));
+  return fmt::format(" (a value starting with '{}' is YAML syntax: if {} is meant as text, quote it: \"{}\")",
+                     value.front(), value, value);
 }
 
 }  // namespace
@@ -82,22 +101,31 @@ Config Config::load(const Options& options, const CommandLine& command_line) {
 
 void Config::load_file(const std::string& path) {
   file_ = path;
+  std::error_code ignored;
+  if (std::filesystem::is_directory(path, ignored))  // ifstream opens a directory and reads nothing
+    throw ConfigError(fmt::format("cannot read config file '{}': it is a directory", path));
   std::ifstream in(path);
   if (!in) throw ConfigError(system_error_text(fmt::format("cannot read config file '{}'", path), errno));
   std::stringstream text;
   text << in.rdbuf();
+  load_yaml(text.str(), path);
+}
+
+void Config::load_yaml(const std::string& text, const std::string& path) {
   YAML::Node root;
   try {
-    root = YAML::Load(text.str());
+    root = YAML::Load(text);
   } catch (const YAML::ParserException& e) {
-    throw ConfigError(fmt::format("{}: YAML syntax error: {}", position(path, e.mark), e.msg));
+    throw ConfigError(fmt::format("{}: YAML syntax error: {}{}", position(path, e.mark), e.msg,
+                                  quoting_hint(text, e.mark.line)));
   }
   if (root.IsNull()) return;
   if (!root.IsMap()) throw ConfigError(position(path, root.Mark()) + ": expected a mapping of keys to values");
 
-  // Walks one mapping; `prefix` is "" at the top and "prefork." inside a block.
+  // Walks one mapping; `prefix` is "" at the top and "prefork." inside a block. `seen` spans the
+  // whole file: "prefork.max_servers: 10" and a "prefork:" block setting max_servers collide.
+  std::map<std::string, YAML::Mark> seen;
   auto walk = [&](auto&& self, const YAML::Node& map, const std::string& prefix) -> void {
-    std::map<std::string, YAML::Mark> seen;
     for (const auto& pair : map) {
       const YAML::Node& key_node = pair.first;
       const YAML::Node& value_node = pair.second;
@@ -136,8 +164,8 @@ void Config::apply(const CommandLine& command_line) {
       throw ConfigError(fmt::format("command line: {}: {} (see --help)", o.argument, unknown_key_text(*options_, o.key)));
     }
     Value value;
-    const bool flow_list = option->type == ValueType::string_list && trim(o.value).starts_with('[');
-    std::string problem = flow_list ? convert_flow_list(*option, o.value, value) : parse_value(*option, o.value, value);
+    // Never YAML: --listen=[::1]:8000 is an address, not a flow list (repeat the flag or use commas).
+    std::string problem = parse_value(*option, o.value, value);
     if (problem.empty() && option->type == ValueType::string_list && !lists_from_command_line.insert(o.key).second) {
       // A repeated list key accumulates: --listen=a --listen=b.
       auto items = std::get<std::vector<std::string>>(entry(o.key).value);

@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include <fmt/format.h>
@@ -69,11 +70,12 @@ PidFile::~PidFile() {
 }
 
 void PidFile::check() const {
+  check_place();
   struct stat info {};
   if (::lstat(path_.c_str(), &info) != 0) return;
   const long pid = read_pid();
   if (pid <= 0) {
-    log::notice("pid file {} is empty or unreadable; it will be replaced", path_);
+    log::notice("pid file {} is empty or does not hold a pid; it will be replaced", path_);
     return;
   }
   if (pid == ::getpid()) return;  // this process, restarted in place
@@ -82,6 +84,16 @@ void PidFile::check() const {
                             "Stop it, or remove the file",
                             path_, pid, process_name(static_cast<pid_t>(pid))));
   log::notice("pid file {} names process {}, which is gone; it will be replaced", path_, pid);
+}
+
+// What write() will need, checked before anything is bound: an existing directory, and no
+// directory where the file goes. A restarted image that already owns the file needs neither.
+void PidFile::check_place() const {
+  if (read_pid() == ::getpid()) return;
+  if (directory_ < 0) throw Error(system_error_text("pid_file: cannot open the directory of " + path_, directory_error_));
+  struct stat info {};
+  if (::lstat(path_.c_str(), &info) == 0 && S_ISDIR(info.st_mode))
+    throw Error(fmt::format("pid_file: {} is a directory", path_));
 }
 
 void PidFile::write() {
@@ -103,12 +115,23 @@ void PidFile::write() {
 }
 
 long PidFile::read_pid() const {
-  long pid = 0;
   const int fd = ::open(path_.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) return 0;
   char text[32] = {};
-  if (::read(fd, text, sizeof text - 1) > 0) std::istringstream(text) >> pid;
+  const ssize_t got = ::read(fd, text, sizeof text - 1);
   ::close(fd);
+  return got > 0 ? parse_pid(std::string_view(text, static_cast<std::size_t>(got))) : 0;
+}
+
+long parse_pid(std::string_view text) {
+  while (!text.empty() && (text.back() == '\n' || text.back() == '\r' || text.back() == ' ')) text.remove_suffix(1);
+  while (!text.empty() && text.front() == ' ') text.remove_prefix(1);
+  long pid = 0;
+  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), pid);
+  // Only what fits a pid_t is a pid: 4294967297 must not become pid 1 on the way to kill().
+  if (text.empty() || error != std::errc() || end != text.data() + text.size() || pid <= 0 ||
+      pid > std::numeric_limits<pid_t>::max())
+    return 0;
   return pid;
 }
 

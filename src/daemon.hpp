@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace netserver {
@@ -20,8 +21,9 @@ class PidFile {
   PidFile(const PidFile&) = delete;
   PidFile& operator=(const PidFile&) = delete;
 
-  /// Throws Error when the file names a live process other than this one; logs a stale or empty
-  /// file it will replace.
+  /// Throws Error when the file names a live process other than this one, or when it could not be
+  /// written (its directory is missing, or the path is a directory); logs a stale or empty file
+  /// it will replace. Runs before binding.
   void check() const;
   /// Writes this process's pid (atomically: a temporary file renamed over the old one); leaves a
   /// file that names this process already (a restart in place) as it is.
@@ -35,13 +37,18 @@ class PidFile {
   static std::string restart_problem(const std::string& path);
 
  private:
-  long read_pid() const;  // 0 when missing or unreadable
+  long read_pid() const;  // 0 when missing, unreadable or not a pid
+  void check_place() const;
   std::string path_;
   std::string name_;
   int directory_ = -1;
   int directory_error_ = 0;
   pid_t written_ = 0;
 };
+
+/// The pid in a pid file's text (digits, surrounding blanks and a line end allowed), or 0 when
+/// the text is not a pid that fits pid_t.
+long parse_pid(std::string_view text);
 
 /// Detaches into the background (fork, setsid, chdir /, standard input and output to /dev/null,
 /// standard error to `stderr_path` or /dev/null). The original process waits until the daemon

@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -13,6 +14,7 @@
 #include <cerrno>
 #include <charconv>
 #include <cstring>
+#include <filesystem>
 #include <optional>
 #include <set>
 
@@ -24,6 +26,8 @@
 namespace netserver {
 
 namespace {
+
+constexpr int unix_probe_deadline_ms = 1000;
 
 bool parse_port(std::string_view text, std::uint16_t& port, std::string& problem) {
   unsigned value = 0;
@@ -137,24 +141,41 @@ void bind_host(const ListenAddress& where, const BindOptions& options, std::vect
   ::freeaddrinfo(results);
 }
 
+// Connects to the unix socket at `path` without blocking: a live server whose backlog is full
+// must not hang the probe. Returns 0 when something accepts connections there, else the errno
+// (ECONNREFUSED: nobody listens any more).
+int probe_unix_socket(const std::string& path) {
+  FdGuard probe{::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)};
+  if (probe.fd < 0) return errno;
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::strncpy(address.sun_path, path.c_str(), sizeof address.sun_path - 1);
+  if (::connect(probe.fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0) return 0;
+  if (errno == EAGAIN) return 0;  // a listener whose backlog is full: alive, merely busy
+  if (errno != EINPROGRESS) return errno;
+  pollfd ready{probe.fd, POLLOUT, 0};  // not seen for unix sockets on Linux; bounded all the same
+  if (::poll(&ready, 1, unix_probe_deadline_ms) <= 0) return 0;  // no answer in time: treat as busy, never steal
+  int error = 0;
+  socklen_t size = sizeof error;
+  ::getsockopt(probe.fd, SOL_SOCKET, SO_ERROR, &error, &size);
+  return error;
+}
+
 // A unix socket file left by a dead server is replaced; one a live server answers on is an error.
 void clear_unix_path(const std::string& shown, const std::string& path) {
   struct stat info {};
   if (::lstat(path.c_str(), &info) != 0) return;
   if (!S_ISSOCK(info.st_mode)) bind_failed(shown, "the file exists and is not a socket");
-  FdGuard probe{::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)};
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  std::strncpy(address.sun_path, path.c_str(), sizeof address.sun_path - 1);
-  if (::connect(probe.fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0)
-    bind_failed(shown, "another server is listening on it");
-  if (errno != ECONNREFUSED) bind_failed(shown, system_error_text("connect() to the existing socket", errno));
+  const int error = probe_unix_socket(path);
+  if (error == 0) bind_failed(shown, "another server is listening on it");
+  if (error != ECONNREFUSED) bind_failed(shown, system_error_text("connect() to the existing socket", error));
   log::notice("removing stale unix socket {}", path);
   ::unlink(path.c_str());
 }
 
 Listener bind_unix(const ListenAddress& where, const BindOptions& options) {
   const std::string shown = where.text();
+  if (where.path.size() >= sizeof(sockaddr_un::sun_path)) bind_failed(shown, "the path is too long for a unix socket");
   clear_unix_path(shown, where.path);
   FdGuard fd{::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)};
   if (fd.fd < 0) bind_failed(shown, system_error_text("socket()", errno));
@@ -184,8 +205,22 @@ bool ListenAddress::parse_plain(std::string_view text, ListenAddress& out, std::
   if (text.starts_with("unix:")) {
     out.kind = Kind::unix_socket;
     out.path = std::string(text.substr(5));
-    if (out.path.empty()) problem = "a unix socket needs a path: unix:/path/to/socket";
-    else if (out.path.size() >= sizeof(sockaddr_un::sun_path)) problem = "the unix socket path is too long";
+    if (out.path.empty()) {
+      problem = "a unix socket needs a path: unix:/path/to/socket";
+      return false;
+    }
+    // Made absolute first (the socket file is removed at exit, after any chdir): the length
+    // limit applies to the path that is bound, never to what was typed.
+    std::error_code error;
+    std::filesystem::path absolute = std::filesystem::absolute(out.path, error);
+    if (error) {
+      problem = fmt::format("cannot make {} absolute: {}", out.path, error.message());
+      return false;
+    }
+    out.path = absolute.lexically_normal().string();
+    if (out.path.size() >= sizeof(sockaddr_un::sun_path))
+      problem = fmt::format("the unix socket path {} is {} bytes long; at most {} fit", out.path, out.path.size(),
+                            sizeof(sockaddr_un::sun_path) - 1);
     return problem.empty();
   }
   if (text.find(':') == std::string_view::npos) {  // a bare port

@@ -127,10 +127,16 @@ bool needs_quotes(std::string_view text) {
   }) || text.front() == ' ' || text.front() == '-' || text.front() == '?';
 }
 
+// A YAML double-quoted scalar that reads back as `text`: control characters are escaped, since
+// YAML folds a raw line break inside quotes into a space.
 std::string quote(std::string_view text) {
   if (!needs_quotes(text)) return std::string(text);
   std::string out = "\"";
   for (char c : text) {
+    if (std::iscntrl(static_cast<unsigned char>(c))) {
+      out += fmt::format("\\x{:02x}", static_cast<unsigned char>(c));
+      continue;
+    }
     if (c == '"' || c == '\\') out += '\\';
     out += c;
   }

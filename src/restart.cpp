@@ -42,7 +42,9 @@ void close_inherited(Inheritance::Socket& socket) {
 
 Inheritance Inheritance::take() {
   Inheritance inherited;
-  std::istringstream sockets(take_variable(listen_fds_variable));
+  const std::string passed_sockets = take_variable(listen_fds_variable);
+  inherited.restarted = !passed_sockets.empty();  // a restart always hands over its listeners
+  std::istringstream sockets(passed_sockets);
   for (std::string line; std::getline(sockets, line);) {
     const std::size_t space = line.find(' ');
     if (space == std::string::npos) continue;

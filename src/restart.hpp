@@ -23,6 +23,7 @@ struct Inheritance {
   std::vector<Socket> sockets;
   std::vector<pid_t> children;  ///< processes of the previous image this one waits for
   bool detached = false;        ///< the previous image already went into the background
+  bool restarted = false;       ///< a previous image exec'd this one (HUP); not on a first start, socket-activated or not
 
   /// Reads, and removes from the environment, what a restart or systemd passed.
   static Inheritance take();

@@ -236,7 +236,7 @@ void Server::post_configure() {
   ops_->inherited = Inheritance::take();
   ops_->detached = ops_->inherited.detached;
   log::notice("{} starting: netserver {}, personality {}, pid {}{}", name_, version(), personality_name(), ::getpid(),
-              ops_->inherited.sockets.empty() ? "" : " (restarted)");
+              ops_->inherited.restarted ? " (restarted)" : "");
 }
 
 std::vector<ListenAddress> Server::listen_addresses(const Config& config) const {

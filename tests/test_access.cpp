@@ -90,3 +90,11 @@ TEST_CASE("a bad rule is a configuration error with its position", "[access][con
   CHECK(regex.status == 2);
   CHECK_THAT(regex.output, Contains("is not a valid regular expression"));
 }
+
+TEST_CASE("cidr_allow takes an IPv4-mapped network with its IPv6 prefix length", "[access][hardening]") {
+  ServerProcess server(binary("probe_server"), "personality: multiplex\nlog_level: 3\nlisten: [\"127.0.0.1:0\"]\n",
+                       Launch().with_args({"--cidr_allow=::ffff:127.0.0.0/126"}));  // 127.0.0.0 to .3
+  CHECK(served(server.port(), "127.0.0.1", "127.0.0.1"));
+  CHECK(served(server.port(), "127.0.0.1", "127.0.0.3"));
+  CHECK_FALSE(served(server.port(), "127.0.0.1", "127.0.0.4"));
+}

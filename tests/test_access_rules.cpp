@@ -61,3 +61,20 @@ TEST_CASE("bad regexes and networks are reported", "[access]") {
   CHECK(check_regexes({"a+", "b"}).empty());
   CHECK(check_networks({"10.0.0.0/8", "nope"}) == "\"nope\" is not an IPv4 or IPv6 address");
 }
+
+TEST_CASE("an IPv4-mapped network counts its prefix from the IPv6 address", "[access][hardening]") {
+  Network network;
+  std::string problem;
+  REQUIRE(Network::parse("::ffff:10.0.0.0/104", network, problem));  // = 10.0.0.0/8
+  CHECK(network.contains("10.200.0.1"));
+  CHECK(network.contains("::ffff:10.1.2.3"));
+  CHECK_FALSE(network.contains("11.0.0.1"));
+  REQUIRE(Network::parse("::ffff:127.0.0.2", network, problem));
+  CHECK(network.contains("127.0.0.2"));
+  CHECK_FALSE(network.contains("127.0.0.3"));
+  REQUIRE(Network::parse("::ffff:0.0.0.0/96", network, problem));
+  CHECK(network.contains("192.0.2.1"));
+  CHECK_FALSE(Network::parse("::ffff:10.0.0.0/8", network, problem));
+  CHECK(problem == "\"::ffff:10.0.0.0/8\": the prefix length must be 96 to 128 for an IPv4-mapped address");
+  CHECK_FALSE(Network::parse("::ffff:10.0.0.0/129", network, problem));
+}

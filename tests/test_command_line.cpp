@@ -73,3 +73,55 @@ TEST_CASE("an address the machine does not have cannot be bound", "[cli][errors]
   CHECK(outcome.status == 1);
   CHECK_THAT(outcome.output, Contains("cannot bind 192.0.2.1:0: Cannot assign requested address"));
 }
+
+TEST_CASE("config given as an empty value or a directory is an error and binds nothing", "[cli][errors][hardening]") {
+  TempDir dir;
+  // Loopback only: without the fix these ran with the defaults (every interface).
+  const std::vector<std::string> loopback{"--host=127.0.0.1", "--port=0"};
+  for (std::vector<std::string> args : {std::vector<std::string>{"--config="},
+                                        std::vector<std::string>{"--config", dir.path().string()},
+                                        std::vector<std::string>{"-c", ""}}) {
+    args.insert(args.end(), loopback.begin(), loopback.end());
+    const Outcome outcome = run(binary("echo_server"), args);
+    INFO(outcome.output);
+    CHECK(outcome.status == 2);
+    CHECK_THAT(outcome.output, !Contains("listening on"));
+  }
+  CHECK_THAT(run(binary("echo_server"), {"--config=", "--host=127.0.0.1", "--port=0"}).output,
+             Contains("--config=: needs a file name"));
+  CHECK_THAT(run(binary("echo_server"), {"--config", dir.path().string(), "--host=127.0.0.1", "--port=0"}).output,
+             Contains("it is a directory"));
+}
+
+TEST_CASE("listen on the command line with a bracketed IPv6 address is an address and not YAML", "[cli][hardening]") {
+  const Outcome check = run(binary("echo_server"), {"--listen=[::]:8000", "--listen=[::1]:8001,127.0.0.1:8002",
+                                                    "--check-config"});
+  CHECK(check.status == 0);
+  CHECK_THAT(check.output, Contains("listen: [\"[::]:8000\", \"[::1]:8001\", \"127.0.0.1:8002\"]"));
+  ServerProcess server(binary("echo_server"), "log_level: 3\n", Launch().with_args({"--listen=[::1]:0"}).without_waiting());
+  REQUIRE(server.wait_for_log("listening on [::1]:"));
+  Client client(server.port_of("[::1]"), "::1");
+  CHECK(client.read_line());
+}
+
+TEST_CASE("an unquoted star in the YAML config exits 2 with a hint to quote it", "[cli][errors][hardening]") {
+  TempDir dir;
+  const auto file = dir.write("star.yaml", "port: 0\nhost: *\n").string();
+  const Outcome outcome = run(binary("echo_server"), {"--config", file});
+  CHECK(outcome.status == 2);
+  CHECK_THAT(outcome.output, Contains(file + ":2:8: YAML syntax error: alias not found after * (a value starting "
+                                              "with '*' is YAML syntax: if * is meant as text, quote it: \"*\")"));
+  const auto list = dir.write("v6.yaml", "listen:\n  - [::1]:8000\n").string();
+  CHECK_THAT(run(binary("echo_server"), {"--config", list}).output, Contains("quote it: \"[::1]:8000\""));
+}
+
+TEST_CASE("a prefork key set dotted and again in the prefork block exits 2", "[cli][errors][hardening]") {
+  TempDir dir;
+  const auto file = dir.write("twice.yaml", "personality: prefork\nhost: 127.0.0.1\nport: 0\nprefork.max_servers: 10\n"
+                                          "prefork:\n  max_servers: 20\n")
+                        .string();
+  const Outcome outcome = run(binary("echo_server"), {"--config", file});
+  CHECK(outcome.status == 2);
+  CHECK_THAT(outcome.output, Contains(file + ":6:3: duplicate key 'prefork.max_servers' (first set at line 4)"));
+  CHECK_THAT(outcome.output, !Contains("listening on"));
+}

@@ -96,13 +96,17 @@ TEST_CASE("values are converted by type and trimmed", "[config]") {
   CHECK(config.string("host") == "127.0.0.1");
 }
 
-TEST_CASE("listen takes a YAML list or a comma list or a flow list and repeats accumulate", "[config]") {
+TEST_CASE("listen takes a YAML list or a comma list and repeats accumulate", "[config]") {
   Fixture f;
   CHECK_THAT(f.load("listen: [\"127.0.0.1:8000\", \"[::1]:8000\"]\n").list("listen"),
              Equals(std::vector<std::string>{"127.0.0.1:8000", "[::1]:8000"}));
   CHECK_THAT(f.load("", {"--listen=127.0.0.1:1, unix:/tmp/s"}).list("listen"),
              Equals(std::vector<std::string>{"127.0.0.1:1", "unix:/tmp/s"}));
-  CHECK_THAT(f.load("", {"--listen=[\"[::1]:2\"]"}).list("listen"), Equals(std::vector<std::string>{"[::1]:2"}));
+  // A command-line value is never YAML: a leading '[' is an IPv6 address (issue 9, defect 4).
+  CHECK_THAT(f.load("", {"--listen=[::1]:2"}).list("listen"), Equals(std::vector<std::string>{"[::1]:2"}));
+  CHECK_THAT(f.load("", {"--listen=[::]:8000,[::1]:3"}).list("listen"),
+             Equals(std::vector<std::string>{"[::]:8000", "[::1]:3"}));
+  CHECK_THAT(f.error_of("", {"--cidr_allow=[::1]"}), Contains("\"[::1]\" is not an IPv4 or IPv6 address"));
   CHECK_THAT(f.load("listen: [\"x:1\"]\n", {"--listen=127.0.0.1:1", "--listen=127.0.0.1:2"}).list("listen"),
              Equals(std::vector<std::string>{"127.0.0.1:1", "127.0.0.1:2"}));
 }
@@ -149,6 +153,35 @@ TEST_CASE("a missing file or a YAML syntax error or a duplicate key is reported"
   CHECK_THAT(f.error_of("port: 1\nlisten: [\"a:1\"\n"), Contains(f.file() + ":3:1: YAML syntax error: "));
   CHECK(f.error_of("port: 1\nport: 2\n") == f.file() + ":2:1: duplicate key 'port' (first set at line 1)");
   CHECK_THAT(f.error_of("- port\n"), Contains(":1:1: expected a mapping of keys to values"));
+}
+
+TEST_CASE("a key set both dotted and in its block is a duplicate", "[config][errors][hardening]") {
+  Fixture f;
+  CHECK(f.error_of("app.workers: 10\napp:\n  workers: 20\n") ==
+        f.file() + ":3:3: duplicate key 'app.workers' (first set at line 1)");
+  CHECK(f.error_of("app:\n  workers: 20\napp.workers: 10\n") ==
+        f.file() + ":3:1: duplicate key 'app.workers' (first set at line 2)");
+  CHECK(f.load("app.workers: 10\napp:\n  verbose: true\n").integer("app.workers") == 10);
+}
+
+TEST_CASE("an unquoted value starting with a YAML indicator gets a hint to quote it", "[config][errors][hardening]") {
+  Fixture f;
+  CHECK(f.error_of("port: 1\nhost: *\n") ==
+        f.file() + ":2:8: YAML syntax error: alias not found after * (a value starting with '*' is YAML syntax: "
+                   "if * is meant as text, quote it: \"*\")");
+  CHECK_THAT(f.error_of("listen:\n  - *:8000\n"), Contains("quote it: \"*:8000\""));
+  CHECK_THAT(f.error_of("listen:\n  - [::1]:8000   # v6\n"), Contains("quote it: \"[::1]:8000\""));
+  CHECK_THAT(f.error_of("listen: [::1]:8000\n"), Contains("quote it: \"[::1]:8000\""));
+  CHECK_THAT(f.error_of("port: 1\nlisten: [\"a:1\"\n"), !Contains("quote it"));  // an unclosed list is not text
+  CHECK_THAT(f.load("host: \"*\"\nlisten:\n  - \"[::1]:8000\"\n").list("listen"),
+             Equals(std::vector<std::string>{"[::1]:8000"}));
+}
+
+TEST_CASE("the config option needs a file and not a directory", "[config][errors][hardening]") {
+  Fixture f;
+  CHECK(f.error_of("", {"--config="}) == "command line: --config=: needs a file name (--config=FILE) (see --help)");
+  CHECK_THAT(f.error_of("", {"--config", f.dir.path().string()}),
+             Contains("cannot read config file '" + f.dir.path().string() + "': it is a directory"));
 }
 
 TEST_CASE("command-line errors name the argument", "[config][errors]") {

@@ -110,10 +110,34 @@ TEST_CASE("the pid file: a live one refuses the start and a stale or empty one i
   SECTION("empty") {
     dir.write("server.pid", "");
     ServerProcess server(binary("echo_server"), "host: 127.0.0.1\nport: 0\npid_file: " + pid_file + "\n");
-    CHECK(server.wait_for_log("is empty or unreadable; it will be replaced"));
+    CHECK(server.wait_for_log("is empty or does not hold a pid; it will be replaced"));
     CHECK(read_pid(pid_file) == server.pid());
   }
   CHECK(start().status == 0);  // --check-config never touches the pid file
+}
+
+TEST_CASE("a pid file that cannot be written is refused before binding", "[daemon][pid_file][hardening]") {
+  TempDir dir;
+  for (const std::string& pid_file : {(dir.path() / "missing" / "server.pid").string(), dir.path().string()}) {
+    const Outcome outcome = run(binary("echo_server"), {"--host=127.0.0.1", "--port=0", "--pid_file=" + pid_file});
+    INFO(outcome.output);
+    CHECK(outcome.status == 1);
+    CHECK_THAT(outcome.output, !Contains("listening on"));
+  }
+  CHECK_THAT(run(binary("echo_server"), {"--host=127.0.0.1", "--port=0", "--pid_file=" + (dir.path() / "missing" / "s.pid").string()}).output,
+             Contains("pid_file: cannot open the directory of " + (dir.path() / "missing" / "s.pid").string() +
+                      ": No such file or directory"));
+  CHECK_THAT(run(binary("echo_server"), {"--host=127.0.0.1", "--port=0", "--pid_file=" + dir.path().string()}).output,
+             Contains("pid_file: " + dir.path().string() + " is a directory"));
+}
+
+TEST_CASE("a pid past pid_t in the pid file is not read as another pid", "[daemon][pid_file][hardening]") {
+  TempDir dir;
+  const std::string pid_file = (dir.path() / "server.pid").string();
+  dir.write("server.pid", "4294967297\n");  // 2^32 + 1: pid 1 once truncated to 32 bits
+  ServerProcess server(binary("echo_server"), "host: 127.0.0.1\nport: 0\npid_file: " + pid_file + "\n");
+  CHECK(server.wait_for_log("pid file " + pid_file + " is empty or does not hold a pid; it will be replaced"));
+  CHECK(read_pid(pid_file) == server.pid());
 }
 
 TEST_CASE("background needs a log that survives detaching", "[daemon]") {

@@ -8,7 +8,10 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <csignal>
+#include <cstring>
+#include <vector>
 #include <filesystem>
 
 #include "harness.hpp"
@@ -19,6 +22,39 @@ using Catch::Matchers::Contains;
 namespace {
 
 std::string multiplex(const std::string& rest) { return "personality: multiplex\nlog_level: 3\n" + rest; }
+
+// A live unix-socket listener that never accepts, its backlog filled by connections it holds: a
+// blocking connect() to it waits forever.
+class FullUnixListener {
+ public:
+  explicit FullUnixListener(const std::string& path) : fd_(::socket(AF_UNIX, SOCK_STREAM, 0)) {
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    std::strncpy(address.sun_path, path.c_str(), sizeof address.sun_path - 1);
+    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
+    REQUIRE(::listen(fd_, 0) == 0);
+    for (int i = 0; i < 16; ++i) {
+      const int client = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
+      if (::connect(client, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+        REQUIRE(errno == EAGAIN);  // full now
+        ::close(client);
+        return;
+      }
+      clients_.push_back(client);
+    }
+    FAIL("the backlog never filled");
+  }
+  ~FullUnixListener() {
+    for (int fd : clients_) ::close(fd);
+    ::close(fd_);
+  }
+  FullUnixListener(const FullUnixListener&) = delete;
+  FullUnixListener& operator=(const FullUnixListener&) = delete;
+
+ private:
+  int fd_;
+  std::vector<int> clients_;
+};
 
 }  // namespace
 
@@ -111,6 +147,66 @@ TEST_CASE("sd_notify: READY with a status then STOPPING", "[listen][systemd]") {
 TEST_CASE("an address listed twice is bound once", "[listen]") {
   ServerProcess server(binary("echo_server"), multiplex("listen: [\"127.0.0.1:0\", \"127.0.0.1:0\"]\n"));
   CHECK(server.count_in_log("listening on 127.0.0.1:") == 1);
+  Client client(server.port());
+  CHECK(client.read_line());
+}
+
+TEST_CASE("a unix socket whose listener has a full backlog is in use and the probe does not hang",
+          "[listen][unix][hardening]") {
+  TempDir dir;
+  const std::string path = (dir.path() / "busy.sock").string();
+  FullUnixListener busy(path);
+  const Outcome outcome = run(binary("echo_server"), {"--listen=unix:" + path}, 8s);
+  CHECK(outcome.status == 1);  // -1 or 137: it hung and was killed
+  CHECK_THAT(outcome.output, Contains("cannot bind unix:" + path + ": another server is listening on it"));
+  CHECK(std::filesystem::exists(path));
+}
+
+TEST_CASE("a HUP adding a unix socket with a full backlog keeps the server and TERM still stops it",
+          "[listen][unix][restart][hardening]") {
+  ServerProcess server(binary("echo_server"), multiplex("host: 127.0.0.1\nport: 0\n"));
+  const std::string path = (server.dir().path() / "busy.sock").string();
+  FullUnixListener busy(path);
+  server.dir().write("server.yaml", multiplex("listen: [\"127.0.0.1:0\", \"unix:" + path + "\"]\n"));
+  server.signal(SIGHUP);
+  CHECK(server.wait_for_log("HUP: cannot bind unix:" + path + ": another server is listening on it", 5s));
+  Client client(server.port());
+  CHECK(client.read_line(3s));
+  client.close();
+  server.expect_errors();
+  CHECK(server.stop(5s) == 0);
+}
+
+TEST_CASE("a relative unix socket path is made absolute before its length is checked", "[listen][unix][hardening]") {
+  TempDir dir;
+  std::filesystem::path deep = dir.path();
+  while (deep.string().size() < 90) deep /= "deeper";
+  std::filesystem::create_directories(deep);
+  const std::string in_deep = "cd '" + deep.string() + "' && exec '" + binary("echo_server") + "' ";
+  const Outcome outcome = run("/bin/sh", {"-c", in_deep + "--listen=unix:a-rather-long-socket-name.sock"}, 5s);
+  CHECK(outcome.status == 2);
+  CHECK_THAT(outcome.output, Contains("a-rather-long-socket-name.sock is ") && Contains("bytes long; at most 107 fit"));
+  CHECK(std::filesystem::is_empty(deep));  // no file with a cut name left behind
+
+  ServerProcess server(binary("echo_server"), multiplex("listen: [\"unix:s.sock\"]\n"),
+                       Launch().with_wrapper({"/bin/sh", "-c", "cd '" + deep.string() + "' && exec \"$@\"", "sh"}));
+  const std::string full = (deep / "s.sock").string();
+  CHECK(server.wait_for_log("listening on unix:" + full));
+  Client client = Client::unix_socket(full);
+  CHECK(client.read_line());
+  client.close();
+  CHECK(server.stop() == 0);
+  CHECK(std::filesystem::is_empty(deep));
+}
+
+TEST_CASE("a socket-activated first start is not logged as a restart and a HUP is", "[listen][systemd][hardening]") {
+  ServerProcess server(binary("echo_server"), multiplex("listen: [\"127.0.0.1:1\"]\n"),
+                       Launch().with_wrapper({binary("socket_activate"), "127.0.0.1:0"}));
+  CHECK(server.wait_for_log("listening on the sockets systemd passed"));
+  CHECK(server.count_in_log(" starting: ") == 1);
+  CHECK(server.count_in_log("(restarted)") == 0);
+  server.signal(SIGHUP);
+  CHECK(server.wait_for_log("(restarted)"));
   Client client(server.port());
   CHECK(client.read_line());
 }

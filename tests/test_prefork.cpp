@@ -203,6 +203,17 @@ TEST_CASE("prefork: inconsistent bounds are configuration errors", "[prefork][co
   CHECK_THAT(spare.output, Contains("prefork.min_spare_servers = 12"));
 }
 
+TEST_CASE("prefork: a pool that would never start a child is a configuration error", "[prefork][config][hardening]") {
+  const Outcome outcome = run(binary("echo_server"), {"--personality=prefork", "--host=127.0.0.1", "--port=0",
+                                                      "--prefork.min_servers=0", "--prefork.min_spare_servers=0",
+                                                      "--prefork.max_spare_servers=0", "--prefork.max_servers=1"});
+  CHECK(outcome.status == 2);
+  CHECK_THAT(outcome.output, Contains("prefork: prefork.min_servers = 0 (command line --prefork.min_servers=0) and "
+                                      "prefork.min_spare_servers = 0 (command line --prefork.min_spare_servers=0): "
+                                      "no child would ever be started"));
+  CHECK_THAT(outcome.output, !Contains("listening on"));
+}
+
 TEST_CASE("chat under prefork: a broadcast reaches nobody and /who shows only yourself", "[prefork][chat]") {
   ServerProcess server(binary("chat_server"), prefork_yaml("  min_servers: 3\n  max_servers: 5\n"
                                                            "  min_spare_servers: 1\n  max_spare_servers: 4\n"));

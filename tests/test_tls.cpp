@@ -107,13 +107,15 @@ class SClient {
 }  // namespace
 
 TEST_CASE("handshake and echo over TLS 1.3 and 1.2 under each personality", "[tls]") {
-  for (const std::string personality : {"single", "multiplex", "prefork"}) {
-    ServerProcess server(binary("echo_server"), config(personality));
+  for (const std::string personality : {"single", "multiplex", "prefork", "fork", "multiplex workers"}) {
+    const bool workers = personality == "multiplex workers";  // N event loops in N processes
+    ServerProcess server(binary("echo_server"), workers ? config("multiplex") + "multiplex:\n  workers: 2\n" : config(personality));
     for (const std::string version : {"1.3", "1.2"}) {
       INFO(personality << " TLS " << version);
       const std::string json = python_client(tls_port(server), {"--tls", version, "hello over tls", "second line"});
       CHECK(has(json, "version", "TLSv" + version));
-      CHECK_THAT(json, Contains("personality " + personality) && Contains(", tls TLSv" + version + ")"));
+      CHECK_THAT(json, Contains("personality " + personality.substr(0, personality.find(' '))) &&
+                           Contains(", tls TLSv" + version + ")"));
       CHECK_THAT(json, Contains("\"hello over tls\", \"second line\"]"));
     }
     Client plain(server.port());  // the plaintext listener next to it

@@ -49,6 +49,10 @@ class Config {
   /// Defaults, then the YAML file named on the command line, then the command-line overrides.
   /// Throws ConfigError naming file:line:column (or the argument) and what is wrong.
   static Config load(const Options& options, const CommandLine& command_line);
+  /// Reads YAML `text` over the values set so far, as the contents of the config file `name`
+  /// (errors name `name`:line:column). What load() does with the file; fuzzers call it with
+  /// arbitrary bytes. Throws ConfigError.
+  void load_yaml(const std::string& text, const std::string& name);
 
   bool boolean(std::string_view key) const;                           ///< a boolean key
   std::int64_t integer(std::string_view key) const;                   ///< an integer key

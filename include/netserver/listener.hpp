@@ -21,9 +21,10 @@ struct ListenAddress {
   bool tls = false;          ///< clients speak TLS (written "tls://ADDRESS")
   std::string host;          ///< "*" for every address; a literal or a name otherwise
   std::uint16_t port = 0;    ///< 0: the kernel picks a free port
-  std::string path;          ///< unix socket path
+  std::string path;          ///< unix socket path, absolute and normalised
 
-  /// Parses `text`; on failure returns false and says why in `problem`.
+  /// Parses `text`; on failure returns false and says why in `problem`. A relative unix socket
+  /// path is made absolute against the current directory before its length is checked.
   static bool parse(std::string_view text, ListenAddress& out, std::string& problem);
   /// The address as written in the config: "127.0.0.1:8000", "[::1]:8000", "unix:/path",
   /// "tls://127.0.0.1:8443".
