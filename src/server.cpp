@@ -14,6 +14,7 @@
 #include "daemon.hpp"
 #include "netserver/errors.hpp"
 #include "netserver/log.hpp"
+#include "netserver/version.hpp"
 #include "restart.hpp"
 #include "signals.hpp"
 #include "systemd.hpp"
@@ -21,7 +22,7 @@
 
 namespace netserver {
 
-std::string_view version() { return NETSERVER_VERSION; }
+std::string_view version() { return NETSERVER_VERSION_STRING; }
 
 // What the operations steps keep between steps: the pid file, who to run as, how to restart.
 struct Server::Operations {

@@ -19,7 +19,7 @@ TEST_CASE("help lists the keys and personalities and version names the version",
   CHECK_THAT(help.output, Contains("Usage:") && Contains("max_line") && Contains("graceful_timeout") && Contains("single"));
   const Outcome version = run(binary("echo_server"), {"--version"});
   CHECK(version.status == 0);
-  CHECK_THAT(version.output, Contains("echo (netserver 0.1.0)"));
+  CHECK_THAT(version.output, Contains("echo (netserver 0.2.0)"));
 }
 
 TEST_CASE("check-config prints the effective configuration with origins and binds nothing", "[cli]") {

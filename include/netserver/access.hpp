@@ -23,6 +23,7 @@ struct Network {
   bool contains(std::string_view address) const;
 };
 
+/// Net::Server's allow/deny rules for peer addresses: regular expressions and CIDR networks.
 class AccessRules {
  public:
   AccessRules() = default;

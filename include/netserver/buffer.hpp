@@ -12,6 +12,7 @@ namespace netserver {
 /// what you have handled; what you leave comes back, with newer bytes after it, next time.
 class Buffer {
  public:
+  /// A view of `size` bytes at `data` (not copied); `eof` when the client finished sending.
   Buffer(const char* data, std::size_t size, bool eof) : data_(data), size_(size), eof_(eof) {}
 
   /// The bytes not consumed yet.

@@ -13,8 +13,9 @@ namespace netserver {
 
 /// Where a value came from.
 struct Origin {
+  /// The three sources, from weakest to strongest.
   enum class Kind { built_in, file, command_line };
-  Kind kind = Kind::built_in;
+  Kind kind = Kind::built_in;  ///< which source set the value
   std::string where;  ///< "conf/echo.yaml:3:7" for a file, the argument for the command line
   /// "default", "conf/echo.yaml:3:7" or "command line --port=9000".
   std::string describe() const;
@@ -33,7 +34,7 @@ struct CommandLine {
   bool check_config = false;  ///< --check-config
   bool help = false;          ///< --help / -h
   bool version = false;       ///< --version / -V
-  std::vector<Override> overrides;
+  std::vector<Override> overrides;  ///< --key=value in the order given (the last one wins)
 
   /// Parses argv against the schema (which knows which keys are booleans). Throws ConfigError.
   static CommandLine parse(int argc, const char* const* argv, const Options& options);

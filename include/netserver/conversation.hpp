@@ -32,6 +32,8 @@ namespace netserver {
 
 class Session;
 
+/// A Handler whose protocol is one coroutine per session, process_request (see the top of this
+/// file and docs/handlers.md).
 class Conversation : public Handler {
  public:
   Conversation();

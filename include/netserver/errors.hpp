@@ -9,7 +9,7 @@ namespace netserver {
 
 /// Exit statuses of a netserver program.
 namespace exit_status {
-inline constexpr int ok = 0;
+inline constexpr int ok = 0;            ///< clean stop, --help, --version, --check-config
 inline constexpr int failure = 1;       ///< bind, fork, privilege or other runtime setup failure
 inline constexpr int config = 2;        ///< bad command line or configuration
 inline constexpr int boot_failed = 3;   ///< a worker process could not start (gunicorn's convention)
@@ -18,6 +18,7 @@ inline constexpr int boot_failed = 3;   ///< a worker process could not start (g
 /// A setup failure with the exit status the program should end with.
 class Error : public std::runtime_error {
  public:
+  /// `message` is printed as is; `status` is what the program exits with.
   explicit Error(const std::string& message, int status = exit_status::failure)
       : std::runtime_error(message), status_(status) {}
   /// The process exit status this error maps to.
@@ -30,6 +31,7 @@ class Error : public std::runtime_error {
 /// A configuration or command-line problem; the message names where it is (file:line:column).
 class ConfigError : public Error {
  public:
+  /// Exits with exit_status::config.
   explicit ConfigError(const std::string& message) : Error(message, exit_status::config) {}
 };
 
@@ -37,6 +39,7 @@ class ConfigError : public Error {
 /// --check-config), after everything above the throw point has been unwound.
 class Exit {
  public:
+  /// Ends the program with `status` once caught in Server::main.
   explicit Exit(int status) : status_(status) {}
   /// The process exit status.
   int status() const noexcept { return status_; }

@@ -15,8 +15,9 @@ namespace netserver {
 /// One configured address: "127.0.0.1:8000", "*:8000", "[::1]:8000", "localhost:8000",
 /// "unix:/run/app.sock"; any of them after "tls://" for a TLS listener ("tls://[::]:8443").
 struct ListenAddress {
+  /// A TCP address (host and port) or a unix socket (path).
   enum class Kind { tcp, unix_socket };
-  Kind kind = Kind::tcp;
+  Kind kind = Kind::tcp;     ///< which of the two
   bool tls = false;          ///< clients speak TLS (written "tls://ADDRESS")
   std::string host;          ///< "*" for every address; a literal or a name otherwise
   std::uint16_t port = 0;    ///< 0: the kernel picks a free port
@@ -47,7 +48,9 @@ class Listener {
   /// when given, is removed with the listener.
   Listener(int fd, std::string name, int family, std::string address, std::string unix_path = {});
   ~Listener();
+  /// Takes over the descriptor (and the unix socket file); `other` is left empty.
   Listener(Listener&& other) noexcept;
+  /// Closes this listener, then takes over `other`'s descriptor.
   Listener& operator=(Listener&& other) noexcept;
   Listener(const Listener&) = delete;
   Listener& operator=(const Listener&) = delete;

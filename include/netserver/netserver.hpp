@@ -13,3 +13,4 @@
 #include "netserver/server.hpp"
 #include "netserver/session.hpp"
 #include "netserver/tls.hpp"
+#include "netserver/version.hpp"

@@ -29,7 +29,7 @@ using Value = std::variant<bool, std::int64_t, double, std::string, std::vector<
 /// One key of the schema.
 struct Option {
   std::string key;               ///< full dotted name: "port", "prefork.max_servers"
-  ValueType type = ValueType::string;
+  ValueType type = ValueType::string;  ///< how text is converted and checked
   Value fallback;                ///< the default
   std::string help;              ///< one line for --help
   double min = std::numeric_limits<double>::lowest();  ///< numeric lower bound (inclusive)
@@ -39,11 +39,17 @@ struct Option {
   std::function<std::string(const Value&)> check;
 
   // Makers, one per type: Option::integer("port", 8000, 0, 65535, "TCP port").
+  /// A boolean key.
   static Option flag(std::string key, bool fallback, std::string help);
+  /// A whole number within [min, max].
   static Option integer(std::string key, std::int64_t fallback, double min, double max, std::string help);
+  /// A duration in seconds within [min, max] ("30", "1.5", "500ms", "2m").
   static Option duration(std::string key, double fallback, double min, double max, std::string help);
+  /// A size in bytes within [min, max] ("65536", "64K", "1M").
   static Option size(std::string key, std::int64_t fallback, double min, double max, std::string help);
+  /// A text key (restrict it with with_choices).
   static Option text(std::string key, std::string fallback, std::string help);
+  /// A list of texts (a YAML sequence, or comma-separated on the command line).
   static Option list(std::string key, std::vector<std::string> fallback, std::string help);
   /// Restricts a text option to these values.
   Option&& with_choices(std::vector<std::string> allowed) &&;

@@ -11,6 +11,7 @@
 
 namespace netserver {
 
+/// The sessions alive in this process (not across processes: that is what a bus is for).
 class Registry {
  public:
   /// Number of open sessions.

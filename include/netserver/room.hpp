@@ -39,6 +39,7 @@ class Room {
   /// Receives the members for Room::who; runs only while the asking session is still open.
   using Listing = std::function<void(Session& asking, std::vector<Member> members)>;
 
+  /// A room called `name`; handlers get rooms from Session::room, not by constructing them.
   explicit Room(std::string name) : name_(std::move(name)) {}
   virtual ~Room() = default;
   Room(const Room&) = delete;

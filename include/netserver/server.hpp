@@ -25,11 +25,13 @@
 
 namespace netserver {
 
-/// netserver's version, "0.1.0".
+/// netserver's version, "0.2.0" (NETSERVER_VERSION_STRING from netserver/version.hpp).
 std::string_view version();
 
 class TlsContext;  // src/tls.hpp
 
+/// A server program: runs the pipeline (README's PROCESS FLOW) around a Handler, under the
+/// configured personality. Derive from it only to override hooks.
 class Server {
  public:
   /// `name` names the program in logs and the banner; `handler` is the protocol.

@@ -74,8 +74,9 @@ class Session : public std::enable_shared_from_this<Session> {
   Room& room(std::string_view name) const;
   /// The limits this session enforces.
   const SessionLimits& limits() const;
-  /// Bytes received from / sent to the client so far.
+  /// Bytes received from the client so far.
   std::uint64_t bytes_in() const { return bytes_in_; }
+  /// Bytes sent to the client so far.
   std::uint64_t bytes_out() const { return bytes_out_; }
   /// Writes that sent output to the client so far (output queued between two turns of the
   /// event loop leaves in one write when the socket takes it).
