@@ -306,6 +306,8 @@ void Server::post_bind() {
     ops_->detached = true;
     log::notice("detached into the background: pid {}", ::getpid());
   }
+  // From here a stop waits for the loop's handlers (the launcher above stays interruptible).
+  hold_stop_signals_until_handled();
   if (ops_->pid_file) ops_->pid_file->write();
   drop_privileges(ops_->identity, config.string("chroot"), owned_paths());
   std::signal(SIGPIPE, SIG_IGN);  // a vanished client costs its own session, not the process

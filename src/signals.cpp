@@ -55,6 +55,13 @@ void hold_signals_until_handled() {
   ::sigprocmask(SIG_BLOCK, &held, nullptr);
 }
 
+void hold_stop_signals_until_handled() {
+  sigset_t held;
+  sigemptyset(&held);
+  for (int signal : {SIGTERM, SIGINT, SIGQUIT}) sigaddset(&held, signal);
+  ::sigprocmask(SIG_BLOCK, &held, nullptr);
+}
+
 std::string signal_name(int signal) {
   const char* abbreviation = ::sigabbrev_np(signal);
   return abbreviation ? abbreviation : std::to_string(signal);

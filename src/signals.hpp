@@ -34,5 +34,10 @@ std::string signal_name(int signal);
 /// actions (terminate, stop) must not hit a server that is still starting. TERM, INT and QUIT
 /// keep acting at once, so a stuck start-up can still be interrupted.
 void hold_signals_until_handled();
+/// Once the listeners are bound, TERM, INT and QUIT wait too: what is left of the start-up
+/// (detaching, pid file, privileges) is short, and a stop asked for then (systemd stopping a unit
+/// it just started) is carried out by the loop, gracefully, instead of killing a half-started
+/// server that leaves its pid file behind.
+void hold_stop_signals_until_handled();
 
 }  // namespace netserver

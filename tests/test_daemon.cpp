@@ -103,7 +103,7 @@ TEST_CASE("the pid file: a live one refuses the start and a stale or empty one i
     dir.write("server.pid", std::to_string(gone) + "\n");
     ServerProcess server(binary("echo_server"), "host: 127.0.0.1\nport: 0\npid_file: " + pid_file + "\n");
     CHECK(server.wait_for_log("names process " + std::to_string(gone) + ", which is gone"));
-    CHECK(read_pid(pid_file) == server.pid());
+    CHECK(eventually([&] { return read_pid(pid_file) == server.pid(); }));  // written after "listening on"
     CHECK(server.stop() == 0);
     CHECK_FALSE(std::filesystem::exists(pid_file));
   }
@@ -111,7 +111,7 @@ TEST_CASE("the pid file: a live one refuses the start and a stale or empty one i
     dir.write("server.pid", "");
     ServerProcess server(binary("echo_server"), "host: 127.0.0.1\nport: 0\npid_file: " + pid_file + "\n");
     CHECK(server.wait_for_log("is empty or does not hold a pid; it will be replaced"));
-    CHECK(read_pid(pid_file) == server.pid());
+    CHECK(eventually([&] { return read_pid(pid_file) == server.pid(); }));  // written after "listening on"
   }
   CHECK(start().status == 0);  // --check-config never touches the pid file
 }
@@ -137,7 +137,7 @@ TEST_CASE("a pid past pid_t in the pid file is not read as another pid", "[daemo
   dir.write("server.pid", "4294967297\n");  // 2^32 + 1: pid 1 once truncated to 32 bits
   ServerProcess server(binary("echo_server"), "host: 127.0.0.1\nport: 0\npid_file: " + pid_file + "\n");
   CHECK(server.wait_for_log("pid file " + pid_file + " is empty or does not hold a pid; it will be replaced"));
-  CHECK(read_pid(pid_file) == server.pid());
+  CHECK(eventually([&] { return read_pid(pid_file) == server.pid(); }));  // written after "listening on"
 }
 
 TEST_CASE("background needs a log that survives detaching", "[daemon]") {

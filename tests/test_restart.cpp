@@ -247,3 +247,17 @@ TEST_CASE("sessions kept across a HUP outlive graceful_timeout unless restart_dr
     CHECK(server.wait_for_log("cutting 1 session(s) still open after 0.5 s"));
   }
 }
+
+// A stop asked for right after start-up (systemd stopping a unit it has just started, a test's
+// TERM after "listening on") used to kill the half-started server with its default action,
+// leaving its pid file behind; now the loop carries it out.
+TEST_CASE("TERM arriving while the server starts is a graceful stop once the loop runs", "[restart][signals]") {
+  const std::string personality = GENERATE("single", "multiplex", "prefork");
+  ServerProcess server(binary("probe_server"), yaml_for(personality) + "probe:\n  pre_loop_delay: 0.5\n");
+  REQUIRE(server.wait_for_log("hook pre_loop_hook"));  // listening, handlers not yet there
+  server.signal(SIGTERM);
+  const std::optional<int> status = server.wait_exit(10s);
+  REQUIRE(status.has_value());
+  CHECK(*status == 0);
+  CHECK(server.wait_for_log("TERM received"));
+}
