@@ -478,18 +478,8 @@ std::vector<ProcessEntry> process_table() {
 // Children of `parent` whose state is (or is not) 'Z'.
 std::vector<pid_t> children_in_state(pid_t parent, bool zombies) {
   std::vector<pid_t> children;
-  for (const auto& entry : fs::directory_iterator("/proc")) {
-    const std::string name = entry.path().filename().string();
-    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    const std::string stat = read_file(entry.path() / "stat");
-    const std::size_t close = stat.rfind(')');
-    if (close == std::string::npos || close + 4 >= stat.size()) continue;
-    std::istringstream fields(stat.substr(close + 2));
-    char state = 0;
-    pid_t ppid = 0;
-    fields >> state >> ppid;
-    if (ppid == parent && (state == 'Z') == zombies) children.push_back(std::stoi(name));
-  }
+  for (const ProcessEntry& process : process_table())
+    if (process.ppid == parent && process.zombie == zombies) children.push_back(process.pid);
   return children;
 }
 }  // namespace
