@@ -67,6 +67,16 @@ RedisBus::~RedisBus() {
   if (publisher_ && owner_ == ::getpid()) publisher_->flush_before_exit(0.2);
 }
 
+void RedisBus::adopt() {
+  owner_ = ::getpid();
+  std::weak_ptr<bool> alive = alive_;
+  asio::post(io_, [this, alive] {
+    if (alive.expired() || state_ != State::up) return;  // else came_up() rewrites them on reconnect
+    for (auto& [name, channel] : channels_)
+      if (channel.listener) channel.listener->came_up();
+  });
+}
+
 std::string RedisBus::key(std::string_view kind, std::string_view room) const {
   return fmt::format("{}:{}:{}", settings_.prefix, kind, room);
 }
