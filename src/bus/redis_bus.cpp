@@ -288,6 +288,7 @@ void RedisBus::start_probe() {
 // meanwhile is read first, and a late probe is not held against the connection.
 void RedisBus::probe() {
   if (state_ != State::up) return;
+  if (owner_ != ::getpid()) adopt();  // a drainer nobody spoke in yet: its pid in presence too
   const bool paused = Clock::now() - probe_due_ > after(settings_.probe_interval);
   subscriber_->read_now();
   if (state_ != State::up) return;
