@@ -33,8 +33,9 @@ class RoomHub {
   Room& room(std::string_view name);
   /// A session ended: it leaves every room.
   void forget(Session& session);
-  /// The bus of this process, or null without one (or while the hub is destroyed). A bus inherited through a fork (a HUP's
-  /// draining copy) is dropped unused and a fresh one made, with an identity of its own.
+  /// The bus of this process, or null without one (or while the hub is destroyed). A bus
+  /// inherited through a fork (a HUP's draining copy, whose parent exec'd) is adopted as it is:
+  /// same connections, subscriptions and identity; presence entries then show the copy's pid.
   bus::RedisBus* bus();
 
  private:

@@ -79,6 +79,10 @@ class RedisBus {
   const std::string& identity() const { return identity_; }
   /// The settings.
   const BusSettings& settings() const { return settings_; }
+  /// This process is a fork()ed copy whose parent exec'd (a HUP's drainer): it owns the
+  /// connections now, and the rooms rewrite their presence entries with its pid (posted: this
+  /// may be called from inside the bus's own callbacks).
+  void adopt();
   /// A Redis key or channel of this program: "<prefix>:<kind>:<room>".
   std::string key(std::string_view kind, std::string_view room) const;
 

@@ -67,7 +67,9 @@ class RedisConnection {
   static void on_subscription_reply(redisAsyncContext* context, void* reply, void* data);
 
   void resolve();
+  void try_next_address(const std::string& why);
   void connect_to(const std::string& ip);
+  std::string connecting_to() const { return address_.is_unix() ? address_.path : ip_; }
   void attach();
   void handshake();
   void fail(const std::string& error);
@@ -79,6 +81,8 @@ class RedisConnection {
   double connect_timeout_;
   std::string role_;
   std::unique_ptr<boost::asio::posix::stream_descriptor> resolving_;  // a resolver thread's answer
+  std::vector<std::string> candidates_;   // resolved addresses not tried yet
+  std::string ip_;                        // the address being connected to
   boost::asio::steady_timer deadline_;
   redisAsyncContext* context_ = nullptr;  // owned by hiredis once it reports a disconnect
   std::shared_ptr<Watch> watch_;
