@@ -19,6 +19,9 @@ namespace netserver {
 class Server;
 class Session;
 
+/// This process's pid, without a system call once known (kept right across fork()).
+pid_t current_pid();
+
 class RoomHub {
  public:
   /// Without a bus configured, rooms are LocalRooms; with one, the bus connects when a room is

@@ -325,6 +325,14 @@ TEST_CASE("Single and PreFork share one room", "[bus]") {
   settle({&a, &b, &c}, 3);
   check_one_order({&a, &b, &c}, 3);
   check_crosses(a, {&b, &c}, "from single");
+  // Last words leave before a PreFork child or a Single process goes back to waiting.
+  for (auto [leaving, staying] : {std::pair{&c, std::vector<Chatter*>{&a, &b}}, std::pair{&a, std::vector<Chatter*>{&b}}}) {
+    leaving->client.send("bye\r\n");
+    for (Chatter* chatter : staying) {
+      CHECK(chatter->client.read_line() == "Client " + leaving->name + " said: bye");
+      CHECK(chatter->client.read_line() == "Unfortunately " + leaving->name + " left us");
+    }
+  }
 }
 
 TEST_CASE("Redis killed and restarted on the same port: every process comes back", "[bus]") {

@@ -260,6 +260,11 @@ bool RedisBus::publish(const std::string& room, std::uint64_t session, std::stri
   return publisher_->command({"PUBLISH", key("room", room), envelope.encode()});
 }
 
+void RedisBus::flush_now() {
+  for (auto* connection : {subscriber_.get(), publisher_.get()})
+    if (connection) connection->flush_now();
+}
+
 bool RedisBus::command(const std::vector<std::string>& argv, RedisConnection::Reply reply) {
   return state_ == State::up && publisher_->command(argv, std::move(reply));
 }

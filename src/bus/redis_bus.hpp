@@ -73,6 +73,8 @@ class RedisBus {
   bool publish(const std::string& room, std::uint64_t session, std::string_view payload);
   /// A command on the publisher connection; false when the bus is down.
   bool command(const std::vector<std::string>& argv, RedisConnection::Reply reply = {});
+  /// Writes what both connections have queued, now (a PreFork child may stop its loop next).
+  void flush_now();
   /// Counts a message that reached only this process; logged once per outage.
   void count_local_only();
   /// This process's identity on the bus: "host:pid:random", made when the bus is.

@@ -49,7 +49,8 @@ class RedisConnection {
   /// Where subscription confirmations and messages go (arrays as Redis sends them).
   void on_push(std::function<void(const redisReply& reply)> push) { push_ = std::move(push); }
   /// Writes what hiredis has queued now, without waiting for the loop (a PreFork child stops its
-  /// loop when its session ends; what it queued last must still leave). Never blocks.
+  /// loop when its session ends; what it queued last must still leave). Never blocks. command()
+  /// writes by itself, once per turn of the loop (see flush_soon).
   void flush_now();
   /// Reads and handles what has arrived, without waiting for the loop (the loop may have been
   /// paused: a PreFork child between clients). Never blocks.
@@ -74,6 +75,7 @@ class RedisConnection {
   void handshake();
   void fail(const std::string& error);
   void report_failure(const std::string& error);
+  void flush_soon();
   void close_context();
 
   boost::asio::io_context& io_;
@@ -89,6 +91,7 @@ class RedisConnection {
   bool open_ = false;
   bool closing_ = false;                  // we are freeing the context ourselves
   bool failed_ = false;
+  bool flush_posted_ = false;             // a flush_now() is posted for this turn of the loop
   std::function<void()> ready_;
   std::function<void(const std::string&)> failed_callback_;
   std::function<void(const redisReply&)> push_;
