@@ -1,5 +1,6 @@
 #include "netserver/config.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <filesystem>
 #include <fstream>
@@ -15,6 +16,30 @@
 namespace netserver {
 
 namespace {
+
+// `text` with the password of every "scheme://[USER]:PASSWORD@" in it replaced by "***" (the
+// bus address carries Redis's password; errors, --check-config and logs must not show it).
+std::string without_passwords(std::string_view text) {
+  std::string out;
+  for (;;) {
+    const std::size_t scheme = text.find("://");
+    if (scheme == std::string_view::npos) break;
+    const std::size_t start = scheme + 3;
+    const std::size_t end = std::min(text.find_first_of(" \t\r\n\"'", start), text.size());
+    const std::size_t at = text.substr(0, end).rfind('@');
+    if (at == std::string_view::npos || at < start) {
+      out.append(text.substr(0, start));
+      text.remove_prefix(start);
+      continue;
+    }
+    const std::size_t colon = text.substr(start, at - start).find(':');
+    out.append(text.substr(0, colon == std::string_view::npos ? start : start + colon + 1));
+    out.append("***");
+    text.remove_prefix(at);
+  }
+  out.append(text);
+  return out;
+}
 
 std::string position(const std::string& file, const YAML::Mark& mark) {
   return fmt::format("{}:{}:{}", file, mark.line + 1, mark.column + 1);
@@ -73,8 +98,8 @@ std::string quoting_hint(std::string_view text, int line) {
   }
   const std::size_t comment = value.find(" #");
   value = trim(value.substr(0, comment));
-  return fmt::format(" (a value starting with '{}' is YAML syntax: if {} is meant as text, quote it: \"{}\")",
-                     value.front(), value, value);
+  return without_passwords(fmt::format(" (a value starting with '{}' is YAML syntax: if {} is meant as text, quote it: \"{}\")",
+                                       value.front(), value, value));
 }
 
 }  // namespace
@@ -157,11 +182,12 @@ void Config::apply(const CommandLine& command_line) {
   std::set<std::string> lists_from_command_line;
   for (const CommandLine::Override& o : command_line.overrides) {
     const Option* option = options_->find(o.key);
+    const std::string shown = without_passwords(o.argument);  // as errors and --check-config show it
     if (!option) {
       if (options_->is_block(o.key))
         throw ConfigError(fmt::format("command line: {}: '{}' is a block; set its keys as --{}.KEY=VALUE",
-                                      o.argument, o.key, o.key));
-      throw ConfigError(fmt::format("command line: {}: {} (see --help)", o.argument, unknown_key_text(*options_, o.key)));
+                                      shown, o.key, o.key));
+      throw ConfigError(fmt::format("command line: {}: {} (see --help)", shown, unknown_key_text(*options_, o.key)));
     }
     Value value;
     // Never YAML: --listen=[::1]:8000 is an address, not a flow list (repeat the flag or use commas).
@@ -174,8 +200,8 @@ void Config::apply(const CommandLine& command_line) {
       value = std::move(items);
       problem = validate_value(*option, value);
     }
-    if (!problem.empty()) throw ConfigError(fmt::format("command line: {}: {}", o.argument, problem));
-    set(o.key, std::move(value), Origin{Origin::Kind::command_line, o.argument});
+    if (!problem.empty()) throw ConfigError(without_passwords(fmt::format("command line: {}: {}", shown, problem)));
+    set(o.key, std::move(value), Origin{Origin::Kind::command_line, shown});
   }
 }
 
@@ -212,7 +238,7 @@ const std::vector<std::string>& Config::list(std::string_view key) const {
 
 std::string Config::describe(std::string_view key) const {
   const Entry& e = entry(key);
-  return fmt::format("{} = {} ({})", key, format_value(e.value), e.origin.describe());
+  return fmt::format("{} = {} ({})", key, without_passwords(format_value(e.value)), e.origin.describe());
 }
 
 std::string Config::dump() const {
@@ -220,7 +246,7 @@ std::string Config::dump() const {
                                 file_.empty() ? "(no config file)" : file_);
   std::set<std::string> blocks_done;
   auto line = [&](const std::string& indent, std::string_view name, const Entry& e) {
-    out += fmt::format("{}{}: {}  # {}\n", indent, name, format_value(e.value), e.origin.describe());
+    out += fmt::format("{}{}: {}  # {}\n", indent, name, without_passwords(format_value(e.value)), e.origin.describe());
   };
   for (const Option& option : options_->all()) {
     const std::size_t dot = option.key.find('.');

@@ -19,6 +19,9 @@ namespace netserver {
 class Server;
 class Session;
 
+/// This process's pid, without a system call once known (kept right across fork()).
+pid_t current_pid();
+
 class RoomHub {
  public:
   /// Without a bus configured, rooms are LocalRooms; with one, the bus connects when a room is
@@ -33,8 +36,9 @@ class RoomHub {
   Room& room(std::string_view name);
   /// A session ended: it leaves every room.
   void forget(Session& session);
-  /// The bus of this process, or null without one (or while the hub is destroyed). A bus inherited through a fork (a HUP's
-  /// draining copy) is dropped unused and a fresh one made, with an identity of its own.
+  /// The bus of this process, or null without one (or while the hub is destroyed). A bus
+  /// inherited through a fork (a HUP's draining copy, whose parent exec'd) is adopted as it is:
+  /// same connections, subscriptions and identity; presence entries then show the copy's pid.
   bus::RedisBus* bus();
 
  private:

@@ -76,7 +76,7 @@ class Redis {
       ::execvp(argv[0], argv.data());
       ::_exit(127);
     }
-    if (!eventually([&] { return read_text(log).find("Ready to accept connections") != std::string::npos; }, 10s))
+    if (!eventually([&] { return read_text(log).find("eady to accept connections") != std::string::npos; }, 10s))
       throw std::runtime_error("redis-server did not start:\n" + read_text(log));
   }
   void signal(int number) const { ::kill(pid_, number); }
@@ -213,12 +213,78 @@ TEST_CASE("a malformed bus address is a config error naming file line and column
   CHECK_THAT(bad.output, !Contains("listening on"));
   const Outcome secret = run(binary("chat_server"), {"--port=0", "--bus=redis://:hunter2@host:99999"});
   CHECK(secret.status == 2);
-  CHECK_THAT(secret.output, Contains("--bus=") && Contains("1 to 65535") && Contains("redis://***@host:99999"));
+  CHECK_THAT(secret.output, Contains("--bus=") && Contains("1 to 65535") && Contains("redis://:***@host:99999"));
   CHECK(run(binary("chat_server"), {"--port=0", "--bus=http://127.0.0.1:6379"}).status == 2);
   CHECK(run(binary("chat_server"), {"--port=0", "--bus=redis+unix://relative.sock"}).status == 2);
   CHECK(run(binary("chat_server"), {"--port=0", "--bus=redis://127.0.0.1:6379", "--bus_heartbeat=60",
                                     "--bus_presence_ttl=30"}).status == 2);
   CHECK(run(binary("chat_server"), {"--check-config", "--bus=redis+unix:///run/redis.sock"}).status == 0);
+}
+
+TEST_CASE("the bus password never appears in errors or the log", "[bus]") {
+  const std::string secret = "hunter2-do-not-print";
+  TempDir dir;
+  // Malformed addresses, on the command line and in a file; a mistyped key; --check-config's dump.
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"--port=0", "--bus=redis://:" + secret + "@host:99999"},
+        std::vector<std::string>{"--port=0", "--bus=redis://:" + secret + "@127.0.0.1"},
+        std::vector<std::string>{"--port=0", "--bus", "redis://user:" + secret + "@127.0.0.1:6379"},
+        std::vector<std::string>{"--port=0", "--buss=redis://:" + secret + "@127.0.0.1:6379"},
+        std::vector<std::string>{"--port=0", "--bus=redis+unix://:" + secret + "@relative.sock"},
+        std::vector<std::string>{"--config", dir.write("bad.yaml", "port: 0\nbus: redis://:" + secret + "@127.0.0.1\n").string()}}) {
+    const Outcome bad = run(binary("chat_server"), args);
+    CHECK(bad.status == 2);
+    CHECK_THAT(bad.output, !Contains(secret) && Contains("://:***@"));
+  }
+  const Outcome shown = run(binary("chat_server"), {"--check-config", "--bus=redis://:" + secret + "@127.0.0.1:6379"});
+  CHECK(shown.status == 0);
+  CHECK_THAT(shown.output, Contains("redis://:***@127.0.0.1:6379") && !Contains(secret));
+
+  // An unreachable Redis, then a Redis refusing the password: warnings and errors, no secret.
+  const int port = free_port();
+  ServerProcess unreachable(binary("chat_server"),
+                            bus_yaml("redis://:" + secret + "@127.0.0.1:" + std::to_string(port)));
+  Chatter a = enter(unreachable.port());
+  CHECK(unreachable.wait_for_log("retrying until Redis answers"));
+  a.client.send("hello\r\n");
+  CHECK(unreachable.wait_for_log("messages reach only this process's members"));
+  Redis redis({"--requirepass", "the-right-one"}, port);
+  CHECK(eventually([&] { return unreachable.count_in_log("AUTH refused: WRONGPASS") >= 2; }, 10s));
+  unreachable.expect_errors();
+  CHECK(unreachable.stop() == 0);
+  CHECK_THAT(unreachable.log(), !Contains(secret));
+}
+
+TEST_CASE("a unix-socket Redis carries the chat between two processes", "[bus]") {
+  TempDir dir;
+  const std::string socket = (dir.path() / "redis.sock").string();
+  // No TCP port at all: only the socket can carry it. With a password, to check AUTH there too.
+  Redis redis({"--port", "0", "--unixsocket", socket, "--unixsocketperm", "700", "--requirepass", "over-unix"});
+  const std::string url = "redis+unix://:over-unix@" + socket;
+  ServerProcess one(binary("chat_server"), bus_yaml(url));
+  ServerProcess two(binary("chat_server"), bus_yaml(url, prefork_block));
+  Chatter a = enter(one.port());  // the bus connects when the room is first used
+  CHECK(one.wait_for_log("bus: connected to redis+unix://" + socket));
+  Chatter b = enter(two.port());
+  Chatter c = enter(two.port());
+  CHECK(a.pid != b.pid);
+  settle({&a, &b, &c}, 3);
+  check_crosses(a, {&b, &c}, "over a unix socket");
+  check_crosses(c, {&a, &b}, "and back");
+  CHECK_THAT(one.log() + two.log(), !Contains("over-unix"));
+}
+
+TEST_CASE("a host name is resolved before connecting and reaches Redis", "[bus]") {
+  Redis redis;
+  const std::string url = "redis://localhost:" + std::to_string(redis.port());
+  ServerProcess one(binary("chat_server"), bus_yaml(url));
+  ServerProcess two(binary("chat_server"), bus_yaml(url, "personality: single\n"));
+  Chatter a = enter(one.port());  // the bus connects when the room is first used
+  CHECK(one.wait_for_log("bus: connected to " + url));
+  Chatter b = enter(two.port());
+  settle({&a, &b}, 2);
+  check_crosses(a, {&b}, "by name");
+  check_crosses(b, {&a}, "by name too");
 }
 
 TEST_CASE("eight PreFork children in eight pids hear every message in one order", "[bus]") {
@@ -259,6 +325,14 @@ TEST_CASE("Single and PreFork share one room", "[bus]") {
   settle({&a, &b, &c}, 3);
   check_one_order({&a, &b, &c}, 3);
   check_crosses(a, {&b, &c}, "from single");
+  // Last words leave before a PreFork child or a Single process goes back to waiting.
+  for (auto [leaving, staying] : {std::pair{&c, std::vector<Chatter*>{&a, &b}}, std::pair{&a, std::vector<Chatter*>{&b}}}) {
+    leaving->client.send("bye\r\n");
+    for (Chatter* chatter : staying) {
+      CHECK(chatter->client.read_line() == "Client " + leaving->name + " said: bye");
+      CHECK(chatter->client.read_line() == "Unfortunately " + leaving->name + " left us");
+    }
+  }
 }
 
 TEST_CASE("Redis killed and restarted on the same port: every process comes back", "[bus]") {
@@ -510,4 +584,56 @@ TEST_CASE("a message crosses between two network namespaces", "[bus][netns]") {
   settle({&a, &b}, 2);
   check_crosses(a, {&b}, "across machines");
   check_crosses(b, {&a}, "and back");
+}
+
+TEST_CASE("after a HUP the drainer's sessions stay in the room and in presence", "[bus]") {
+  Redis redis;
+  ServerProcess one(binary("chat_server"), bus_yaml(redis.url(), "graceful_timeout: 10\n", "60"));
+  ServerProcess two(binary("chat_server"), bus_yaml(redis.url(), "", "60"));
+  Chatter a = enter(one.port());
+  Chatter b = enter(two.port());
+  settle({&a, &b}, 2);
+  a.client.send("/nick kept\r\n");
+  REQUIRE(a.client.read_line() == "You are now known as kept");
+  REQUIRE(b.client.read_line() == a.name + " is now known as kept");
+
+  one.signal(SIGHUP);  // `a` stays with a copy of the old image; the new image serves newcomers
+  REQUIRE(one.wait_for_log("(restarted)"));
+  REQUIRE(one.wait_for_log(" keeps 1 session(s)"));
+  std::vector<long> drainers;
+  for (long pid : children_of(one.pid())) drainers.push_back(pid);
+  REQUIRE(drainers.size() == 1);
+  const std::string drainer = std::to_string(drainers.front());
+  CHECK(one.wait_for_log("pid " + drainer + " keeps 1 session(s)"));
+
+  // The drainer still hears the room and still speaks in it, before and after the heartbeat.
+  check_crosses(b, {&a}, "to the drainer");
+  a.client.send("from the drainer\r\n");
+  CHECK(b.client.read_line() == "Client kept said: from the drainer");
+  Chatter c = enter(one.port());
+  CHECK(c.pid == one.pid());
+  settle({&a, &b, &c}, 3);
+  check_crosses(c, {&a, &b}, "from the new image");
+
+  // /who: each member once, with the pid that serves it now: the drainer, the new image, two.
+  std::vector<std::string> members = who(b);
+  std::string shown;
+  for (const std::string& member : members) shown += member + " | ";
+  INFO("who: " << shown);
+  REQUIRE(members.size() == 3);
+  auto listed = [&](const std::string& start, const std::string& pid) {
+    return std::count_if(members.begin(), members.end(),
+                         [&](const std::string& m) { return m.find(start) == 2 && m.find("[pid " + pid + " on ") != std::string::npos; });
+  };
+  CHECK(listed("kept (" + a.name + ")", drainer) == 1);
+  CHECK(listed(c.name, std::to_string(one.pid())) == 1);
+  CHECK(listed(b.name, std::to_string(two.pid())) == 1);
+
+  // The drainer's last session leaves: its entry goes at once, and the drainer ends.
+  a.client.send("bye\r\n");
+  CHECK(b.client.read_line() == "Client kept said: bye");
+  CHECK(b.client.read_line() == "Unfortunately kept left us");
+  CHECK(eventually([&] { return who(b).size() == 2; }, 3s));
+  CHECK(eventually([&] { return children_of(one.pid()).empty(); }, 5s));
+  CHECK(one.count_in_log("[error]") == 0);
 }

@@ -139,11 +139,6 @@ void BusRoom::heartbeat() {
   if (members_.size() > 0) write_presence(admitted());
 }
 
-void BusRoom::rebound() {
-  subscribed_ = false;
-  if (members_.size() > 0) hub_.bus()->attach(name(), *this);
-}
-
 void BusRoom::delivered(const bus::Envelope& envelope) {
   const bool mine = envelope.origin == hub_.bus()->identity();
   members_.deliver(envelope.payload, [&](const Session& member) { return mine && member.id() == envelope.session; });

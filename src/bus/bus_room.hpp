@@ -37,9 +37,6 @@ class BusRoom : public Room, public bus::BusListener {
   void went_down() override;
   void heartbeat() override;
 
-  /// The hub replaced the bus (after a fork): subscribe on the new one.
-  void rebound();
-
  private:
   void admit_waiting();
   void write_presence(const std::vector<const RoomMembers::Entry*>& entries);

@@ -53,12 +53,14 @@ std::string parse_tcp(std::string_view rest, RedisAddress& out) {
   return "";
 }
 
-// The text as written, with any password replaced by "***" (config errors go to logs).
+// The text as written, with any password replaced by "***": "redis://:***@host:6379" (config
+// errors go to terminals and logs). Whatever stands before '@' may be a password, even without
+// its ':'.
 std::string redacted(std::string_view text) {
   const std::size_t scheme = text.find("://");
   const std::size_t at = text.rfind('@');
   if (scheme == std::string_view::npos || at == std::string_view::npos || at < scheme) return std::string(text);
-  return fmt::format("{}://***{}", text.substr(0, scheme), text.substr(at));
+  return fmt::format("{}://:***{}", text.substr(0, scheme), text.substr(at));
 }
 
 }  // namespace

@@ -67,6 +67,16 @@ RedisBus::~RedisBus() {
   if (publisher_ && owner_ == ::getpid()) publisher_->flush_before_exit(0.2);
 }
 
+void RedisBus::adopt() {
+  owner_ = ::getpid();
+  std::weak_ptr<bool> alive = alive_;
+  asio::post(io_, [this, alive] {
+    if (alive.expired() || state_ != State::up) return;  // else came_up() rewrites them on reconnect
+    for (auto& [name, channel] : channels_)
+      if (channel.listener) channel.listener->came_up();
+  });
+}
+
 std::string RedisBus::key(std::string_view kind, std::string_view room) const {
   return fmt::format("{}:{}:{}", settings_.prefix, kind, room);
 }
@@ -250,6 +260,11 @@ bool RedisBus::publish(const std::string& room, std::uint64_t session, std::stri
   return publisher_->command({"PUBLISH", key("room", room), envelope.encode()});
 }
 
+void RedisBus::flush_now() {
+  for (auto* connection : {subscriber_.get(), publisher_.get()})
+    if (connection) connection->flush_now();
+}
+
 bool RedisBus::command(const std::vector<std::string>& argv, RedisConnection::Reply reply) {
   return state_ == State::up && publisher_->command(argv, std::move(reply));
 }
@@ -278,6 +293,7 @@ void RedisBus::start_probe() {
 // meanwhile is read first, and a late probe is not held against the connection.
 void RedisBus::probe() {
   if (state_ != State::up) return;
+  if (owner_ != ::getpid()) adopt();  // a drainer nobody spoke in yet: its pid in presence too
   const bool paused = Clock::now() - probe_due_ > after(settings_.probe_interval);
   subscriber_->read_now();
   if (state_ != State::up) return;

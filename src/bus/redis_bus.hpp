@@ -73,12 +73,18 @@ class RedisBus {
   bool publish(const std::string& room, std::uint64_t session, std::string_view payload);
   /// A command on the publisher connection; false when the bus is down.
   bool command(const std::vector<std::string>& argv, RedisConnection::Reply reply = {});
+  /// Writes what both connections have queued, now (a PreFork child may stop its loop next).
+  void flush_now();
   /// Counts a message that reached only this process; logged once per outage.
   void count_local_only();
   /// This process's identity on the bus: "host:pid:random", made when the bus is.
   const std::string& identity() const { return identity_; }
   /// The settings.
   const BusSettings& settings() const { return settings_; }
+  /// This process is a fork()ed copy whose parent exec'd (a HUP's drainer): it owns the
+  /// connections now, and the rooms rewrite their presence entries with its pid (posted: this
+  /// may be called from inside the bus's own callbacks).
+  void adopt();
   /// A Redis key or channel of this program: "<prefix>:<kind>:<room>".
   std::string key(std::string_view kind, std::string_view room) const;
 

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <thread>
@@ -106,41 +107,59 @@ void RedisConnection::open(std::function<void()> ready, std::function<void(const
 // getaddrinfo blocks, and the loop runs without locks on one thread (asio's own async resolver
 // needs a second one): a short-lived thread resolves and reports through a socket pair the loop
 // watches (a socket, not a pipe: if the connection is gone by then, send() fails instead of
-// raising SIGPIPE).
+// raising SIGPIPE). Every address of the name is kept, in getaddrinfo's order: "localhost" may
+// be ::1 and 127.0.0.1 while Redis listens on only one of them.
 void RedisConnection::resolve() {
   int ends[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, ends) != 0)
     return fail(fmt::format("socketpair() for resolving {}: {}", address_.host, std::strerror(errno)));
-  auto answer = std::make_shared<std::string>();
-  std::thread([host = address_.host, answer, done = ends[1]] {
+  auto answer = std::make_shared<std::vector<std::string>>();
+  auto error = std::make_shared<std::string>();
+  std::thread([host = address_.host, answer, error, done = ends[1]] {
     addrinfo hints{};
     hints.ai_socktype = SOCK_STREAM;
     addrinfo* found = nullptr;
     const int status = ::getaddrinfo(host.c_str(), nullptr, &hints, &found);
-    char text[INET6_ADDRSTRLEN] = {};
-    if (status != 0) *answer = std::string("!") + ::gai_strerror(status);
-    else if (::getnameinfo(found->ai_addr, found->ai_addrlen, text, sizeof text, nullptr, 0, NI_NUMERICHOST) == 0) *answer = text;
-    else *answer = "!no numeric address";
+    if (status != 0) *error = ::gai_strerror(status);
+    for (const addrinfo* at = found; at != nullptr; at = at->ai_next) {
+      char text[INET6_ADDRSTRLEN] = {};
+      if (::getnameinfo(at->ai_addr, at->ai_addrlen, text, sizeof text, nullptr, 0, NI_NUMERICHOST) != 0) continue;
+      if (std::find(answer->begin(), answer->end(), text) == answer->end()) answer->push_back(text);
+    }
+    if (status == 0 && answer->empty()) *error = "no numeric address";
     if (found != nullptr) ::freeaddrinfo(found);
     [[maybe_unused]] const ssize_t ignored = ::send(done, "x", 1, MSG_NOSIGNAL);
     ::close(done);
   }).detach();
   resolving_ = std::make_unique<asio::posix::stream_descriptor>(io_, ends[0]);
   std::weak_ptr<bool> alive = alive_;
-  resolving_->async_wait(asio::posix::stream_descriptor::wait_read, [this, alive, answer](const error_code& error) {
-    if (alive.expired() || error) return;
+  resolving_->async_wait(asio::posix::stream_descriptor::wait_read, [this, alive, answer, error](const error_code& failed) {
+    if (alive.expired() || failed) return;
     resolving_.reset();
-    if (answer->starts_with('!')) return fail(fmt::format("cannot resolve {}: {}", address_.host, answer->substr(1)));
-    connect_to(*answer);
+    if (!error->empty()) return fail(fmt::format("cannot resolve {}: {}", address_.host, *error));
+    candidates_ = std::move(*answer);
+    try_next_address("");
   });
 }
 
+// Connects to the next resolved address; `why` is how the previous one failed ("" at first).
+void RedisConnection::try_next_address(const std::string& why) {
+  if (candidates_.empty()) return fail(why);
+  const std::string ip = candidates_.front();
+  candidates_.erase(candidates_.begin());
+  if (!why.empty()) log::debug("bus: {}: {}; trying {}", describe(), why, ip);
+  connect_to(ip);
+}
+
 void RedisConnection::connect_to(const std::string& ip) {
+  ip_ = ip;
   context_ = address_.is_unix() ? redisAsyncConnectUnix(address_.path.c_str()) : redisAsyncConnect(ip.c_str(), address_.port);
   if (context_ == nullptr) return fail("redisAsyncConnect(): out of memory");
   if (context_->err) {
-    const std::string error = error_of(context_, "connect failed");
-    return fail("connect(): " + error);
+    const std::string error = fmt::format("connect({}): {}", ip.empty() ? address_.path : ip, error_of(context_, "connect failed"));
+    redisAsyncFree(context_);
+    context_ = nullptr;
+    return try_next_address(error);
   }
   ::fcntl(context_->c.fd, F_SETFD, FD_CLOEXEC);  // a restart's exec must not inherit it
   attach();
@@ -159,11 +178,18 @@ void RedisConnection::attach() {
   redisAsyncSetDisconnectCallback(context_, &RedisConnection::on_disconnect);
 }
 
+// A refused address is followed by the name's next one (from the loop: hiredis frees this
+// context when the callback returns).
 void RedisConnection::on_connect(const redisAsyncContext* context, int status) {
   auto* self = static_cast<RedisConnection*>(context->data);
   if (status == REDIS_OK) return self->handshake();
   self->context_ = nullptr;  // hiredis frees it when this returns
-  self->report_failure("connect(): " + error_of(context, "refused"));
+  const std::string error = fmt::format("connect({}): {}", self->connecting_to(), error_of(context, "refused"));
+  if (self->candidates_.empty()) return self->report_failure(error);
+  std::weak_ptr<bool> alive = self->alive_;
+  asio::post(self->io_, [self, alive, error] {
+    if (!alive.expired() && !self->failed_) self->try_next_address(error);
+  });
 }
 
 void RedisConnection::on_disconnect(const redisAsyncContext* context, int) {
@@ -205,8 +231,23 @@ bool RedisConnection::command(const std::vector<std::string>& argv, Reply reply)
     delete pending;
     return false;
   }
-  flush_now();
+  flush_soon();
   return true;
+}
+
+// Commands queued during one turn of the loop (the 50 lines read from 50 clients in one turn
+// become 50 PUBLISHes) leave in one write when the handlers already due have run: one syscall
+// instead of 50, and Redis handles them in one pass and answers its subscribers in one write
+// each. No added wait: the posted flush runs in the same turn, before the loop polls again.
+void RedisConnection::flush_soon() {
+  if (flush_posted_) return;
+  flush_posted_ = true;
+  std::weak_ptr<bool> alive = alive_;
+  asio::post(io_, [this, alive] {
+    if (alive.expired()) return;
+    flush_posted_ = false;
+    flush_now();
+  });
 }
 
 bool RedisConnection::subscription(const char* verb, const std::string& channel) {

@@ -49,7 +49,8 @@ class RedisConnection {
   /// Where subscription confirmations and messages go (arrays as Redis sends them).
   void on_push(std::function<void(const redisReply& reply)> push) { push_ = std::move(push); }
   /// Writes what hiredis has queued now, without waiting for the loop (a PreFork child stops its
-  /// loop when its session ends; what it queued last must still leave). Never blocks.
+  /// loop when its session ends; what it queued last must still leave). Never blocks. command()
+  /// writes by itself, once per turn of the loop (see flush_soon).
   void flush_now();
   /// Reads and handles what has arrived, without waiting for the loop (the loop may have been
   /// paused: a PreFork child between clients). Never blocks.
@@ -67,11 +68,14 @@ class RedisConnection {
   static void on_subscription_reply(redisAsyncContext* context, void* reply, void* data);
 
   void resolve();
+  void try_next_address(const std::string& why);
   void connect_to(const std::string& ip);
+  std::string connecting_to() const { return address_.is_unix() ? address_.path : ip_; }
   void attach();
   void handshake();
   void fail(const std::string& error);
   void report_failure(const std::string& error);
+  void flush_soon();
   void close_context();
 
   boost::asio::io_context& io_;
@@ -79,12 +83,15 @@ class RedisConnection {
   double connect_timeout_;
   std::string role_;
   std::unique_ptr<boost::asio::posix::stream_descriptor> resolving_;  // a resolver thread's answer
+  std::vector<std::string> candidates_;   // resolved addresses not tried yet
+  std::string ip_;                        // the address being connected to
   boost::asio::steady_timer deadline_;
   redisAsyncContext* context_ = nullptr;  // owned by hiredis once it reports a disconnect
   std::shared_ptr<Watch> watch_;
   bool open_ = false;
   bool closing_ = false;                  // we are freeing the context ourselves
   bool failed_ = false;
+  bool flush_posted_ = false;             // a flush_now() is posted for this turn of the loop
   std::function<void()> ready_;
   std::function<void(const std::string&)> failed_callback_;
   std::function<void(const redisReply&)> push_;
