@@ -464,6 +464,56 @@ TEST_CASE("presence lists every process and drops a killed one within the TTL", 
   REQUIRE(eventually([&] { return who(a).size() == 1; }, 4s));
 }
 
+TEST_CASE("a nick is unique in the room across processes", "[bus]") {
+  Redis redis;
+  ServerProcess one(binary("chat_server"), bus_yaml(redis.url(), "", "60"));
+  ServerProcess two(binary("chat_server"), bus_yaml(redis.url(), prefork_block, "60"));
+  Chatter a = enter(one.port());
+  Chatter b = enter(two.port());
+  Chatter c = enter(two.port());
+  settle({&a, &b, &c}, 3);
+  a.client.send("/nick Alice\r\n");
+  REQUIRE(a.client.read_line() == "You are now known as Alice");
+  REQUIRE(b.client.read_line() == a.name + " is now known as Alice");
+  REQUIRE(c.client.read_line() == a.name + " is now known as Alice");
+  // Another process, another case: taken, named as its holder wrote it; nobody hears of it.
+  b.client.send("/nick aLICE\r\n");
+  CHECK(b.client.read_line() == "The nick Alice is taken");
+  // Asked at once by two clients of two processes: exactly one gets it.
+  b.client.send("/nick bob\r\n");
+  a.client.send("/nick BOB\r\n");
+  // The winner's announcement may reach the loser before the loser's own answer: skipped.
+  auto answer = [](Chatter& chatter) {
+    for (;;) {
+      auto line = chatter.client.read_line();
+      if (!line || line->starts_with("You are") || line->starts_with("The nick")) return line;
+    }
+  };
+  const auto to_b = answer(b);
+  const auto to_a = answer(a);
+  REQUIRE(to_a);
+  REQUIRE(to_b);
+  const bool b_won = *to_b == "You are now known as bob";
+  CHECK(b_won != (*to_a == "You are now known as BOB"));
+  CHECK((b_won ? *to_a : *to_b) == (b_won ? "The nick bob is taken" : "The nick BOB is taken"));
+  settle({&a, &b, &c}, 3);  // drops the announcement of the winner
+  // A member that leaves lets go of its nick at once; its own old nick is free again too.
+  const std::string a_nick = b_won ? "Alice" : "BOB";  // winning BOB let go of Alice
+  a.client.send("bye\r\n");
+  auto heard = [&c] {  // a late announcement of the race's winner is skipped
+    auto line = c.client.read_line();
+    while (line && line->find(" is now known as ") != std::string::npos) line = c.client.read_line();
+    return line;
+  };
+  REQUIRE(heard() == "Client " + a_nick + " said: bye");
+  REQUIRE(heard() == "Unfortunately " + a_nick + " left us");
+  c.client.send("/nick bob\r\n");
+  CHECK(c.client.read_line() == (b_won ? "The nick bob is taken" : "You are now known as bob"));
+  c.client.send("/nick alice\r\n");
+  CHECK(c.client.read_line() == "You are now known as alice");
+  CHECK_THAT(redis.cli({"HKEYS", "chat:names:chat"}), Contains("alice") && Contains("bob"));
+}
+
 TEST_CASE("a clean exit removes its presence entries at once", "[bus]") {
   Redis redis;
   ServerProcess one(binary("chat_server"), bus_yaml(redis.url(), "", "60"));
@@ -486,6 +536,12 @@ TEST_CASE("a Redis unreachable at start-up is waited for while serving locally",
   Chatter b = enter(one.port());
   CHECK(a.client.read_line() == "Please welcome " + b.name + ", who just joined us");
   check_crosses(a, {&b}, "local for now");
+  // Nicks stay unique in this process meanwhile, and are claimed on the bus once it answers.
+  a.client.send("/nick solo\r\n");
+  REQUIRE(a.client.read_line() == "You are now known as solo");
+  REQUIRE(b.client.read_line() == a.name + " is now known as solo");
+  b.client.send("/nick SOLO\r\n");
+  CHECK(b.client.read_line() == "The nick solo is taken");
 
   Redis redis({}, port);
   ServerProcess two(binary("chat_server"), bus_yaml(redis.url()));
@@ -493,6 +549,8 @@ TEST_CASE("a Redis unreachable at start-up is waited for while serving locally",
   Chatter c = enter(two.port());
   settle({&c, &a, &b}, 3);
   check_crosses(c, {&a, &b}, "now on the bus");
+  c.client.send("/nick Solo\r\n");
+  CHECK(c.client.read_line() == "The nick solo is taken");
 }
 
 namespace {
