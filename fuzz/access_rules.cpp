@@ -26,11 +26,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   } else {
     FUZZ_CHECK(!netserver::check_networks({rule}).empty());
   }
-  // Patterns are the operator's, but a bad one must be a config error, not a crash. Kept short:
-  // std::regex recurses per pattern character, and a server's config has no 10 KB patterns.
+  // Patterns are the operator's, but a bad one must be a config error, not a crash, and no pattern
+  // may hold the loop: matching is bounded (a timeout here is a finding). Peers are addresses, so
+  // at most 64 bytes; a config has no 10 KB patterns.
   if (rule.size() <= 256 && netserver::check_regexes({rule}).empty()) {
-    const netserver::AccessRules rules({rule}, {}, {}, {});
-    rules.allows(peer.substr(0, 64), false);
+    const netserver::AccessRules allowing({rule}, {}, {}, {});
+    const netserver::AccessRules denying({".*"}, {rule}, {}, {});
+    const std::string address = peer.substr(0, 64);
+    // A peer the pattern admits as an allow rule, it refuses as a deny rule (an undecided match
+    // refuses under both).
+    FUZZ_CHECK(!allowing.allows(address, false) || !denying.allows(address, false));
   }
   return 0;
 }

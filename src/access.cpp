@@ -7,8 +7,12 @@
 #include <algorithm>
 #include <charconv>
 #include <stdexcept>
+#include <utility>
 
+#include <boost/regex.hpp>
 #include <fmt/format.h>
+
+#include "netserver/log.hpp"
 
 namespace netserver {
 
@@ -36,21 +40,48 @@ bool parse_address(std::string_view text, int& family, std::array<unsigned char,
   return true;
 }
 
-std::regex compile(const std::string& pattern) {
-  return std::regex(pattern, std::regex::ECMAScript | std::regex::optimize);
-}
+// Perl syntax, as Net::Server's rules are Perl regexes. Boost.Regex rather than std::regex: it
+// bounds the work of one match (a pattern that backtracks exponentially throws instead of holding
+// the event loop for minutes) and keeps its backtracking on the heap, not the stack.
+boost::regex compile(const std::string& pattern) { return boost::regex(pattern, boost::regex::perl); }
+
+}  // namespace
+
+struct AccessRules::Pattern {
+  std::string text;
+  boost::regex regex;
+  bool warned = false;  // the "cannot decide" warning is logged once per pattern
+
+  // Whether `peer` matches; `undecided` when the match was cut off.
+  bool matches(const std::string& peer, bool undecided_means) {
+    try {
+      return boost::regex_match(peer, regex);
+    } catch (const std::runtime_error&) {  // boost::regex_error: the complexity bound
+      if (!std::exchange(warned, true))
+        log::warning("access rule \"{}\": matching {} backtracks without bound and was cut off; such peers are "
+                     "refused. Make each choice in the pattern unambiguous", text, peer);
+      return undecided_means;
+    }
+  }
+};
+
+namespace {
 
 template <class Rule>
 std::vector<Rule> build(const std::vector<std::string>& texts) {
   std::vector<Rule> rules;
   for (const std::string& text : texts) {
-    if constexpr (std::is_same_v<Rule, std::regex>) {
-      rules.push_back(compile(text));
-    } else {
+    if constexpr (std::is_same_v<Rule, Network>) {
       Network network;
       std::string problem;
       if (!Network::parse(text, network, problem)) throw std::invalid_argument(problem);
       rules.push_back(network);
+    } else {
+      try {
+        rules.push_back(std::make_shared<AccessRules::Pattern>(AccessRules::Pattern{text, compile(text)}));
+      } catch (const std::runtime_error& error) {
+        throw std::invalid_argument(error.what());
+      }
     }
   }
   return rules;
@@ -99,19 +130,21 @@ bool Network::contains(std::string_view address) const {
 
 AccessRules::AccessRules(const std::vector<std::string>& allow, const std::vector<std::string>& deny,
                          const std::vector<std::string>& cidr_allow, const std::vector<std::string>& cidr_deny)
-    : allow_(build<std::regex>(allow)),
-      deny_(build<std::regex>(deny)),
+    : allow_(build<std::shared_ptr<Pattern>>(allow)),
+      deny_(build<std::shared_ptr<Pattern>>(deny)),
       cidr_allow_(build<Network>(cidr_allow)),
       cidr_deny_(build<Network>(cidr_deny)) {}
 
 bool AccessRules::allows(std::string_view address, bool unix_socket) const {
   if (empty() || unix_socket) return true;
   const std::string peer(address);
-  auto matches = [&](const std::regex& rule) { return std::regex_match(peer, rule); };
+  // An undecided rule refuses: it counts as a match for deny, as no match for allow.
+  auto denied_by = [&](const std::shared_ptr<Pattern>& rule) { return rule->matches(peer, true); };
+  auto allowed_by = [&](const std::shared_ptr<Pattern>& rule) { return rule->matches(peer, false); };
   auto inside = [&](const Network& network) { return network.contains(peer); };
-  if (std::any_of(deny_.begin(), deny_.end(), matches) || std::any_of(cidr_deny_.begin(), cidr_deny_.end(), inside))
+  if (std::any_of(deny_.begin(), deny_.end(), denied_by) || std::any_of(cidr_deny_.begin(), cidr_deny_.end(), inside))
     return false;
-  return std::any_of(allow_.begin(), allow_.end(), matches) ||
+  return std::any_of(allow_.begin(), allow_.end(), allowed_by) ||
          std::any_of(cidr_allow_.begin(), cidr_allow_.end(), inside);
 }
 
@@ -119,7 +152,7 @@ std::string check_regexes(const std::vector<std::string>& patterns) {
   for (const std::string& pattern : patterns) {
     try {
       compile(pattern);
-    } catch (const std::regex_error& error) {
+    } catch (const std::runtime_error& error) {  // boost::regex_error
       return fmt::format("\"{}\" is not a valid regular expression: {}", pattern, error.what());
     }
   }

@@ -36,6 +36,14 @@ struct Server::Operations {
 
 namespace {
 
+// A program containing a Server holds HUP, USR1, TTIN, TTOU and CHLD from the first instruction
+// of its own (the earliest constructor, before main), not only from run(): static initialisation
+// and main's own set-up took a few milliseconds in which a reload sent right after start killed
+// the process. What remains is the dynamic loader's time after exec, before any code of ours runs.
+// The mask is inherited by what the program execs before its loop; run() unblocks each signal
+// once it has a handler.
+[[gnu::constructor(101)]] void hold_signals_from_start() { hold_signals_until_handled(); }
+
 std::string check_listen(const Value& value) {
   for (const std::string& text : std::get<std::vector<std::string>>(value)) {
     ListenAddress address;

@@ -8,16 +8,13 @@
 #include <cstdio>
 #include <cstring>
 
-#include <boost/asio/post.hpp>
 #include <boost/asio/ssl/error.hpp>
-#include <boost/asio/ssl/stream.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <boost/asio/write.hpp>
 #include <fmt/format.h>
 
 #include "netserver/errors.hpp"
 #include "netserver/log.hpp"
 #include "netserver/tls.hpp"
+#include "tls_transport.hpp"
 
 namespace netserver {
 
@@ -26,14 +23,6 @@ namespace ssl = boost::asio::ssl;
 using boost::system::error_code;
 
 namespace {
-
-// The most a TLS transport takes from the session's queue per write: a few full records. The rest
-// stays queued in the session, where max_output and backpressure see it.
-constexpr std::size_t max_chunk = 64 * 1024;
-
-asio::steady_timer::duration to_duration(double seconds) {
-  return std::chrono::duration_cast<asio::steady_timer::duration>(std::chrono::duration<double>(seconds));
-}
 
 // Text of an OpenSSL object printed to a memory BIO (a name, a time).
 template <class Print>
@@ -46,179 +35,6 @@ std::string print_to_string(Print print) {
   BIO_free(bio);
   return text;
 }
-
-// A session's byte stream over TLS. Reads and writes go through Asio's ssl::stream: the handshake
-// is cut at its deadline, a write is one composed async_write of a chunk copied from the
-// session's queue (a write_some would encrypt one record only), an EOF without close_notify is an
-// ordinary end, and the closing async_shutdown is bounded by the linger deadline.
-class TlsTransport final : public Transport {
- public:
-  TlsTransport(Socket socket, ssl::context& context, double handshake_timeout)
-      : stream_(std::move(socket), context), timer_(stream_.get_executor()), handshake_timeout_(handshake_timeout) {}
-
-  void start(Ready ready) override {
-    timer_.expires_after(to_duration(handshake_timeout_));
-    timer_.async_wait([self = shared_from_this(), this](const error_code& error) {
-      if (error || handshake_done_) return;
-      timed_out_ = true;  // a client that never finishes its handshake holds nothing longer
-      close_socket();
-    });
-    stream_.async_handshake(ssl::stream_base::server,
-                            [self = shared_from_this(), this, ready = std::move(ready)](error_code error) {
-                              timer_.cancel();
-                              if (timed_out_) error = asio::error::timed_out;
-                              if (!error) {
-                                handshake_done_ = true;
-                                describe();
-                              }
-                              ready(error);
-                              wake_writer(error);
-                            });
-  }
-
-  void async_read_some(std::span<char> into, ReadDone done) override {
-    stream_.async_read_some(asio::buffer(into.data(), into.size()),
-                            [done = std::move(done)](error_code error, std::size_t bytes) {
-                              if (error == ssl::error::stream_truncated) error = asio::error::eof;  // no close_notify
-                              done(error, bytes);
-                            });
-  }
-
-  // Only what OpenSSL has already decrypted: that needs no I/O, so it cannot disturb the stream.
-  std::size_t read_now(std::span<char> into, bool&) override {
-    SSL* ssl = stream_.native_handle();
-    const int pending = SSL_pending(ssl);
-    if (pending <= 0) return 0;
-    const int n = SSL_read(ssl, into.data(), static_cast<int>(std::min<std::size_t>(into.size(), pending)));
-    return n > 0 ? static_cast<std::size_t>(n) : 0;
-  }
-
-  std::size_t write_now(std::string_view bytes, error_code& error) override {
-    if (write_error_) {
-      error = write_error_;
-      return 0;
-    }
-    if (!handshake_done_ || write_pending_ || !stream_.lowest_layer().is_open()) return 0;
-    const std::size_t taken = std::min(bytes.size(), max_chunk);
-    writing_.assign(bytes.data(), taken);
-    write_pending_ = true;
-    asio::async_write(stream_, asio::buffer(writing_), [self = shared_from_this(), this](const error_code& error, std::size_t) {
-      write_pending_ = false;
-      if (error) write_error_ = error;
-      if (writing_.capacity() > 16 * 1024) std::string().swap(writing_);  // idle sessions keep little
-      wake_writer(error);
-      if (shutdown_after_write_) start_shutdown();
-    });
-    return taken;
-  }
-
-  void async_wait_writable(Ready ready) override {
-    if (!stream_.lowest_layer().is_open()) {
-      asio::post(stream_.get_executor(), [ready = std::move(ready)] { ready(asio::error::operation_aborted); });
-      return;
-    }
-    writer_ = std::move(ready);
-  }
-
-  bool shutdown(double linger, bool, std::function<void()> done) override {
-    if (!stream_.lowest_layer().is_open()) return false;
-    done_ = std::move(done);
-    timer_.expires_after(to_duration(linger));
-    timer_.async_wait([self = shared_from_this(), this](const error_code& error) {
-      if (!error) close_socket();  // the client did not answer in time: whatever is pending ends now
-    });
-    if (!handshake_done_) drain();  // no TLS yet: a plain half-close, as for a plaintext client
-    else if (write_pending_) shutdown_after_write_ = true;
-    else start_shutdown();
-    return true;
-  }
-
-  void close() override {
-    close_socket();
-    timer_.cancel();
-    wake_writer(asio::error::operation_aborted);
-  }
-
-  bool is_open() const override { return stream_.lowest_layer().is_open(); }
-
-  const TlsInfo* tls() const override { return handshake_done_ ? &info_ : nullptr; }
-
- private:
-  void close_socket() {
-    error_code ignored;
-    stream_.lowest_layer().close(ignored);
-  }
-
-  void wake_writer(const error_code& error) {
-    if (!writer_) return;
-    Ready writer = std::move(writer_);
-    writer_ = nullptr;
-    writer(error);
-  }
-
-  // Our close_notify, then the client's; the session's read still pending is cancelled first,
-  // since the shutdown reads from the stream itself.
-  void start_shutdown() {
-    shutdown_after_write_ = false;
-    error_code ignored;
-    stream_.lowest_layer().cancel(ignored);
-    asio::post(stream_.get_executor(), [self = shared_from_this(), this] {
-      stream_.async_shutdown([self, this](const error_code&) { end_linger(); });
-    });
-  }
-
-  void drain() {
-    error_code ignored;
-    stream_.lowest_layer().shutdown(asio::socket_base::shutdown_send, ignored);
-    stream_.lowest_layer().cancel(ignored);
-    drain_more();
-  }
-
-  void drain_more() {
-    stream_.next_layer().async_read_some(asio::buffer(sink_), [self = shared_from_this(), this](const error_code& error,
-                                                                                                std::size_t) {
-      if (!error) return drain_more();
-      end_linger();
-    });
-  }
-
-  void end_linger() {
-    timer_.cancel();
-    close_socket();
-    if (auto done = std::exchange(done_, nullptr)) done();
-  }
-
-  void describe() {
-    SSL* ssl = stream_.native_handle();
-    info_.version = SSL_get_version(ssl);
-    info_.cipher = SSL_get_cipher_name(ssl);
-    if (const char* name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name)) info_.server_name = name;
-    const unsigned char* alpn = nullptr;
-    unsigned length = 0;
-    SSL_get0_alpn_selected(ssl, &alpn, &length);
-    if (alpn) info_.alpn.assign(reinterpret_cast<const char*>(alpn), length);
-    if (X509* peer = SSL_get0_peer_certificate(ssl)) {
-      info_.peer_subject = print_to_string(
-          [&](BIO* bio) { X509_NAME_print_ex(bio, X509_get_subject_name(peer), 0, XN_FLAG_RFC2253); });
-      info_.peer_verified = SSL_get_verify_result(ssl) == X509_V_OK;
-    }
-    info_.resumed = SSL_session_reused(ssl) == 1;
-  }
-
-  ssl::stream<Socket> stream_;
-  asio::steady_timer timer_;  // the handshake deadline, later the linger deadline
-  double handshake_timeout_;
-  bool handshake_done_ = false;
-  bool timed_out_ = false;
-  bool write_pending_ = false;         // the one async_write in flight
-  bool shutdown_after_write_ = false;  // shutdown() came while a write was in flight
-  error_code write_error_;
-  std::string writing_;                // the chunk being written (stable until it completes)
-  Ready writer_;                       // the session waiting to write more
-  std::function<void()> done_;         // the end of a graceful shutdown
-  TlsInfo info_;
-  char sink_[512];
-};
 
 std::shared_ptr<TlsContext>& installed_context() {
   static std::shared_ptr<TlsContext> context;
@@ -355,6 +171,13 @@ void TlsContext::apply_settings(const Config& config) {
   static const unsigned char id_context[] = "netserver";
   SSL_CTX_set_session_id_context(native, id_context, sizeof id_context - 1);
   if (!config.boolean("tls.session_tickets")) SSL_CTX_set_options(native, SSL_OP_NO_TICKET);
+  // The transport drives OpenSSL on the socket itself: a write returns after each record, may be
+  // retried from a moved buffer (the session's queue grows), and idle sessions keep no record
+  // buffers; read-ahead takes what the socket holds in one read. Renegotiation (TLS 1.2) would let
+  // a client make our writes wait for its input: refused, as nginx does.
+  SSL_CTX_set_mode(native, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+  SSL_CTX_set_read_ahead(native, 1);
+  SSL_CTX_set_options(native, SSL_OP_NO_RENEGOTIATION);
   set_alpn(config.list("tls.alpn"));
 }
 
@@ -381,7 +204,7 @@ TlsContext* TlsContext::installed() { return installed_context().get(); }
 void TlsContext::install(std::shared_ptr<TlsContext> context) { installed_context() = std::move(context); }
 
 std::shared_ptr<Transport> TlsContext::make_transport(Transport::Socket socket) {
-  return std::make_shared<TlsTransport>(std::move(socket), context_, handshake_timeout_);
+  return std::make_shared<TlsTransport>(std::move(socket), context_.native_handle(), handshake_timeout_);
 }
 
 }  // namespace netserver

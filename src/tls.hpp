@@ -1,7 +1,7 @@
 #pragma once
 /// TLS for `tls://` listeners: one OpenSSL context per process, loaded from the `tls` block at
 /// start-up (before binding, so that every mistake is a config error), and the TLS Transport
-/// (Boost.Asio's ssl::stream) that sessions accepted on those listeners run over.
+/// (tls_transport.hpp: OpenSSL driven on the socket) that sessions accepted on those listeners run over.
 
 #include <memory>
 #include <string>

@@ -112,9 +112,22 @@ class ProbeServer : public netserver::Server {
   static void trace(const std::string& what) { netserver::log::notice("hook {}", what); }
 };
 
+// PROBE_SIGNAL_MASK=1: prints the signals blocked when main() starts (/proc/self/status's SigBlk)
+// to stderr, so that a test can see which signals a program built on netserver holds from the start.
+void print_signal_mask() {
+  if (!std::getenv("PROBE_SIGNAL_MASK")) return;
+  std::FILE* status = std::fopen("/proc/self/status", "r");
+  if (!status) return;
+  char line[256];
+  while (std::fgets(line, sizeof line, status))
+    if (std::string_view(line).starts_with("SigBlk:")) std::fputs(line, stderr);
+  std::fclose(status);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  print_signal_mask();
   ProbeServer server;
   return server.main(argc, argv);
 }

@@ -98,3 +98,13 @@ TEST_CASE("cidr_allow takes an IPv4-mapped network with its IPv6 prefix length",
   CHECK(served(server.port(), "127.0.0.1", "127.0.0.3"));
   CHECK_FALSE(served(server.port(), "127.0.0.1", "127.0.0.4"));
 }
+
+TEST_CASE("an allow pattern that backtracks without bound refuses its peers and logs it once", "[access][hardening]") {
+  // std::regex took exponential time here, in the event loop, for every client.
+  ServerProcess server = probe("allow: ['(.*.*)*x', '127\\.0\\.0\\.3']\n");
+  CHECK_FALSE(served(server.port(), "127.0.0.1", "127.0.0.1"));
+  CHECK_FALSE(served(server.port(), "127.0.0.1", "127.0.0.2"));
+  CHECK(served(server.port(), "127.0.0.1", "127.0.0.3"));  // and the server goes on serving
+  CHECK(server.wait_for_log("backtracks without bound"));
+  CHECK(server.count_in_log("backtracks without bound") == 1);
+}

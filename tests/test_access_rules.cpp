@@ -78,3 +78,21 @@ TEST_CASE("an IPv4-mapped network counts its prefix from the IPv6 address", "[ac
   CHECK(problem == "\"::ffff:10.0.0.0/8\": the prefix length must be 96 to 128 for an IPv4-mapped address");
   CHECK_FALSE(Network::parse("::ffff:10.0.0.0/129", network, problem));
 }
+
+TEST_CASE("a pattern that backtracks without bound refuses the peer instead of holding the loop", "[access][hardening]") {
+  // Found by the access_rules fuzzer: std::regex spent exponential time on nested repetition,
+  // for every connection. Each of these would take hours on a full IPv6 address without a bound.
+  const std::string address = "2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff";
+  for (const std::string pattern : {"((a|.)*)*b", "(.|.|.)*x", "(.*.*)*z"}) {
+    INFO(pattern);
+    CHECK_FALSE(AccessRules({pattern}, {}, {}, {}).allows(address, false));  // allow: undecided is no
+    CHECK_FALSE(AccessRules({".*"}, {pattern}, {}, {}).allows(address, false));  // deny: undecided is yes
+  }
+  CHECK(AccessRules({"((2|.)*)*f"}, {}, {}, {}).allows(address, false));  // decided matches still count
+}
+
+TEST_CASE("patterns use Perl's syntax as Net::Server's do", "[access]") {
+  CHECK(AccessRules({"\\A127\\.0\\.0\\.\\d+\\z"}, {}, {}, {}).allows("127.0.0.9", false));
+  CHECK(AccessRules({"(?i)::FFFF:.*"}, {}, {}, {}).allows("::ffff:10.0.0.1", false));
+  CHECK(AccessRules({"[[:digit:].]+"}, {}, {}, {}).allows("10.0.0.1", false));
+}

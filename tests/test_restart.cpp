@@ -165,6 +165,22 @@ TEST_CASE("HUP and USR1 arriving while the server starts wait for its handlers",
   CHECK_FALSE(server.wait_exit(0.2s).has_value());
 }
 
+TEST_CASE("a program built on netserver holds HUP USR1 TTIN TTOU and CHLD before main runs", "[restart][signals]") {
+  // A reload sent right after start used to kill the server in the milliseconds between exec and
+  // run(): the signals are now held from the library's earliest constructor.
+  ServerProcess server(binary("probe_server"), yaml_for("multiplex"), Launch{}.with_env("PROBE_SIGNAL_MASK", "1"));
+  const std::string log = server.log();
+  const std::size_t at = log.find("SigBlk:");
+  REQUIRE(at != std::string::npos);
+  const unsigned long long held = std::stoull(log.substr(at + 7), nullptr, 16);
+  for (int signal : {SIGHUP, SIGUSR1, SIGTTIN, SIGTTOU, SIGCHLD}) {
+    INFO("signal " << signal);
+    CHECK((held >> (signal - 1) & 1) == 1);
+  }
+  server.signal(SIGHUP);  // and once running, each has its handler
+  CHECK(eventually([&] { return server.count_in_log("(restarted)") == 1; }));
+}
+
 TEST_CASE("signals that arrive during a restart wait for the new image instead of killing it", "[restart][signals]") {
   ServerProcess server(binary("echo_server"), yaml_for("multiplex"));
   for (int i = 0; i < 5; ++i) {

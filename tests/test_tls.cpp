@@ -229,6 +229,26 @@ TEST_CASE("large output crosses TLS whole and max_output still applies", "[tls]"
   CHECK(server.wait_for_log("its output queue would pass max_output (65536 bytes)"));
 }
 
+// 4,000 lines of up to 4,000 bytes, each its own record, sent without waiting while the client
+// reads nothing for half a second: the server stops reading (backpressure), its records are cut
+// short by a full socket and retried from a queue that moved meanwhile, and many records arrive in
+// one read. Every line must come back whole and in order, over a unix socket and over TCP.
+TEST_CASE("a stream of small records crosses TLS intact through backpressure", "[tls]") {
+  TempDir dir;
+  const std::string path = (dir.path() / "tls.sock").string();
+  ServerProcess server(binary("echo_server"), "personality: multiplex\nlog_level: 3\nmax_output: 256K\nlisten:\n"
+                                              "  - tls://127.0.0.1:0\n  - tls://unix:" + path + "\n" + tls_block());
+  CHECK(server.wait_for_log("listening on tls://unix:" + path));
+  const std::vector<std::string> stream{"--stream", "4000", "--size", "4000", "--timeout", "5"};
+  std::vector<std::string> over_unix{source_dir + "/tests/tls/tls_client.py", "--ca", cert("ca.pem"), "--unix", path};
+  over_unix.insert(over_unix.end(), stream.begin(), stream.end());
+  CHECK_THAT(run("/usr/bin/python3", over_unix, 60s).output, Contains("\"intact\": 4000, \"in_order\": true"));
+  std::vector<std::string> over_tcp{"--rcvbuf", "262144"};  // a smaller window than loopback's: output backs up sooner
+  over_tcp.insert(over_tcp.end(), stream.begin(), stream.end());
+  CHECK_THAT(python_client(tls_port(server), over_tcp), Contains("\"intact\": 4000, \"in_order\": true"));
+  CHECK(server.error_lines().empty());
+}
+
 TEST_CASE("HUP loads the new certificate and old sessions keep going", "[tls]") {
   TempDir dir;
   fs::copy_file(cert("server.pem"), dir.path() / "cert.pem");

@@ -1,10 +1,10 @@
 #pragma once
-/// Access control with Net::Server's rules and order: `allow` / `deny` (regular expressions
-/// matched against the whole peer address) and `cidr_allow` / `cidr_deny` (IPv4 and IPv6
-/// networks).
+/// Access control with Net::Server's rules and order: `allow` / `deny` (Perl-syntax regular
+/// expressions matched against the whole peer address) and `cidr_allow` / `cidr_deny` (IPv4 and
+/// IPv6 networks).
 
 #include <array>
-#include <regex>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -34,13 +34,19 @@ class AccessRules {
 
   /// Net::Server's order: without any rule everyone is allowed; a unix-socket client is always
   /// allowed; then a `deny` or `cidr_deny` match refuses, an `allow` or `cidr_allow` match
-  /// admits, and anyone else is refused. `address` is the peer's IP without port.
+  /// admits, and anyone else is refused. `address` is the peer's IP without port. A pattern whose
+  /// matching would backtrack without bound (`((a|.)*)*b`) is cut off after a number of steps
+  /// that grows with the address and pattern sizes only; that peer is then refused (the rule could
+  /// not be decided) and the pattern is logged once as a warning.
   bool allows(std::string_view address, bool unix_socket) const;
   /// True when no rule is configured.
   bool empty() const { return allow_.empty() && deny_.empty() && cidr_allow_.empty() && cidr_deny_.empty(); }
 
+  /// A compiled `allow` / `deny` pattern (opaque: Boost.Regex stays out of this header).
+  struct Pattern;
+
  private:
-  std::vector<std::regex> allow_, deny_;
+  std::vector<std::shared_ptr<Pattern>> allow_, deny_;
   std::vector<Network> cidr_allow_, cidr_deny_;
 };
 

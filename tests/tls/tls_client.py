@@ -7,12 +7,17 @@ Connects to 127.0.0.1:PORT (or --unix PATH), completes the handshake, reads --re
 each LINE with CRLF and reads one reply line per LINE, then prints one JSON object: the
 negotiated version, cipher, ALPN, the server certificate's serial, the lines read, and "error"
 when something failed. --resume connects twice and reports whether the second reused the session.
+--stream N sends N lines of up to --size bytes, each its own TLS record, without waiting for the
+replies, and reads nothing for --pause seconds (the server's output backs up meanwhile); then it
+reads every reply and reports how many came back intact ("intact") and in what order ("in_order").
 """
 import argparse
 import json
+import select
 import socket
 import ssl
 import sys
+import time
 
 VERSIONS = {"1.1": ssl.TLSVersion.TLSv1_1, "1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 
@@ -37,7 +42,11 @@ def connect(args, ctx, session=None):
         raw.settimeout(args.timeout)
         raw.connect(args.unix)
     else:
-        raw = socket.create_connection(("127.0.0.1", args.port), timeout=args.timeout)
+        raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        raw.settimeout(args.timeout)
+        if args.rcvbuf:  # before connect(): the window is agreed in the handshake
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, args.rcvbuf)
+        raw.connect(("127.0.0.1", args.port))
     return ctx.wrap_socket(raw, server_hostname=args.sni, session=session)
 
 
@@ -69,6 +78,60 @@ def talk(args, out):
     conn.close()
 
 
+def stream_line(i, size):
+    """Line i: its number, then bytes that depend on i, 1 to `size` bytes long in all."""
+    length = 1 + (i * 7919) % size
+    body = "".join(chr(33 + (i + k) % 94) for k in range(min(length, 94)))
+    return (f"{i}:" + body * (length // len(body) + 1))[:max(length, len(str(i)) + 1)].encode()
+
+
+def stream(args, out):
+    conn = connect(args, context(args))
+    pending = [b""]
+    read_line(conn, pending)  # the banner
+    conn.setblocking(False)
+    lines = [stream_line(i, args.size) for i in range(args.stream)]
+    sent, offset, intact, in_order = 0, 0, 0, True
+    received = pending[0]
+    started = time.monotonic()
+    deadline = started + args.timeout * 4
+    while intact < args.stream or offset < len(received):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{sent} lines sent, {intact} back intact")
+        reading = time.monotonic() - started >= args.pause
+        readable, writable, _ = select.select([conn] if reading else [], [conn] if sent < len(lines) else [], [], 0.05)
+        if writable:
+            try:
+                conn.send(lines[sent] + b"\r\n")  # one record: a line is shorter than 16 KiB
+                sent += 1
+            except ssl.SSLWantWriteError:
+                pass
+        while reading:
+            try:
+                chunk = conn.recv(65536)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                break
+            if not chunk:
+                raise EOFError(f"the server closed the connection after {intact} lines")
+            received += chunk
+        while (end := received.find(b"\r\n", offset)) >= 0:
+            line = received[offset:end]
+            offset = end + 2
+            if intact < len(lines) and line == lines[intact]:
+                intact += 1
+            else:
+                in_order = False
+        received = received[offset:]
+        offset = 0
+        if not in_order:
+            break
+    out["intact"] = intact
+    out["in_order"] = in_order
+    conn.setblocking(True)
+    conn.unwrap()
+    conn.close()
+
+
 def resume(args, out):
     ctx = context(args)
     first = connect(args, ctx)
@@ -95,12 +158,16 @@ def main():
     parser.add_argument("--read", type=int, default=1, help="lines to read before sending (the banner)")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--drop", action="store_true", help="end with a bare FIN, no close_notify")
+    parser.add_argument("--stream", type=int, default=0, help="lines to stream (see above)")
+    parser.add_argument("--size", type=int, default=4096, help="longest streamed line")
+    parser.add_argument("--pause", type=float, default=0.5, help="seconds of not reading while streaming")
+    parser.add_argument("--rcvbuf", type=int, default=0, help="SO_RCVBUF of a TCP client (bytes)")
     parser.add_argument("--timeout", type=float, default=5)
     parser.add_argument("lines", nargs="*")
     args = parser.parse_args()
     out = {}
     try:
-        (resume if args.resume else talk)(args, out)
+        (resume if args.resume else stream if args.stream else talk)(args, out)
     except (OSError, EOFError, ssl.SSLError) as error:
         out["error"] = f"{type(error).__name__}: {error}"
     print(json.dumps(out))
