@@ -698,3 +698,26 @@ TEST_CASE("after a HUP the drainer's sessions stay in the room and in presence",
   CHECK(eventually([&] { return children_of(one.pid()).empty(); }, 5s));
   CHECK(one.count_in_log("[error]") == 0);
 }
+
+TEST_CASE("a host name's addresses are tried in turn until Redis answers", "[bus]") {
+  if (::geteuid() != 0) {
+    WARN("skipped: a private /etc/hosts needs root (unshare --mount)");
+    return;
+  }
+  // Redis on 127.0.0.2 only; the name's first address, 127.0.0.1, refuses the connection.
+  Redis redis({}, 0, {}, "127.0.0.2");
+  TempDir dir;
+  const auto hosts = dir.write("hosts", "127.0.0.1 busredis.test\n127.0.0.2 busredis.test\n");
+  const std::vector<std::string> private_hosts = {
+      "/usr/bin/unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
+      "mount --bind " + hosts.string() + " /etc/hosts && exec \"$@\"", "sh"};
+  const std::string url = "redis://busredis.test:" + std::to_string(redis.port());
+  ServerProcess one(binary("chat_server"), bus_yaml(url), Launch().with_wrapper(private_hosts).with_args({"--log_level=4"}));
+  ServerProcess two(binary("chat_server"), bus_yaml(url), Launch().with_wrapper(private_hosts));
+  Chatter a = enter(one.port());
+  Chatter b = enter(two.port());
+  CHECK(one.wait_for_log("connect(127.0.0.1): Connection refused; trying 127.0.0.2"));
+  CHECK(one.wait_for_log("bus: connected to " + url));
+  settle({&a, &b}, 2);
+  check_crosses(a, {&b}, "through the second address");
+}
