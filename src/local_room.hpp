@@ -12,6 +12,7 @@ class LocalRoom : public Room {
   explicit LocalRoom(std::string name) : Room(std::move(name)) {}
   void join(Session& session, std::string label, Joined joined) override;
   void relabel(Session& session, std::string label) override;
+  void claim(Session& session, std::string label, std::string key, Claimed claimed) override;
   void leave(Session& session) override;
   bool contains(const Session& session) const override;
   void publish(std::string_view bytes, const Session* except) override;

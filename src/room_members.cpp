@@ -16,8 +16,14 @@ bool RoomMembers::add(Session& session, std::string label) {
     entry->label = std::move(label);
     return false;
   }
-  entries_.push_back(Entry{session.shared_from_this(), std::move(label)});
+  entries_.push_back(Entry{session.shared_from_this(), std::move(label), std::string()});
   return true;
+}
+
+const RoomMembers::Entry* RoomMembers::holder_of(std::string_view key, const Session& except) const {
+  for (const Entry& entry : entries_)
+    if (entry.session.get() != &except && !key.empty() && entry.key == key) return &entry;
+  return nullptr;
 }
 
 bool RoomMembers::remove(const Session& session) {

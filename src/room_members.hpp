@@ -16,12 +16,15 @@ class RoomMembers {
   struct Entry {
     std::shared_ptr<Session> session;  // removed when the session ends (RoomHub::forget)
     std::string label;
+    std::string key;  // held through Room::claim; empty: none
   };
 
   /// The entry of `session`, or null.
   Entry* find(const Session& session);
   /// Adds `session`; false when it was already a member (its label is updated then).
   bool add(Session& session, std::string label);
+  /// The member other than `except` holding `key`, or null.
+  const Entry* holder_of(std::string_view key, const Session& except) const;
   /// Removes `session`; false when it was not a member.
   bool remove(const Session& session);
   std::size_t size() const { return entries_.size(); }

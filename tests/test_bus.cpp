@@ -438,8 +438,10 @@ TEST_CASE("binary bytes cross intact", "[bus]") {
 
 TEST_CASE("presence lists every process and drops a killed one within the TTL", "[bus]") {
   Redis redis;
-  ServerProcess one(binary("chat_server"), bus_yaml(redis.url()));
-  auto two = std::make_unique<ServerProcess>(binary("chat_server"), bus_yaml(redis.url()));
+  // A TTL of 3 s: long enough that a loaded machine still sees the killed entry right after the
+  // kill, short enough to wait for.
+  ServerProcess one(binary("chat_server"), bus_yaml(redis.url(), "", "3"));
+  auto two = std::make_unique<ServerProcess>(binary("chat_server"), bus_yaml(redis.url(), "", "3"));
   Chatter a = enter(one.port());
   Chatter b = enter(two->port());
   settle({&a, &b}, 2);
@@ -461,7 +463,60 @@ TEST_CASE("presence lists every process and drops a killed one within the TTL", 
   REQUIRE(two->wait_exit(5s));
   two.reset();
   CHECK(who(a).size() == 2);  // the killed process's entry lives until its TTL
-  REQUIRE(eventually([&] { return who(a).size() == 1; }, 4s));
+  REQUIRE(eventually([&] { return who(a).size() == 1; }, 8s));
+}
+
+TEST_CASE("a nick is unique in the room across processes", "[bus]") {
+  Redis redis;
+  ServerProcess one(binary("chat_server"), bus_yaml(redis.url(), "", "60"));
+  ServerProcess two(binary("chat_server"), bus_yaml(redis.url(), prefork_block, "60"));
+  Chatter a = enter(one.port());
+  Chatter b = enter(two.port());
+  Chatter c = enter(two.port());
+  settle({&a, &b, &c}, 3);
+  a.client.send("/nick Alice\r\n");
+  REQUIRE(a.client.read_line() == "You are now known as Alice");
+  REQUIRE(b.client.read_line() == a.name + " is now known as Alice");
+  REQUIRE(c.client.read_line() == a.name + " is now known as Alice");
+  // Another process, another case: taken, named as its holder wrote it; nobody hears of it.
+  b.client.send("/nick aLICE\r\n");
+  CHECK(b.client.read_line() == "The nick Alice is taken");
+  // Asked at once by two clients of two processes: exactly one gets it.
+  b.client.send("/nick bob\r\n");
+  a.client.send("/nick BOB\r\n");
+  // The winner's announcement may reach the loser before the loser's own answer: skipped.
+  auto answer = [](Chatter& chatter) {
+    for (;;) {
+      auto line = chatter.client.read_line();
+      if (!line || line->starts_with("You are") || line->starts_with("The nick")) return line;
+    }
+  };
+  const auto to_b = answer(b);
+  const auto to_a = answer(a);
+  REQUIRE(to_a);
+  REQUIRE(to_b);
+  const bool b_won = *to_b == "You are now known as bob";
+  CHECK(b_won != (*to_a == "You are now known as BOB"));
+  CHECK((b_won ? *to_a : *to_b) == (b_won ? "The nick bob is taken" : "The nick BOB is taken"));
+  settle({&a, &b, &c}, 3);  // drops the announcement of the winner
+  // A member that leaves lets go of its nick at once; its own old nick is free again too.
+  const std::string a_nick = b_won ? "Alice" : "BOB";  // winning BOB let go of Alice
+  a.client.send("bye\r\n");
+  auto heard = [&c] {  // a late announcement of the race's winner is skipped
+    auto line = c.client.read_line();
+    while (line && line->find(" is now known as ") != std::string::npos) line = c.client.read_line();
+    return line;
+  };
+  REQUIRE(heard() == "Client " + a_nick + " said: bye");
+  REQUIRE(heard() == "Unfortunately " + a_nick + " left us");
+  c.client.send("/nick bob\r\n");
+  CHECK(c.client.read_line() == (b_won ? "The nick bob is taken" : "You are now known as bob"));
+  c.client.send("/nick alice\r\n");
+  CHECK(c.client.read_line() == "You are now known as alice");
+  // b holds bob if it won it; else c took bob after a left, and let go of it for alice.
+  const std::string names = redis.cli({"HKEYS", "chat:names:chat"});
+  CHECK_THAT(names, Contains("alice"));
+  CHECK((names.find("bob") != std::string::npos) == b_won);
 }
 
 TEST_CASE("a clean exit removes its presence entries at once", "[bus]") {
@@ -486,6 +541,12 @@ TEST_CASE("a Redis unreachable at start-up is waited for while serving locally",
   Chatter b = enter(one.port());
   CHECK(a.client.read_line() == "Please welcome " + b.name + ", who just joined us");
   check_crosses(a, {&b}, "local for now");
+  // Nicks stay unique in this process meanwhile, and are claimed on the bus once it answers.
+  a.client.send("/nick solo\r\n");
+  REQUIRE(a.client.read_line() == "You are now known as solo");
+  REQUIRE(b.client.read_line() == a.name + " is now known as solo");
+  b.client.send("/nick SOLO\r\n");
+  CHECK(b.client.read_line() == "The nick solo is taken");
 
   Redis redis({}, port);
   ServerProcess two(binary("chat_server"), bus_yaml(redis.url()));
@@ -493,6 +554,8 @@ TEST_CASE("a Redis unreachable at start-up is waited for while serving locally",
   Chatter c = enter(two.port());
   settle({&c, &a, &b}, 3);
   check_crosses(c, {&a, &b}, "now on the bus");
+  c.client.send("/nick Solo\r\n");
+  CHECK(c.client.read_line() == "The nick solo is taken");
 }
 
 namespace {
@@ -636,4 +699,27 @@ TEST_CASE("after a HUP the drainer's sessions stay in the room and in presence",
   CHECK(eventually([&] { return who(b).size() == 2; }, 3s));
   CHECK(eventually([&] { return children_of(one.pid()).empty(); }, 5s));
   CHECK(one.count_in_log("[error]") == 0);
+}
+
+TEST_CASE("a host name's addresses are tried in turn until Redis answers", "[bus]") {
+  if (::geteuid() != 0) {
+    WARN("skipped: a private /etc/hosts needs root (unshare --mount)");
+    return;
+  }
+  // Redis on 127.0.0.2 only; the name's first address, 127.0.0.1, refuses the connection.
+  Redis redis({}, 0, {}, "127.0.0.2");
+  TempDir dir;
+  const auto hosts = dir.write("hosts", "127.0.0.1 busredis.test\n127.0.0.2 busredis.test\n");
+  const std::vector<std::string> private_hosts = {
+      "/usr/bin/unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
+      "mount --bind " + hosts.string() + " /etc/hosts && exec \"$@\"", "sh"};
+  const std::string url = "redis://busredis.test:" + std::to_string(redis.port());
+  ServerProcess one(binary("chat_server"), bus_yaml(url), Launch().with_wrapper(private_hosts).with_args({"--log_level=4"}));
+  ServerProcess two(binary("chat_server"), bus_yaml(url), Launch().with_wrapper(private_hosts));
+  Chatter a = enter(one.port());
+  Chatter b = enter(two.port());
+  CHECK(one.wait_for_log("connect(127.0.0.1): Connection refused; trying 127.0.0.2"));
+  CHECK(one.wait_for_log("bus: connected to " + url));
+  settle({&a, &b}, 2);
+  check_crosses(a, {&b}, "through the second address");
 }

@@ -54,6 +54,9 @@ TEST_CASE("chat protocol: nicks compare without ASCII case", "[chat-protocol]") 
   CHECK_FALSE(chat::same_nick("alice", "alicia"));
   CHECK_FALSE(chat::same_nick("", "a"));
   CHECK(chat::same_nick("Jos\xc3\xa9", "jos\xc3\xa9"));
+  CHECK(chat::nick_key("AlIcE") == "alice");
+  CHECK(chat::nick_key("Jos\xc3\xa9") == chat::nick_key("jOS\xc3\xa9"));
+  CHECK(chat::nick_key("Jos\xc3\xa9") != chat::nick_key("jos\xc3\x89"));
 }
 
 TEST_CASE("chat protocol: relayed text has its control characters escaped", "[chat-protocol]") {

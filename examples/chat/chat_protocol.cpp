@@ -104,6 +104,13 @@ bool same_nick(std::string_view a, std::string_view b) {
          });
 }
 
+std::string nick_key(std::string_view wanted) {
+  std::string key(wanted);
+  for (char& c : key)
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  return key;
+}
+
 std::string escape_controls(std::string_view text) {
   std::string out;
   out.reserve(text.size());

@@ -32,6 +32,9 @@ std::optional<std::string> nick_problem(std::string_view wanted);
 
 /// Nicks compare without regard to ASCII case: "Alice" is taken when "alice" is.
 bool same_nick(std::string_view a, std::string_view b);
+/// What makes two nicks the same, as one string: `wanted` with ASCII letters in lower case
+/// (same_nick(a, b) == (nick_key(a) == nick_key(b))); the key a room claims a nick by.
+std::string nick_key(std::string_view wanted);
 
 /// A client's text made safe to relay: valid UTF-8 without control characters. C0 controls
 /// (CR, ESC, ...), DEL and bytes that are not UTF-8 become "\xNN"; C1 controls and the

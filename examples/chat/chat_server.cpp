@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <optional>
 #include <vector>
 
 #include <netserver/netserver.hpp>
@@ -108,26 +109,19 @@ class ChatHandler : public netserver::LineHandler {
     });
   }
 
+  // The nick is claimed in the room: unique among everyone in it, in every process on the bus
+  // (the answer then comes from Redis, so it may arrive after later input's replies).
   static void nick(Session& session, std::string_view wanted) {
     if (const auto problem = chat::nick_problem(wanted))
       return session.send_line(fmt::format("Usage: /nick NAME ({})", *problem));
-    if (Session* holder = nick_holder(session, wanted); holder && holder != &session)
-      return session.send_line(fmt::format("The nick {} is taken", name(*holder)));
-    const std::string before = name(session);
-    session.state<ChatUser>().nick = std::string(wanted);
-    room(session).relabel(session, std::string(wanted));
-    session.send_line(fmt::format("You are now known as {}", wanted));
-    tell_others(session, fmt::format("{} is now known as {}", before, wanted));
-  }
-
-  // The session of this process already called `wanted` (ignoring ASCII case), if any. With a
-  // bus, nicks are unique per process only: the room's other processes are not asked.
-  static Session* nick_holder(Session& session, std::string_view wanted) {
-    Session* holder = nullptr;
-    session.registry().for_each([&](Session& other) {
-      if (chat::same_nick(other.state<ChatUser>().nick, wanted)) holder = &other;
-    });
-    return holder;
+    room(session).claim(session, std::string(wanted), chat::nick_key(wanted),
+                        [wanted = std::string(wanted)](Session& asking, std::optional<std::string> holder) {
+                          if (holder) return asking.send_line(fmt::format("The nick {} is taken", *holder));
+                          const std::string before = name(asking);
+                          asking.state<ChatUser>().nick = wanted;
+                          asking.send_line(fmt::format("You are now known as {}", wanted));
+                          tell_others(asking, fmt::format("{} is now known as {}", before, wanted));
+                        });
   }
 };
 

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -38,6 +39,9 @@ class Room {
   using Joined = std::function<void(Session&)>;
   /// Receives the members for Room::who; runs only while the asking session is still open.
   using Listing = std::function<void(Session& asking, std::vector<Member> members)>;
+  /// Receives Room::claim's outcome: nothing when `session` got the label, else the label of the
+  /// member holding it. Runs only while `session` is open.
+  using Claimed = std::function<void(Session& session, std::optional<std::string> holder)>;
 
   /// A room called `name`; handlers get rooms from Session::room, not by constructing them.
   explicit Room(std::string name) : name_(std::move(name)) {}
@@ -54,6 +58,16 @@ class Room {
   virtual void join(Session& session, std::string label, Joined joined = {}) = 0;
   /// Changes how a member appears in who().
   virtual void relabel(Session& session, std::string label) = 0;
+  /// Gives the member `session` the label `label`, unique in the whole room by `key` (what
+  /// counts as the same label, e.g. "alice" for "Alice"): when another member holds `key`,
+  /// nothing changes and `claimed` gets that member's label; else `session` is relabeled and holds
+  /// `key` (letting go of the key it held before), and `claimed` gets nothing. Without a bus: this
+  /// process's members are compared. With one: every process's, in one atomic step in Redis
+  /// (`claimed` runs after a round trip); a member of a killed process holds its key until its
+  /// presence entry expires. While the bus is down, only this process's members are compared
+  /// (two processes may then give out one key; neither is taken back when the bus returns).
+  /// Nothing happens for a session that is not a member.
+  virtual void claim(Session& session, std::string label, std::string key, Claimed claimed) = 0;
   /// Removes `session` (nothing when it is not a member).
   virtual void leave(Session& session) = 0;
   /// True when `session` is a member.

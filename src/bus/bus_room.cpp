@@ -12,15 +12,40 @@ namespace netserver {
 
 namespace {
 
-// KEYS: the hash, the expiry set. ARGV: expiry (ms since the epoch), key TTL (ms), then field
-// and value pairs. The keys themselves expire too, so a room nobody refreshes goes away.
+// KEYS: the hash, the expiry set, the names (claimed key -> field). ARGV: expiry (ms since the
+// epoch), key TTL (ms), now (ms), then field, value and claimed key ("" for none) triples. A key
+// is taken back (after a reconnect) unless a live member of another field holds it. The keys
+// themselves expire too, so a room nobody refreshes goes away.
 constexpr const char* upsert_script = R"(
-for i = 3, #ARGV, 2 do
+for i = 4, #ARGV, 3 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
   redis.call('ZADD', KEYS[2], ARGV[1], ARGV[i])
+  if ARGV[i + 2] ~= '' then
+    local holder = redis.call('HGET', KEYS[3], ARGV[i + 2])
+    local live = holder and holder ~= ARGV[i] and tonumber(redis.call('ZSCORE', KEYS[2], holder) or '0') > tonumber(ARGV[3])
+    if not live then redis.call('HSET', KEYS[3], ARGV[i + 2], ARGV[i]) end
+  end
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
+for k = 1, 3 do redis.call('PEXPIRE', KEYS[k], ARGV[2]) end
+return 1)";
+
+// KEYS: the hash, the expiry set, the names. ARGV: now, expiry, key TTL (ms), the key wanted,
+// the field asking, its record with the new label, the key it held ("" for none). Returns 1 when
+// the field got the key (its record and expiry written, its old key let go), else the holder's
+// record: a key is held while its holder's presence entry lives.
+constexpr const char* claim_script = R"(
+local holder = redis.call('HGET', KEYS[3], ARGV[4])
+if holder and holder ~= ARGV[5] then
+  local expiry = redis.call('ZSCORE', KEYS[2], holder)
+  if expiry and tonumber(expiry) > tonumber(ARGV[1]) then return redis.call('HGET', KEYS[1], holder) or '' end
+end
+redis.call('HSET', KEYS[3], ARGV[4], ARGV[5])
+if ARGV[7] ~= '' and ARGV[7] ~= ARGV[4] and redis.call('HGET', KEYS[3], ARGV[7]) == ARGV[5] then
+  redis.call('HDEL', KEYS[3], ARGV[7])
+end
+redis.call('HSET', KEYS[1], ARGV[5], ARGV[6])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[5])
+for k = 1, 3 do redis.call('PEXPIRE', KEYS[k], ARGV[3]) end
 return 1)";
 
 // KEYS: the hash, the expiry set. ARGV: now (ms). Prunes what expired, returns the rest.
@@ -30,11 +55,12 @@ for _, field in ipairs(gone) do redis.call('HDEL', KEYS[1], field) end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
 return redis.call('HGETALL', KEYS[1]))";
 
-// KEYS: the hash, the expiry set. ARGV: the fields to remove.
+// KEYS: the hash, the expiry set, the names. ARGV: field and claimed key ("" for none) pairs.
 constexpr const char* remove_script = R"(
-for _, field in ipairs(ARGV) do
-  redis.call('HDEL', KEYS[1], field)
-  redis.call('ZREM', KEYS[2], field)
+for i = 1, #ARGV, 2 do
+  redis.call('HDEL', KEYS[1], ARGV[i])
+  redis.call('ZREM', KEYS[2], ARGV[i])
+  if ARGV[i + 1] ~= '' and redis.call('HGET', KEYS[3], ARGV[i + 1]) == ARGV[i] then redis.call('HDEL', KEYS[3], ARGV[i + 1]) end
 end
 return 1)";
 
@@ -52,9 +78,12 @@ BusRoom::BusRoom(RoomHub& hub, std::string name) : Room(std::move(name)), hub_(h
 
 BusRoom::~BusRoom() {
   if (hub_.bus() == nullptr) return;
-  std::vector<std::string> fields;
-  for (const RoomMembers::Entry* entry : admitted()) fields.push_back(field_of(*entry->session));
-  remove_presence(fields);
+  std::vector<std::string> fields_and_keys;
+  for (const RoomMembers::Entry* entry : admitted()) {
+    fields_and_keys.push_back(field_of(*entry->session));
+    fields_and_keys.push_back(entry->key);
+  }
+  remove_presence(fields_and_keys);
 }
 
 std::string BusRoom::field_of(const Session& session) {
@@ -82,16 +111,65 @@ void BusRoom::relabel(Session& session, std::string label) {
 }
 
 void BusRoom::leave(Session& session) {
+  const RoomMembers::Entry* entry = members_.find(session);
+  const std::string key = entry ? entry->key : std::string();
   const bool was_waiting = std::erase_if(waiting_, [&](const auto& w) {
                              auto locked = w.first.lock();
                              return !locked || locked.get() == &session;
                            }) > 0;
   if (!members_.remove(session)) return;
-  if (!was_waiting) remove_presence({field_of(session)});
+  if (!was_waiting || !key.empty()) remove_presence({field_of(session), key});  // a claim writes presence too
   if (members_.size() == 0) {
     hub_.bus()->detach(name());
     subscribed_ = false;
   }
+}
+
+// A member of this process holding the key answers without Redis; while the bus is down so does
+// everyone else (the fallback: unique in this process).
+void BusRoom::claim(Session& session, std::string label, std::string key, Claimed claimed) {
+  RoomMembers::Entry* entry = members_.find(session);
+  if (entry == nullptr || !session.is_open()) return;
+  if (const RoomMembers::Entry* holder = members_.holder_of(key, session)) return claimed(session, holder->label);
+  bus::RedisBus& bus = *hub_.bus();
+  const double ttl = bus.settings().presence_ttl;
+  const std::int64_t now = now_ms();
+  const std::vector<std::string> argv{
+      "EVAL", claim_script, "3", bus.key("presence", name()), bus.key("presence-expiry", name()), bus.key("names", name()),
+      std::to_string(now), std::to_string(now + static_cast<std::int64_t>(ttl * 1000)),
+      std::to_string(static_cast<std::int64_t>(ttl * 1000) + 1000), key, field_of(session), record_of(session, label),
+      entry->key};
+  std::weak_ptr<Session> weak = session.weak_from_this();
+  auto answer = [this, weak, label, key, claimed](const redisReply& reply) {
+    auto asking = weak.lock();
+    if (!asking || !asking->is_open()) return;
+    if (reply.type == REDIS_REPLY_STRING) {
+      auto record = bus::PresenceRecord::decode(text_of(reply));
+      return claimed(*asking, record ? record->label : key);
+    }
+    if (reply.type == REDIS_REPLY_ERROR) log::warning("bus: claiming a label in room {} refused: {}", name(), text_of(reply));
+    take(*asking, label, key, claimed);
+  };
+  if (!bus.command(argv, answer)) take(session, std::move(label), std::move(key), claimed);
+}
+
+// The label is this session's now (it won the claim, or the bus could not be asked).
+void BusRoom::take(Session& session, std::string label, std::string key, const Claimed& claimed) {
+  RoomMembers::Entry* entry = members_.find(session);
+  if (entry == nullptr) return;
+  if (const RoomMembers::Entry* holder = members_.holder_of(key, session)) return claimed(session, holder->label);
+  entry->label = std::move(label);
+  entry->key = std::move(key);
+  if (hub_.bus()->is_up() && !is_waiting(session)) write_presence({entry});
+  claimed(session, std::nullopt);
+}
+
+bool BusRoom::is_waiting(const Session& session) const {
+  return std::any_of(waiting_.begin(), waiting_.end(), [&](const auto& w) { return w.first.lock().get() == &session; });
+}
+
+std::string BusRoom::record_of(const Session& session, const std::string& label) const {
+  return bus::PresenceRecord{current_pid(), host_name(), session.peer(), label}.encode();
 }
 
 bool BusRoom::contains(const Session& session) const { return const_cast<RoomMembers&>(members_).find(session) != nullptr; }
@@ -157,23 +235,27 @@ void BusRoom::write_presence(const std::vector<const RoomMembers::Entry*>& entri
   bus::RedisBus& bus = *hub_.bus();
   if (entries.empty() || !bus.is_up()) return;
   const double ttl = bus.settings().presence_ttl;
-  std::vector<std::string> argv{"EVAL", upsert_script, "2", bus.key("presence", name()), bus.key("presence-expiry", name()),
-                                std::to_string(now_ms() + static_cast<std::int64_t>(ttl * 1000)),
-                                std::to_string(static_cast<std::int64_t>(ttl * 1000) + 1000)};
+  const std::int64_t now = now_ms();
+  std::vector<std::string> argv{"EVAL", upsert_script, "3", bus.key("presence", name()), bus.key("presence-expiry", name()),
+                                bus.key("names", name()), std::to_string(now + static_cast<std::int64_t>(ttl * 1000)),
+                                std::to_string(static_cast<std::int64_t>(ttl * 1000) + 1000), std::to_string(now)};
   for (const RoomMembers::Entry* entry : entries) {
     argv.push_back(field_of(*entry->session));
-    argv.push_back(bus::PresenceRecord{::getpid(), host_name(), entry->session->peer(), entry->label}.encode());
+    argv.push_back(record_of(*entry->session, entry->label));
+    argv.push_back(entry->key);
   }
   bus.command(argv, [room = name()](const redisReply& reply) {
     if (reply.type == REDIS_REPLY_ERROR) log::warning("bus: presence update of room {} refused: {}", room, text_of(reply));
   });
 }
 
-void BusRoom::remove_presence(const std::vector<std::string>& fields) {
+// `fields_and_keys`: each member's presence field followed by the key it claimed ("" for none).
+void BusRoom::remove_presence(const std::vector<std::string>& fields_and_keys) {
   bus::RedisBus& bus = *hub_.bus();
-  if (fields.empty() || !bus.is_up()) return;
-  std::vector<std::string> argv{"EVAL", remove_script, "2", bus.key("presence", name()), bus.key("presence-expiry", name())};
-  argv.insert(argv.end(), fields.begin(), fields.end());
+  if (fields_and_keys.empty() || !bus.is_up()) return;
+  std::vector<std::string> argv{"EVAL", remove_script, "3", bus.key("presence", name()), bus.key("presence-expiry", name()),
+                                bus.key("names", name())};
+  argv.insert(argv.end(), fields_and_keys.begin(), fields_and_keys.end());
   bus.command(argv);
 }
 

@@ -20,11 +20,12 @@ class RoomHub;
 class BusRoom : public Room, public bus::BusListener {
  public:
   BusRoom(RoomHub& hub, std::string name);
-  /// Removes the presence entries of members still here.
+  /// Removes the presence entries (and claimed keys) of members still here.
   ~BusRoom() override;
 
   void join(Session& session, std::string label, Joined joined) override;
   void relabel(Session& session, std::string label) override;
+  void claim(Session& session, std::string label, std::string key, Claimed claimed) override;
   void leave(Session& session) override;
   bool contains(const Session& session) const override;
   void publish(std::string_view bytes, const Session* except) override;
@@ -39,8 +40,11 @@ class BusRoom : public Room, public bus::BusListener {
 
  private:
   void admit_waiting();
+  void take(Session& session, std::string label, std::string key, const Claimed& claimed);
+  bool is_waiting(const Session& session) const;
+  std::string record_of(const Session& session, const std::string& label) const;
   void write_presence(const std::vector<const RoomMembers::Entry*>& entries);
-  void remove_presence(const std::vector<std::string>& fields);
+  void remove_presence(const std::vector<std::string>& fields_and_keys);
   std::vector<const RoomMembers::Entry*> admitted() const;
   std::string field_of(const Session& session);
 
