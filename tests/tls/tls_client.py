@@ -7,6 +7,8 @@ Connects to 127.0.0.1:PORT (or --unix PATH), completes the handshake, reads --re
 each LINE with CRLF and reads one reply line per LINE, then prints one JSON object: the
 negotiated version, cipher, ALPN, the server certificate's serial, the lines read, and "error"
 when something failed. --resume connects twice and reports whether the second reused the session.
+--until-close sends every LINE in one write, then reads until the server ends the stream and
+reports how ("closed": "close_notify", or "without close_notify" for a bare EOF).
 --stream N sends N lines of up to --size bytes, each its own TLS record, without waiting for the
 replies, and reads nothing for --pause seconds (the server's output backs up meanwhile); then it
 reads every reply and reports how many came back intact ("intact") and in what order ("in_order").
@@ -47,7 +49,8 @@ def connect(args, ctx, session=None):
         if args.rcvbuf:  # before connect(): the window is agreed in the handshake
             raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, args.rcvbuf)
         raw.connect(("127.0.0.1", args.port))
-    return ctx.wrap_socket(raw, server_hostname=args.sni, session=session)
+    return ctx.wrap_socket(raw, server_hostname=args.sni, session=session,
+                           suppress_ragged_eofs=not args.until_close)
 
 
 def read_line(conn, pending):
@@ -75,6 +78,24 @@ def talk(args, out):
         out["lines"].append(read_line(conn, pending))
     if not args.drop:  # Python's close() alone sends no close_notify: --drop ends with a bare FIN
         conn.unwrap()
+    conn.close()
+
+
+def until_close(args, out):
+    ctx = context(args)
+    ctx.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF  # Python sets it: a bare EOF would pass for close_notify
+    conn = connect(args, ctx)
+    pending = [b""]
+    out["lines"] = [read_line(conn, pending)]  # the banner
+    conn.sendall(b"".join(line.encode() + b"\r\n" for line in args.lines))
+    received = pending[0]
+    try:
+        while chunk := conn.recv(65536):
+            received += chunk
+        out["closed"] = "close_notify"
+    except ssl.SSLEOFError:
+        out["closed"] = "without close_notify"
+    out["lines"] += received.decode("utf-8", "replace").split("\r\n")[:-1]
     conn.close()
 
 
@@ -158,6 +179,7 @@ def main():
     parser.add_argument("--read", type=int, default=1, help="lines to read before sending (the banner)")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--drop", action="store_true", help="end with a bare FIN, no close_notify")
+    parser.add_argument("--until-close", action="store_true", help="send every LINE, read until the end")
     parser.add_argument("--stream", type=int, default=0, help="lines to stream (see above)")
     parser.add_argument("--size", type=int, default=4096, help="longest streamed line")
     parser.add_argument("--pause", type=float, default=0.5, help="seconds of not reading while streaming")
@@ -167,7 +189,8 @@ def main():
     args = parser.parse_args()
     out = {}
     try:
-        (resume if args.resume else stream if args.stream else talk)(args, out)
+        mode = resume if args.resume else stream if args.stream else until_close if args.until_close else talk
+        mode(args, out)
     except (OSError, EOFError, ssl.SSLError) as error:
         out["error"] = f"{type(error).__name__}: {error}"
     print(json.dumps(out))
