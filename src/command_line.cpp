@@ -4,6 +4,7 @@
 
 #include "netserver/config.hpp"
 #include "netserver/errors.hpp"
+#include "redact.hpp"
 
 namespace netserver {
 
@@ -16,7 +17,7 @@ std::string normalise_key(std::string_view key) {
 }
 
 [[noreturn]] void fail(const std::string& argument, const std::string& problem) {
-  throw ConfigError(fmt::format("command line: {}: {} (see --help)", argument, problem));
+  throw ConfigError(without_passwords(fmt::format("command line: {}: {} (see --help)", argument, problem)));
 }
 
 }  // namespace

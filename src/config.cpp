@@ -12,13 +12,10 @@
 #include <yaml-cpp/yaml.h>
 
 #include "netserver/errors.hpp"
+#include "redact.hpp"
 
 namespace netserver {
 
-namespace {
-
-// `text` with the password of every "scheme://[USER]:PASSWORD@" in it replaced by "***" (the
-// bus address carries Redis's password; errors, --check-config and logs must not show it).
 std::string without_passwords(std::string_view text) {
   std::string out;
   for (;;) {
@@ -40,6 +37,9 @@ std::string without_passwords(std::string_view text) {
   out.append(text);
   return out;
 }
+
+namespace {
+
 
 std::string position(const std::string& file, const YAML::Mark& mark) {
   return fmt::format("{}:{}:{}", file, mark.line + 1, mark.column + 1);

@@ -231,6 +231,8 @@ TEST_CASE("the bus password never appears in errors or the log", "[bus]") {
         std::vector<std::string>{"--port=0", "--bus", "redis://user:" + secret + "@127.0.0.1:6379"},
         std::vector<std::string>{"--port=0", "--buss=redis://:" + secret + "@127.0.0.1:6379"},
         std::vector<std::string>{"--port=0", "--bus=redis+unix://:" + secret + "@relative.sock"},
+        std::vector<std::string>{"--port=0", "--bus=", "redis://:" + secret + "@127.0.0.1:6379"},  // a stray word
+        std::vector<std::string>{"--port=0", "bus=redis://:" + secret + "@127.0.0.1:6379"},        // no dashes
         std::vector<std::string>{"--config", dir.write("bad.yaml", "port: 0\nbus: redis://:" + secret + "@127.0.0.1\n").string()}}) {
     const Outcome bad = run(binary("chat_server"), args);
     CHECK(bad.status == 2);
