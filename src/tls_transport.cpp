@@ -40,7 +40,9 @@ std::string subject_of(X509* certificate) {
 TlsTransport::TlsTransport(Socket socket, SSL_CTX* context, double handshake_timeout)
     : socket_(std::move(socket)), ssl_(SSL_new(context)), timer_(socket_.get_executor()), handshake_timeout_(handshake_timeout) {
   // The modes (partial writes, moving write buffer, released buffers) and read-ahead come from
-  // the context. The socket BIO does not own the descriptor: socket_ closes it.
+  // the context. The socket BIO does not own the descriptor: socket_ closes it. It writes with
+  // write(2), not send(MSG_NOSIGNAL): a vanished client's SIGPIPE is ignored by Server::post_bind,
+  // which every process runs before it serves.
   if (!ssl_ || SSL_set_fd(ssl_, socket_.native_handle()) != 1) {
     ERR_clear_error();
     if (ssl_) SSL_free(ssl_);
