@@ -4,7 +4,6 @@
 
 #include <unistd.h>
 
-#include <charconv>
 #include <chrono>
 #include <cstdlib>
 #include <stdexcept>
@@ -12,15 +11,12 @@
 
 #include <netserver/netserver.hpp>
 
+#include "probe_command.hpp"
+
 using netserver::Session;
+using probe::number;
 
 namespace {
-
-double number(std::string_view text) {
-  double value = 0;
-  std::from_chars(text.data(), text.data() + text.size(), value);
-  return value;
-}
 
 class ProbeHandler : public netserver::LineHandler {
  public:
@@ -29,9 +25,7 @@ class ProbeHandler : public netserver::LineHandler {
   }
 
   void on_line(Session& session, std::string_view line) override {
-    const std::size_t space = line.find(' ');
-    const std::string_view command = line.substr(0, space);
-    const std::string_view argument = space == std::string_view::npos ? "" : line.substr(space + 1);
+    const auto [command, argument] = probe::parse(line);
     if (command == "echo") return session.send_line(argument);
     if (command == "timeout") return session.set_timeout(number(argument));
     if (command == "throw") throw std::runtime_error("probe exception");

@@ -4,7 +4,6 @@
 
 #include <unistd.h>
 
-#include <charconv>
 #include <chrono>
 #include <stdexcept>
 
@@ -12,15 +11,12 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <netserver/netserver.hpp>
 
+#include "probe_command.hpp"
+
 using netserver::Session;
+using probe::number;
 
 namespace {
-
-double number(std::string_view text) {
-  double value = 0;
-  std::from_chars(text.data(), text.data() + text.size(), value);
-  return value;
-}
 
 // Lives in the coroutine frame: its destructor runs when the frame is destroyed, however it ends.
 struct FrameWatch {
@@ -35,9 +31,7 @@ class Probe : public netserver::Conversation {
     session.send_line(fmt::format("sequential probe ready (personality {}, pid {})",
                                   session.server().personality_name(), ::getpid()));
     while (auto line = co_await read_line(session)) {
-      const std::size_t space = line->find(' ');
-      const std::string command = line->substr(0, space);
-      const std::string argument = space == std::string::npos ? "" : line->substr(space + 1);
+      const auto [command, argument] = probe::parse(*line);
       if (command == "quit") co_return;
       if (command == "echo") session.send_line(argument);
       else if (command == "throw") {
@@ -46,7 +40,7 @@ class Probe : public netserver::Conversation {
       } else if (command == "sleep") co_await sleep(session, number(argument));
       else if (command == "read") co_await timed_read(session, number(argument));
       else if (command == "flood") co_await flood(session, static_cast<std::size_t>(number(argument)));
-      else if (command == "say") session.registry().broadcast(argument + "\r\n", &session);
+      else if (command == "say") session.registry().broadcast(std::string(argument) + "\r\n", &session);
       else if (command == "close") session.close();
       else session.send_line("unknown command");
     }

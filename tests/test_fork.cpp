@@ -7,6 +7,7 @@
 #include <set>
 #include <thread>
 
+#include "chat_checks.hpp"
 #include "harness.hpp"
 
 using namespace harness;
@@ -155,15 +156,5 @@ TEST_CASE("fork: a child_init_hook that throws stops the server with exit status
 
 TEST_CASE("chat under fork: a broadcast reaches nobody and /who shows only yourself", "[fork][chat]") {
   ServerProcess server(binary("chat_server"), fork_yaml());
-  Client a(server.port()), b(server.port());
-  for (Client* c : {&a, &b}) {
-    REQUIRE(c->read_line() == "Welcome, to the server!");
-    REQUIRE(c->read_line());
-  }
-  a.send("hello b?\r\n/who\r\n");
-  const auto who = a.read_line();
-  REQUIRE(who);
-  CHECK_THAT(*who, Contains("1 client(s) in this process") && Contains("personality fork"));
-  CHECK_THAT(*a.read_line(), Contains("<- you"));
-  CHECK(b.silent_for(0.3s));
+  check_chat_room_is_one_process(server, "fork");
 }

@@ -9,6 +9,7 @@
 #include <set>
 #include <thread>
 
+#include "chat_checks.hpp"
 #include "harness.hpp"
 
 using namespace harness;
@@ -218,17 +219,7 @@ TEST_CASE("prefork: a pool that would never start a child is a configuration err
 TEST_CASE("chat under prefork: a broadcast reaches nobody and /who shows only yourself", "[prefork][chat]") {
   ServerProcess server(binary("chat_server"), prefork_yaml("  min_servers: 3\n  max_servers: 5\n"
                                                            "  min_spare_servers: 1\n  max_spare_servers: 4\n"));
-  Client a(server.port()), b(server.port());
-  for (Client* c : {&a, &b}) {
-    REQUIRE(c->read_line() == "Welcome, to the server!");
-    REQUIRE(c->read_line());
-  }
-  a.send("hello b?\r\n/who\r\n");
-  const auto who = a.read_line();
-  REQUIRE(who);
-  CHECK_THAT(*who, Contains("1 client(s) in this process") && Contains("personality prefork"));
-  CHECK_THAT(*a.read_line(), Contains("<- you"));
-  CHECK(b.silent_for(0.3s));  // no "Please welcome", no "Client ... said"
+  check_chat_room_is_one_process(server, "prefork");
 }
 
 TEST_CASE("prefork: refused clients leave no descriptor behind in the children", "[prefork][access][limits]") {
