@@ -6,6 +6,7 @@
 //   netbench join    --port P --connections N                         join storm: N chat clients at once
 //   netbench broadcast --port P --connections N --senders S --duration D   S senders in a room of N
 //   netbench connect --port P --connections C --duration D            connect, banner, echo, close
+//                    [--proxy v1|v2]                                 ... each connection first sending a PROXY header
 //   netbench idle    --port P --connections N --server-pid PID        memory per idle connection
 //   netbench pids    --port P --connections N                         which process serves whom
 //
@@ -69,6 +70,7 @@ struct Options {
   double duration = 3;
   double timeout = 5;  // a round or a banner that takes longer counts as never coming
   pid_t server_pid = 0;
+  std::string proxy;    // connect: "v1" or "v2": a PROXY header first, as a load balancer sends it
   int port2 = 0;        // chat: every second client connects here (a second server on one bus)
   pid_t server_pid2 = 0;  // ... and this server's CPU counts too
   bool json = false;
@@ -98,6 +100,7 @@ Options parse_options(int argc, char** argv) {
       else if (flag == "--timeout") options.timeout = std::stod(value);
       else if (flag == "--server-pid") options.server_pid = std::stoi(value);
       else if (flag == "--port2") options.port2 = std::stoi(value);
+      else if (flag == "--proxy") options.proxy = value;
       else if (flag == "--server-pid2") options.server_pid2 = std::stoi(value);
       else die("unknown option " + flag);
     } catch (const std::logic_error&) {
@@ -105,6 +108,7 @@ Options parse_options(int argc, char** argv) {
     }
   }
   if (options.connections == 0) die("--connections must be at least 1");
+  if (!options.proxy.empty() && options.proxy != "v1" && options.proxy != "v2") die("--proxy takes v1 or v2");
   if (options.senders == 0 || options.senders > options.connections) options.senders = options.connections;
   return options;
 }
@@ -630,7 +634,29 @@ void run_broadcast(const Options& options) {
 
 // --- connect -------------------------------------------------------------------------------
 
-// Each of --connections slots loops: connect, read the banner, one echo, close.
+// The PROXY header a balancer would send for client number `n` (198.18.0.0/15, the benchmarking
+// network, one address per client) connecting to port 80: v1's text line or v2's 28 bytes.
+std::string proxy_header(const std::string& version, std::uint64_t n) {
+  const std::uint32_t client = (198u << 24) | (18u << 16) | static_cast<std::uint32_t>(n % 65536);
+  const std::uint16_t client_port = static_cast<std::uint16_t>(1024 + n % 60000);
+  if (version == "v1")
+    return "PROXY TCP4 198.18." + std::to_string((client >> 8) & 255) + "." + std::to_string(client & 255) +
+           " 127.0.0.1 " + std::to_string(client_port) + " 80\r\n";
+  std::string header("\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c", 16);
+  const auto put32 = [&](std::uint32_t value) {
+    for (int shift = 24; shift >= 0; shift -= 8) header.push_back(static_cast<char>((value >> shift) & 255));
+  };
+  put32(client);
+  put32(0x7f000001);
+  header.push_back(static_cast<char>(client_port >> 8));
+  header.push_back(static_cast<char>(client_port & 255));
+  header.push_back(0);
+  header.push_back(80);
+  return header;
+}
+
+// Each of --connections slots loops: connect, read the banner, one echo, close (with --proxy, a
+// PROXY header is sent first, on its own, as a balancer writes it).
 void run_connect(const Options& options) {
   Loop loop;
   enum class Step { connecting, banner, echo };
@@ -658,6 +684,11 @@ void run_connect(const Options& options) {
       const std::size_t i = conn.id;
       if (steps[i] == Step::connecting) {
         if (!(events & EPOLLOUT)) return;
+        if (!options.proxy.empty()) {
+          const std::string header = proxy_header(options.proxy, cycles * options.connections + i);
+          if (::send(conn.fd, header.data(), header.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(header.size()))
+            die(std::string("send() of the PROXY header: ") + std::strerror(errno));
+        }
         loop.modify(conn, EPOLLIN);
         steps[i] = Step::banner;
         return;

@@ -19,7 +19,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   netserver::ListenAddress again;
   FUZZ_CHECK(netserver::ListenAddress::parse(address.text(), again, problem));
   FUZZ_CHECK(again.text() == address.text());
-  FUZZ_CHECK(again.kind == address.kind && again.tls == address.tls && again.host == address.host &&
+  FUZZ_CHECK(again.kind == address.kind && again.scheme == address.scheme && again.host == address.host &&
              again.port == address.port &&
              again.path == address.path);
   return 0;

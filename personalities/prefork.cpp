@@ -2,9 +2,6 @@
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <sys/epoll.h>
-#include <sys/prctl.h>
-#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -12,7 +9,6 @@
 #include <chrono>
 #include <csignal>
 #include <cstring>
-#include <optional>
 
 #include <boost/asio/steady_timer.hpp>
 #include <fmt/format.h>
@@ -21,8 +17,11 @@
 #include "netserver/errors.hpp"
 #include "netserver/log.hpp"
 #include "netserver/server.hpp"
+#include "child_runtime.hpp"
+#include "engine.hpp"
+#include "server_runtime.hpp"
+#include "signals.hpp"
 #include "supervisor.hpp"
-#include "worker.hpp"
 
 namespace netserver {
 
@@ -30,220 +29,94 @@ namespace asio = boost::asio;
 
 namespace {
 
-// What children tell the parent, and the parent a child, over their socketpair: one byte each.
-constexpr char report_idle = 'i';
-constexpr char report_busy = 'b';
-constexpr char order_retire = 'r';
-
-// How often an idle child with lingering sockets gives its event loop a turn.
-constexpr int linger_poll_ms = 10;
-
 // How often the parent looks at the listen queues for clients that no idle child takes.
 constexpr std::chrono::milliseconds queue_check{500};
 
 // --- the child ---------------------------------------------------------------------------------
 
-// A child process: waits for a client while idle (outside the event loop, so that EPOLLEXCLUSIVE
-// wakes one idle child per connection), then serves it on its event loop. Leaves when the parent
-// asks (retire, TERM), when the parent is gone, or after max_requests sessions.
+// A child process: one session at a time on its engine, the listeners waited on with
+// EPOLLEXCLUSIVE so that one idle child wakes per connection. It tells the parent when it is idle
+// and busy, and leaves -- always after the session it is serving -- when the parent asks (TERM,
+// the retire order), when the parent is gone (it closes its listeners at once: a replacement
+// server can bind the port), or after max_requests sessions.
 class Child {
  public:
-  // A client and its address ("127.0.0.1:5555"; a unix-socket client goes by the listener's path).
-  struct Accepted {
-    Transport::Socket socket;
-    std::string peer;
-    bool tls = false;  // accepted on a tls:// listener
-  };
-
   Child(Server& server, const PreFork::Settings& settings, int channel)
-      : server_(server), settings_(settings), channel_(channel), worker_(server, io_, WorkerOptions{}) {
-    worker_.on_session_end([this] { io_.stop(); });
-  }
+      : server_(server),
+        settings_(settings),
+        engine_(server, io_,
+                EngineOptions{.max_sessions = 1,
+                              .watch = settings.exclusive_accept ? Acceptor::Watch::exclusive : Acceptor::Watch::each}),
+        parent_(io_, channel),
+        signals_(io_) {}
 
   int run() {
-    if (!set_up()) return exit_status::boot_failed;
-    for (std::uint64_t served = 0; !leaving_ && (settings_.max_requests == 0 || served < settings_.max_requests);
-         ++served) {
-      report(report_idle);
-      std::optional<Accepted> client = wait_for_client();
-      if (!client) break;
-      report(report_busy);
-      serve(std::move(*client));
-    }
-    server_.child_finish_hook();
-    io_.restart();  // closed sockets still waiting for their clients' EOF (at most `linger` seconds)
-    while (worker_.lingering() > 0 && io_.run_one() > 0) {
-    }
+    signals_.on({SIGTERM}, [this](int) { leave("TERM"); });
+    signals_.on({SIGUSR1}, [this](int) { server_.runtime().reopen_log(); });
+    parent_.watch([this](char order) { if (order == child_report::retire) leave("retire"); },
+                  [this] { parent_gone(); });
+    engine_.on_client([this] { parent_.report(child_report::busy); });
+    engine_.on_session_end([this] { session_ended(); });
+    engine_.listen(server_.runtime().endpoints());
+    parent_.report(child_report::idle);
+    io_.run();
     return exit_status::ok;
   }
 
  private:
-  // TERM (leave) and USR1 (reopen the log) arrive through a signalfd and are looked at only
-  // between sessions: a child always finishes the session it is serving. Every other signal is
-  // the parent's business.
-  bool set_up() {
-    struct sigaction action {};
-    action.sa_handler = SIG_DFL;
-    for (int signal = 1; signal < NSIG; ++signal) ::sigaction(signal, &action, nullptr);
-    action.sa_handler = SIG_IGN;
-    for (int signal : {SIGPIPE, SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR2}) ::sigaction(signal, &action, nullptr);
-    sigset_t mine;
-    sigemptyset(&mine);
-    sigaddset(&mine, SIGTERM);
-    sigaddset(&mine, SIGUSR1);
-    signals_ = ::signalfd(-1, &mine, SFD_CLOEXEC | SFD_NONBLOCK);
-    ::sigprocmask(SIG_SETMASK, &mine, nullptr);
-    ::prctl(PR_SET_PDEATHSIG, SIGTERM);  // a parent killed outright still ends its children
-    epoll_ = ::epoll_create1(EPOLL_CLOEXEC);
-    if (signals_ < 0 || epoll_ < 0) {
-      log::error("{}", system_error_text("signalfd()/epoll_create1() in a new child", errno));
-      return false;
-    }
-    watch(signals_, EPOLLIN);
-    watch(channel_, EPOLLIN);
-    for (const Listener& listener : server_.listeners())
-      watch(listener.fd(), EPOLLIN | (settings_.exclusive_accept ? std::uint32_t{EPOLLEXCLUSIVE} : 0u));
-    listening_ = server_.listeners().size();
-    return true;
+  void session_ended() {
+    ++served_;
+    if (settings_.max_requests != 0 && served_ >= settings_.max_requests) return leave("max_requests");
+    if (!engine_.stopping()) parent_.report(child_report::idle);
   }
 
-  void watch(int fd, std::uint32_t events) {
-    epoll_event event{};
-    event.events = events;
-    event.data.fd = fd;
-    if (::epoll_ctl(epoll_, EPOLL_CTL_ADD, fd, &event) != 0)
-      log::error("{}", system_error_text(fmt::format("epoll_ctl() on descriptor {} in a child", fd), errno));
+  // No more clients here; the session in progress (and a closed socket lingering) ends first.
+  void leave(const char* why) {
+    if (engine_.stopping()) return;
+    log::debug("child {} leaves ({})", ::getpid(), why);
+    engine_.stop(StopMode::drain, forever, [this] {
+      signals_.stop();
+      io_.stop();
+    });
   }
 
-  void forget(int listener_fd) {
-    ::epoll_ctl(epoll_, EPOLL_CTL_DEL, listener_fd, nullptr);
-    --listening_;
-  }
-
-  void report(char state) {
-    if (::send(channel_, &state, 1, MSG_NOSIGNAL) != 1) log::debug("cannot report to the parent: {}", std::strerror(errno));
-  }
-
-  // Blocks until a client is accepted (returned) or it is time to leave (nothing; leaving_ set).
-  // A child woken for a connection takes it even when told to leave in the same wake-up: with
-  // EPOLLEXCLUSIVE the kernel woke this child instead of another, and nobody else would take it.
-  std::optional<Accepted> wait_for_client() {
-    epoll_event events[8];
-    for (;;) {
-      const int ready = ::epoll_wait(epoll_, events, 8, worker_.lingering() > 0 ? linger_poll_ms : -1);
-      finish_lingering();
-      if (ready < 0 && errno == EINTR) continue;
-      if (ready < 0) {
-        log::error("{}", system_error_text("epoll_wait() in a child", errno));
-        leaving_ = true;
-        return std::nullopt;
-      }
-      for (int i = 0; i < ready; ++i) {
-        if (events[i].data.fd == channel_) leaving_ = true;  // retire, or the parent is gone
-        else if (events[i].data.fd == signals_ && !handle_signals()) leaving_ = true;
-      }
-      for (int i = 0; i < ready; ++i)
-        if (events[i].data.fd != channel_ && events[i].data.fd != signals_)
-          if (auto client = accept_from(events[i].data.fd)) return client;
-      if (listening_ == 0) leaving_ = true;  // the server stopped listening: it is stopping
-      if (leaving_) return std::nullopt;
-    }
-  }
-
-  // Closed sockets still waiting for their clients' EOF (a refused client's above all) belong to
-  // the event loop, which does not run while the child waits for a client: it is given a turn
-  // every linger_poll_ms until they are gone, so that none keeps its descriptor until the next
-  // session (with hundreds of refused clients, the child ran out of descriptors).
-  void finish_lingering() {
-    if (worker_.lingering() == 0) return;
-    io_.restart();
-    io_.poll();
-  }
-
-  // Reads the pending signals: false for TERM (leave), true after reopening the log for USR1.
-  bool handle_signals() {
-    signalfd_siginfo info{};
-    bool stay = true;
-    while (::read(signals_, &info, sizeof info) == sizeof info) {
-      if (info.ssi_signo == SIGTERM) stay = false;
-      else if (info.ssi_signo == SIGUSR1) server_.reopen_log();
-    }
-    return stay;
-  }
-
-  std::optional<Accepted> accept_from(int listener_fd) {
-    sockaddr_storage peer{};
-    socklen_t length = sizeof peer;
-    const int fd = ::accept4(listener_fd, reinterpret_cast<sockaddr*>(&peer), &length, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd < 0) {
-      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-        if (!shortage_logged_)  // once per shortage: the next accepted client re-arms it
-          log::warning("{}; pausing accepts 100 ms at a time", system_error_text("accept() in a child", errno));
-        shortage_logged_ = true;
-        ::usleep(100'000);  // idle: nothing else to do; the pending client stays queued
-      }
-      if (errno == EINVAL) forget(listener_fd);  // shut down by the stopping parent: it stays ready
-      return std::nullopt;  // EAGAIN: another child took it
-    }
-    shortage_logged_ = false;
-    const int family = peer.ss_family;
-    const int protocol = family == AF_UNIX ? 0 : IPPROTO_TCP;
-    std::string name;
-    bool tls = false;
-    for (const Listener& listener : server_.listeners()) {
-      if (listener.fd() != listener_fd) continue;
-      tls = listener.tls();
-      if (family == AF_UNIX) name = listener.name();
-    }
-    if (name.empty()) name = format_address(reinterpret_cast<sockaddr*>(&peer), length);
-    return Accepted{Transport::Socket(io_, asio::generic::stream_protocol(family, protocol), fd), std::move(name), tls};
-  }
-
-  void serve(Accepted client) {
-    io_.restart();
-    worker_.serve(std::move(client.socket), std::move(client.peer), client.tls);
-    io_.run();  // until the session ends (lingering closes carry on in later runs)
+  void parent_gone() {
+    engine_.close_listeners();
+    server_.runtime().close_listener_descriptors();
+    if (!engine_.stopping() && engine_.has_clients())
+      log::warning("child {}: the parent is gone; finishing the session in progress, accepting nobody", ::getpid());
+    leave("parent gone");
   }
 
   Server& server_;
   const PreFork::Settings& settings_;
-  int channel_;
-  int signals_ = -1;
-  int epoll_ = -1;
-  bool leaving_ = false;  // told to go (TERM, retire, parent gone): no more waiting for clients
-  bool shortage_logged_ = false;  // accept() ran out of descriptors and said so
-  std::size_t listening_ = 0;     // listeners still watched (a stopping server shuts them down)
   asio::io_context io_{single_threaded};
-  Worker worker_;
+  Engine engine_;
+  ParentLink parent_;
+  SignalWatcher signals_;
+  std::uint64_t served_ = 0;
 };
+
+const ChildSignals child_signals{.handled = {SIGTERM, SIGUSR1},
+                                 .ignored = {SIGINT, SIGQUIT, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR2}};
 
 // --- the parent --------------------------------------------------------------------------------
 
 // The PreFork parent: the Pool decides, the Supervisor forks, reaps and handles the signals.
-class Parent final : public ProcessControl {
+class Parent {
  public:
   Parent(Server& server, const PreFork::Settings& settings)
       : server_(server),
         settings_(settings),
         supervisor_(server, {.check_interval = settings.check_for_waiting}),
         queue_timer_(supervisor_.io()),
-        pool_(settings.limits, *this) {
-    supervisor_.on_report([this](pid_t pid, char report) {
-      if (report == report_idle) pool_.child_idle(pid);
-      else if (report == report_busy) pool_.child_busy(pid);
-    });
-  }
+        pool_(settings.limits) {}
 
   void run() {
     watch_listen_queues(0);
-    supervisor_.run(pool_);
+    supervisor_.run(pool_, [this](int channel, std::size_t) { return Child(server_, settings_, channel).run(); },
+                    child_signals);
   }
-
-  pid_t spawn_child() override {
-    return supervisor_.spawn([this](int channel) { return Child(server_, settings_, channel).run(); });
-  }
-  void retire_child(pid_t pid) override { supervisor_.send_order(pid, order_retire); }
-  void signal_child(pid_t pid, int signal) override { ::kill(pid, signal); }
 
  private:
   // Clients waiting in a listen queue while the pool counts idle children means some of those
@@ -255,7 +128,7 @@ class Parent final : public ProcessControl {
     queue_timer_.async_wait([this, waiting_before](const boost::system::error_code& error) {
       if (error || supervisor_.stopping()) return;
       const std::size_t waiting = clients_in_listen_queues();
-      if (waiting > 0 && waiting_before > 0) pool_.clients_waiting(waiting);
+      if (waiting > 0 && waiting_before > 0) supervisor_.apply(pool_.clients_waiting(supervisor_.table(), waiting));
       watch_listen_queues(waiting);
     });
   }
@@ -326,7 +199,7 @@ PersonalityInfo PreFork::info() {
                                      size_of(config, "prefork.min_spare_servers"),
                                      size_of(config, "prefork.max_spare_servers")};
         settings.max_requests = static_cast<std::uint64_t>(config.integer("prefork.max_requests"));
-        settings.check_for_waiting = config.seconds("prefork.check_for_waiting");
+        settings.check_for_waiting = config.duration("prefork.check_for_waiting");
         settings.exclusive_accept = config.string("prefork.serialize") == "exclusive";
         return std::make_unique<PreFork>(settings);
       },

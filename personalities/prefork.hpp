@@ -16,7 +16,7 @@ class PreFork : public Personality {
   struct Settings {
     PoolLimits limits;
     std::uint64_t max_requests = 1000;  ///< sessions a child serves before it is replaced (0: no limit)
-    double check_for_waiting = 10;      ///< seconds between checks for idle children to retire
+    Duration check_for_waiting = std::chrono::seconds(10);  ///< between checks for idle children to retire
     bool exclusive_accept = true;       ///< EPOLLEXCLUSIVE: one idle child woken per connection
   };
   /// Registry entry: name "prefork", the `prefork:` block, and its consistency checks.

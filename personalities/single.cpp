@@ -1,6 +1,6 @@
 #include "single.hpp"
 
-#include "worker.hpp"
+#include "netserver/engine.hpp"
 
 namespace netserver {
 
@@ -13,6 +13,8 @@ PersonalityInfo Single::info() {
   };
 }
 
-void Single::loop(Server& server) { run_worker(server, WorkerOptions{.max_sessions = 1}, StopMode::drain); }
+void Single::loop(Server& server) {
+  engine::serve_here(server, {.max_sessions = 1, .refuse_when_full = false, .on_stop = engine::StopMode::drain});
+}
 
 }  // namespace netserver

@@ -16,6 +16,17 @@
 
 namespace netserver {
 
+namespace {
+
+// A secret as the dump shows it: that it is set, never what it is (a quoted "***" loads back as
+// text, so a dumped file still parses).
+std::string shown_secret(const Value& value) {
+  const auto* text = std::get_if<std::string>(&value);
+  return text && text->empty() ? "\"\"" : "\"***\"";
+}
+
+}  // namespace
+
 std::string without_passwords(std::string_view text) {
   std::string out;
   for (;;) {
@@ -85,6 +96,21 @@ std::string_view line_of(std::string_view text, int line) {
   return text.substr(0, text.find('\n'));
 }
 
+// A flow list whose entries hold YAML syntax ([tls://[::]:8443, 127.0.0.1:8000]): quoting the
+// whole list would make it one entry, so the hint quotes each entry.
+std::string flow_list_hint(std::string_view list) {
+  std::string quoted;
+  std::string_view rest = list.substr(1, list.size() - 2);
+  while (!rest.empty()) {
+    const std::size_t comma = rest.find(',');
+    const std::string_view entry = trim(rest.substr(0, comma));
+    if (!quoted.empty()) quoted += ", ";
+    quoted += entry.starts_with('"') || entry.starts_with('\'') ? std::string(entry) : fmt::format("\"{}\"", entry);
+    rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+  }
+  return fmt::format(" (inside a [ ] list, '[', ']' and ',' are YAML syntax: quote each entry: [{}])", quoted);
+}
+
 // For a syntax error on `line`: when its value starts with a character YAML reserves (host: *,
 // - [::1]:8000), the hint to quote it; else "". Those values parse as an alias or a flow list.
 std::string quoting_hint(std::string_view text, int line) {
@@ -98,8 +124,29 @@ std::string quoting_hint(std::string_view text, int line) {
   }
   const std::size_t comment = value.find(" #");
   value = trim(value.substr(0, comment));
+  if (value.size() > 2 && value.front() == '[' && value.back() == ']' && value.find(',') != std::string_view::npos)
+    return without_passwords(flow_list_hint(value));
   return without_passwords(fmt::format(" (a value starting with '{}' is YAML syntax: if {} is meant as text, quote it: \"{}\")",
                                        value.front(), value, value));
+}
+
+}  // namespace
+
+namespace {
+
+// The origin as one line of text: an argument typed with a newline in it must not put a line of
+// its own into --check-config's dump (or into a log line).
+std::string one_line(std::string_view text) {
+  std::string out;
+  for (const char c : text) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (c == '\n') out += "\\n";
+    else if (c == '\r') out += "\\r";
+    else if (c == '\t') out += "\\t";
+    else if (byte < 0x20 || byte == 0x7f) out += fmt::format("\\x{:02x}", byte);
+    else out += c;
+  }
+  return out;
 }
 
 }  // namespace
@@ -107,10 +154,10 @@ std::string quoting_hint(std::string_view text, int line) {
 std::string Origin::describe() const {
   switch (kind) {
     case Kind::built_in: return "default";
-    case Kind::file: return where;
-    case Kind::command_line: return "command line " + where;
+    case Kind::file: return one_line(where);
+    case Kind::command_line: return "command line " + one_line(where);
   }
-  return where;
+  return one_line(where);
 }
 
 Config::Config(const Options& options) : options_(&options) {
@@ -182,7 +229,10 @@ void Config::apply(const CommandLine& command_line) {
   std::set<std::string> lists_from_command_line;
   for (const CommandLine::Override& o : command_line.overrides) {
     const Option* option = options_->find(o.key);
-    const std::string shown = without_passwords(o.argument);  // as errors and --check-config show it
+    // As errors and --check-config show it; a secret's value never.
+    // A mistyped secret key (the nearest known key is a secret) is masked too.
+    const Option* meant = option ? option : options_->find(options_->nearest(o.key));
+    const std::string shown = meant && meant->secret ? "--" + o.key + "=***" : without_passwords(o.argument);
     if (!option) {
       if (options_->is_block(o.key))
         throw ConfigError(fmt::format("command line: {}: '{}' is a block; set its keys as --{}.KEY=VALUE",
@@ -200,6 +250,7 @@ void Config::apply(const CommandLine& command_line) {
       value = std::move(items);
       problem = validate_value(*option, value);
     }
+    if (!problem.empty() && option->secret) throw ConfigError(fmt::format("command line: {}: {}", shown, problem));
     if (!problem.empty()) throw ConfigError(without_passwords(fmt::format("command line: {}: {}", shown, problem)));
     set(o.key, std::move(value), Origin{Origin::Kind::command_line, shown});
   }
@@ -230,6 +281,7 @@ const T& typed(const Value& value, std::string_view key) {
 bool Config::boolean(std::string_view key) const { return typed<bool>(value(key), key); }
 std::int64_t Config::integer(std::string_view key) const { return typed<std::int64_t>(value(key), key); }
 double Config::seconds(std::string_view key) const { return typed<double>(value(key), key); }
+Duration Config::duration(std::string_view key) const { return from_seconds(seconds(key)); }
 std::int64_t Config::bytes(std::string_view key) const { return typed<std::int64_t>(value(key), key); }
 const std::string& Config::string(std::string_view key) const { return typed<std::string>(value(key), key); }
 const std::vector<std::string>& Config::list(std::string_view key) const {
@@ -238,27 +290,31 @@ const std::vector<std::string>& Config::list(std::string_view key) const {
 
 std::string Config::describe(std::string_view key) const {
   const Entry& e = entry(key);
-  return fmt::format("{} = {} ({})", key, without_passwords(format_value(e.value)), e.origin.describe());
+  const Option* option = options_->find(key);
+  return fmt::format("{} = {} ({})", key, option && option->secret ? shown_secret(e.value) : without_passwords(format_value(e.value)),
+                     e.origin.describe());
 }
 
 std::string Config::dump() const {
   std::string out = fmt::format("# effective configuration: defaults < {} < command line\n",
                                 file_.empty() ? "(no config file)" : file_);
   std::set<std::string> blocks_done;
-  auto line = [&](const std::string& indent, std::string_view name, const Entry& e) {
-    out += fmt::format("{}{}: {}  # {}\n", indent, name, without_passwords(format_value(e.value)), e.origin.describe());
+  auto line = [&](const std::string& indent, std::string_view name, const Option& option) {
+    const Entry& e = entry(option.key);
+    const std::string value = option.secret ? shown_secret(e.value) : without_passwords(format_value(e.value));
+    out += fmt::format("{}{}: {}  # {}\n", indent, name, value, e.origin.describe());
   };
   for (const Option& option : options_->all()) {
     const std::size_t dot = option.key.find('.');
     if (dot == std::string::npos) {
-      line("", option.key, entry(option.key));
+      line("", option.key, option);
       continue;
     }
     const std::string block = option.key.substr(0, dot);
     if (!blocks_done.insert(block).second) continue;
     out += block + ":\n";
     for (const Option& member : options_->all())
-      if (member.key.starts_with(block + ".")) line("  ", std::string_view(member.key).substr(dot + 1), entry(member.key));
+      if (member.key.starts_with(block + ".")) line("  ", std::string_view(member.key).substr(dot + 1), member);
   }
   return out;
 }

@@ -14,6 +14,7 @@
 
 #include "netserver/log.hpp"
 #include "netserver/session.hpp"
+#include "session_impl.hpp"
 
 namespace netserver {
 
@@ -62,10 +63,6 @@ struct Suspend {
 template <class Signature, class Start>
 Suspend<Signature, Start> suspend(Start start) {
   return {std::move(start)};
-}
-
-std::chrono::steady_clock::duration to_duration(double seconds) {
-  return std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(seconds));
 }
 
 }  // namespace
@@ -155,10 +152,8 @@ void Conversation::on_close(Session& session) {
 
 // The coroutine returned or threw.
 void Conversation::ended(Session& session, Turn& turn, std::exception_ptr error) {
-  if (!error) {
-    if (turn.eof && session.end_reason_.empty()) session.end_reason_ = "client closed";
-    return session.close();
-  }
+  auto& engine_session = static_cast<SessionImpl&>(session);  // every Session is the engine's
+  if (!error) return engine_session.conversation_ended(turn.eof);
   try {
     std::rethrow_exception(error);
   } catch (const boost::system::system_error& failure) {
@@ -169,14 +164,14 @@ void Conversation::ended(Session& session, Turn& turn, std::exception_ptr error)
   } catch (...) {
     log::error("handler failed for {} (session {}): unknown exception", session.peer(), session.id());
   }
-  session.finish("handler failed", false);
+  engine_session.conversation_failed();
 }
 
 // --- what the coroutine awaits ---------------------------------------------------------------
 
-asio::awaitable<Line> Conversation::read_line(Session& session) { return read_line(session, 0); }
+asio::awaitable<Line> Conversation::read_line(Session& session) { return read_line(session, Duration::zero()); }
 
-asio::awaitable<Line> Conversation::read_line(Session& session, double seconds) {
+asio::awaitable<Line> Conversation::read_line(Session& session, Duration wait) {
   Turn* turn = find(session);
   if (!turn || turn->closed) co_return std::nullopt;
   if (turn->reader) throw std::logic_error("read_line: another read_line already waits on this session");
@@ -188,19 +183,19 @@ asio::awaitable<Line> Conversation::read_line(Session& session, double seconds) 
     if (status == LineStatus::too_long) session.close_with_error("line too long");
   }
   if (turn->eof || !session.is_open()) co_return std::nullopt;
-  co_return co_await suspend<void(Line)>([this, &session, seconds](asio::any_completion_handler<void(Line)> handler) {
-    wait_for_line(session, std::move(handler), seconds);
+  co_return co_await suspend<void(Line)>([this, &session, wait](asio::any_completion_handler<void(Line)> handler) {
+    wait_for_line(session, std::move(handler), wait);
   });
 }
 
 // The coroutine has just suspended in read_line: its handler waits for on_input, on_eof,
 // on_close or the timeout. A Turn that is not closed means its Session is still alive.
-void Conversation::wait_for_line(Session& session, asio::any_completion_handler<void(Line)> handler, double seconds) {
+void Conversation::wait_for_line(Session& session, asio::any_completion_handler<void(Line)> handler, Duration wait) {
   const std::shared_ptr<Turn> turn = find_shared(session);
   turn->reader.swap(handler);
-  if (seconds > 0) {
+  if (wait > Duration::zero() && wait != forever) {
     if (!turn->read_timer) turn->read_timer = std::make_unique<asio::steady_timer>(session.io());
-    turn->read_timer->expires_after(to_duration(seconds));
+    turn->read_timer->expires_after(wait);
     turn->read_timer->async_wait([weak = std::weak_ptr<Turn>(turn), &session, generation = turn->read_generation](
                                      const boost::system::error_code& error) {
       const std::shared_ptr<Turn> expired = weak.lock();

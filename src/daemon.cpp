@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -19,6 +20,7 @@
 
 #include "netserver/errors.hpp"
 #include "netserver/log.hpp"
+#include "restart.hpp"
 
 namespace netserver {
 
@@ -67,10 +69,12 @@ PidFile::PidFile(const std::string& path) : path_(std::filesystem::absolute(path
 
 PidFile::~PidFile() {
   if (directory_ >= 0) ::close(directory_);
+  if (lock_ >= 0) ::close(lock_);
 }
 
 void PidFile::check() const {
   check_place();
+  check_unlocked();
   struct stat info {};
   if (::lstat(path_.c_str(), &info) != 0) return;
   const long pid = read_pid();
@@ -96,20 +100,68 @@ void PidFile::check_place() const {
     throw Error(fmt::format("pid_file: {} is a directory", path_));
 }
 
+// Another server that holds the lock (it may not have written its pid yet: two started at once).
+void PidFile::check_unlocked() const {
+  if (lock_ >= 0 || read_pid() == ::getpid()) return;
+  const int fd = ::open(path_.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return;
+  const bool free = ::flock(fd, LOCK_EX | LOCK_NB) == 0;
+  ::close(fd);
+  if (!free) throw_locked();
+}
+
+void PidFile::throw_locked() const {
+  const long holder = read_pid();
+  throw Error(fmt::format("pid file {} is locked by another server{}: is it already running? Stop it first", path_,
+                          holder > 0 ? fmt::format(" (pid {} {})", holder, process_name(static_cast<pid_t>(holder)))
+                                     : std::string(" that is still starting")));
+}
+
+// The lock is the file itself, opened once and kept: a restarted image takes the descriptor its
+// previous image kept (a new open would conflict with the old image's lock in this very process).
+// Only a plain file of this user's, with one name, is locked and written: never a symlink or a hard
+// link planted in a shared directory.
+void PidFile::lock() {
+  if (lock_ >= 0) return;
+  const int inherited = take_inherited_descriptor("pid_lock");
+  struct stat held {}, named {};
+  if (inherited >= 0 && ::fstat(inherited, &held) == 0 && ::lstat(path_.c_str(), &named) == 0 &&
+      held.st_ino == named.st_ino && held.st_dev == named.st_dev) {
+    lock_ = inherited;
+    keep_across_restart("pid_lock", lock_);
+    return;
+  }
+  if (inherited >= 0) ::close(inherited);  // another file now
+  if (directory_ < 0) throw Error(system_error_text("pid_file: cannot open the directory of " + path_, directory_error_));
+  const int fd = ::openat(directory_, name_.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+  if (fd < 0) throw Error(system_error_text("cannot open pid file " + path_, errno));
+  struct stat info {};
+  if (::fstat(fd, &info) != 0 || !S_ISREG(info.st_mode) || info.st_nlink != 1 || info.st_uid != ::geteuid()) {
+    ::close(fd);
+    throw Error(fmt::format("pid_file: {} is not a plain file of this user's (uid {}); remove it or choose another path",
+                            path_, ::geteuid()));
+  }
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int error = errno;
+    ::close(fd);
+    if (error == EWOULDBLOCK) throw_locked();
+    throw Error(system_error_text("cannot lock pid file " + path_, error));
+  }
+  lock_ = fd;
+  keep_across_restart("pid_lock", lock_);
+}
+
+// Written over the old content in place (the lock is this file): the new text first, then the
+// file cut to its length, so a reader never finds it empty.
 void PidFile::write() {
   if (read_pid() == ::getpid()) {  // restarted in place: it is right already (and root may be gone)
     written_ = ::getpid();
     return;
   }
-  if (directory_ < 0) throw Error(system_error_text("pid_file: cannot open the directory of " + path_, directory_error_));
-  const std::string temporary = name_ + ".tmp";
-  ::unlinkat(directory_, temporary.c_str(), 0);  // never write through a planted file or symlink
-  const int fd = ::openat(directory_, temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-  if (fd < 0) throw Error(system_error_text("cannot write pid file " + path_, errno));
+  lock();
   const std::string text = std::to_string(::getpid()) + "\n";
-  const bool written = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
-  ::close(fd);
-  if (!written || ::renameat(directory_, temporary.c_str(), directory_, name_.c_str()) != 0)
+  if (::pwrite(lock_, text.data(), text.size(), 0) != static_cast<ssize_t>(text.size()) ||
+      ::ftruncate(lock_, static_cast<off_t>(text.size())) != 0)
     throw Error(system_error_text("cannot write pid file " + path_, errno));
   written_ = ::getpid();
 }
@@ -140,6 +192,11 @@ void PidFile::remove() {
   const long pid = read_pid();
   if (pid != 0 && pid != written_) return;  // another server owns it now
   const int removed = directory_ >= 0 ? ::unlinkat(directory_, name_.c_str(), 0) : ::unlink(path_.c_str());
+  if (lock_ >= 0) {  // the lock goes with the name: a server starting now makes a new file
+    keep_across_restart("pid_lock", -1);
+    ::close(lock_);
+    lock_ = -1;
+  }
   if (removed != 0 && errno != ENOENT)
     log::warning("{}", system_error_text("cannot remove pid file " + path_, errno));
   written_ = 0;

@@ -11,7 +11,9 @@
 namespace netserver {
 
 /// The pid file: refuses to start over a live server, replaces a stale or empty file, and is
-/// removed at exit only while it still names this process.
+/// removed at exit only while it still names this process. It is held under an flock(2) from
+/// check() to the process's end (handed over across a restart), so that of two servers started
+/// at once with the same file one wins and the other exits with a clear message.
 class PidFile {
  public:
   /// `path` is made absolute; its directory is opened now, so the file can still be removed after
@@ -21,12 +23,15 @@ class PidFile {
   PidFile(const PidFile&) = delete;
   PidFile& operator=(const PidFile&) = delete;
 
-  /// Throws Error when the file names a live process other than this one, or when it could not be
-  /// written (its directory is missing, or the path is a directory); logs a stale or empty file
-  /// it will replace. Runs before binding.
+  /// Throws Error when the file names a live process other than this one, when another server
+  /// holds its lock, or when it could not be written (its directory is missing, the path is a
+  /// directory); logs a stale or empty file it will replace. Changes nothing (--check-config).
   void check() const;
-  /// Writes this process's pid (atomically: a temporary file renamed over the old one); leaves a
-  /// file that names this process already (a restart in place) as it is.
+  /// Creates and locks the file (the start, after check()). Throws Error when another server took
+  /// the lock meanwhile, or when the path is a link or not this user's plain file.
+  void lock();
+  /// Writes this process's pid into the locked file; leaves a file that names this process
+  /// already (a restart in place) as it is.
   void write();
   /// Removes the file if it still holds the pid this process wrote.
   void remove();
@@ -39,11 +44,14 @@ class PidFile {
  private:
   long read_pid() const;  // 0 when missing, unreadable or not a pid
   void check_place() const;
+  void check_unlocked() const;
+  [[noreturn]] void throw_locked() const;
   std::string path_;
   std::string name_;
   int directory_ = -1;
   int directory_error_ = 0;
   pid_t written_ = 0;
+  int lock_ = -1;  // the file, open and flock()ed for the process's life
 };
 
 /// The pid in a pid file's text (digits, surrounding blanks and a line end allowed), or 0 when

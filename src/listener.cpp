@@ -192,12 +192,53 @@ Listener bind_unix(const ListenAddress& where, const BindOptions& options) {
 
 }  // namespace
 
+const std::vector<std::string>& listen_schemes() {
+  static const std::vector<std::string> schemes{"tcp", "tls"};
+  return schemes;
+}
+
+namespace {
+
+std::string known_schemes() {
+  std::string list;
+  for (const std::string& scheme : listen_schemes()) list += (list.empty() ? "" : ", ") + scheme + "://";
+  return list;
+}
+
+// "tls://..." -> "tls"; "" without a scheme. Whatever is shaped like a URL scheme before "://"
+// (RFC 3986: letters, digits, + - .) counts, known or not, so that "TLS://" or "ssl://" are named
+// as schemes instead of failing as strange addresses.
+std::string_view scheme_of(std::string_view text) {
+  const std::size_t end = text.find("://");
+  if (end == std::string_view::npos || end == 0) return {};
+  const std::string_view scheme = text.substr(0, end);
+  const bool shaped = std::all_of(scheme.begin(), scheme.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '+' || c == '-' || c == '.';
+  });
+  return shaped ? scheme : std::string_view();
+}
+
+}  // namespace
+
 bool ListenAddress::parse(std::string_view text, ListenAddress& out, std::string& problem) {
   out = ListenAddress{};
-  const bool tls = text.starts_with("tls://");
-  if (tls) text.remove_prefix(6);
+  const std::string_view scheme = scheme_of(text);
+  if (!scheme.empty()) {
+    const auto& known = listen_schemes();
+    if (std::find(known.begin(), known.end(), scheme) == known.end()) {
+      problem = fmt::format("unknown scheme \"{}://\"; known: {} (or none, for plaintext)", scheme, known_schemes());
+      return false;
+    }
+    text.remove_prefix(scheme.size() + 3);
+    if (!scheme_of(text).empty()) {
+      problem = fmt::format("\"{}://\" after \"{}://\": an address has one scheme at most", scheme_of(text), scheme);
+      return false;
+    }
+    out.scheme = std::string(scheme);
+  }
+  const std::string wanted_scheme = out.scheme;
   const bool parsed = parse_plain(text, out, problem);
-  out.tls = tls;
+  out.scheme = wanted_scheme;
   return parsed;
 }
 
@@ -259,10 +300,16 @@ bool ListenAddress::parse_plain(std::string_view text, ListenAddress& out, std::
 }
 
 std::string ListenAddress::text() const {
-  const std::string_view scheme = tls ? "tls://" : "";
+  const std::string prefix = scheme == "tcp" ? "" : scheme + "://";
+  const std::string_view scheme = prefix;
   if (kind == Kind::unix_socket) return fmt::format("{}unix:{}", scheme, path);
   if (host.find(':') != std::string::npos) return fmt::format("{}[{}]:{}", scheme, host, port);
   return fmt::format("{}{}:{}", scheme, host, port);
+}
+
+std::string Listener::scheme() const {
+  const std::string_view written = scheme_of(address_);
+  return written.empty() ? "tcp" : std::string(written);
 }
 
 Listener::Listener(int fd, std::string name, int family, std::string address, std::string unix_path)
@@ -287,6 +334,11 @@ Listener& Listener::operator=(Listener&& other) noexcept {
     unix_path_ = std::move(other.unix_path_);
   }
   return *this;
+}
+
+int Listener::release() {
+  unix_path_.clear();
+  return std::exchange(fd_, -1);
 }
 
 void Listener::reset() {
@@ -315,7 +367,8 @@ Listener adopt_listener(int fd, const std::string& address) {
   socklen_t length = sizeof local;
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &length);
   std::string path;
-  const std::string_view plain = std::string_view(address).substr(address.starts_with("tls://") ? 6 : 0);
+  const std::string_view written = scheme_of(address);
+  const std::string_view plain = std::string_view(address).substr(written.empty() ? 0 : written.size() + 3);
   if (local.ss_family == AF_UNIX && plain.starts_with("unix:")) path = plain.substr(5);
   return Listener(fd, bound_name(fd), local.ss_family, address, path);
 }

@@ -14,10 +14,11 @@ void LocalRoom::relabel(Session& session, std::string label) {
 void LocalRoom::claim(Session& session, std::string label, std::string key, Claimed claimed) {
   RoomMembers::Entry* entry = members_.find(session);
   if (entry == nullptr || !session.is_open()) return;
-  if (const RoomMembers::Entry* holder = members_.holder_of(key, session)) return claimed(session, holder->label);
+  if (const RoomMembers::Entry* holder = members_.holder_of(key, session))
+    return claimed(session, ClaimOutcome{ClaimOutcome::Kind::taken, holder->label, {}});
   entry->label = std::move(label);
   entry->key = std::move(key);
-  claimed(session, std::nullopt);
+  claimed(session, ClaimOutcome{});
 }
 
 void LocalRoom::leave(Session& session) { members_.remove(session); }

@@ -17,6 +17,7 @@ class LocalRoom : public Room {
   bool contains(const Session& session) const override;
   void publish(std::string_view bytes, const Session* except) override;
   void who(Session& asking, Listing listing) override;
+  void receive_filter(ReceiveFilter) override {}  // nothing arrives from outside this process
   bool spans_processes() const override { return false; }
 
  private:

@@ -5,15 +5,18 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <ctime>
 #include <memory>
+#include <mutex>
 
 #include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/base_sink.h>
 
+#include "log_descriptor.hpp"
 #include "netserver/errors.hpp"
 
 namespace netserver::log {
@@ -41,8 +44,12 @@ class LevelFlag : public spdlog::custom_flag_formatter {
   std::unique_ptr<custom_flag_formatter> clone() const override { return std::make_unique<LevelFlag>(); }
 };
 
+// The descriptor the log goes to, for a signal handler's last words (log_descriptor.hpp).
+std::atomic<int> log_descriptor{STDERR_FILENO};
+
 // Writes each formatted line with one write(2): to stderr/stdout, or to a file opened O_APPEND.
-class FdSink : public spdlog::sinks::base_sink<spdlog::details::null_mutex> {
+// Sinks lock: a process's stall watcher thread logs while its event loop may be logging too.
+class FdSink : public spdlog::sinks::base_sink<std::mutex> {
  public:
   explicit FdSink(std::string path) : path_(std::move(path)) {
     if (path_.empty() || path_ == "stderr") fd_ = STDERR_FILENO;
@@ -54,6 +61,7 @@ class FdSink : public spdlog::sinks::base_sink<spdlog::details::null_mutex> {
   FdSink& operator=(const FdSink&) = delete;
 
   std::string reopen() {
+    std::lock_guard<std::mutex> lock(mutex_);
     if (!owns_fd_) return "";
     const int old = fd_;
     owns_fd_ = false;
@@ -63,9 +71,11 @@ class FdSink : public spdlog::sinks::base_sink<spdlog::details::null_mutex> {
       return problem;
     }
     ::close(old);
+    log_descriptor.store(fd_);
     return "";
   }
   bool is_stderr() const { return fd_ == STDERR_FILENO; }
+  int fd() const { return fd_; }
 
  protected:
   void sink_it_(const spdlog::details::log_msg& msg) override {
@@ -104,7 +114,7 @@ class FdSink : public spdlog::sinks::base_sink<spdlog::details::null_mutex> {
 };
 
 // RFC 3164 datagrams ("<PRI>Nov 21 22:11:00 ident[pid]: message") to the syslog socket.
-class SyslogSink : public spdlog::sinks::base_sink<spdlog::details::null_mutex> {
+class SyslogSink : public spdlog::sinks::base_sink<std::mutex> {
  public:
   SyslogSink(const SyslogSettings& settings, int facility) : ident_(settings.ident), facility_(facility) {
     fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
@@ -206,6 +216,7 @@ void configure(LogLevel level, const std::string& target, const SyslogSettings& 
   logger->set_level(to_spdlog(level));
   logger->flush_on(spdlog::level::trace);
   spdlog::set_default_logger(std::move(logger));
+  log_descriptor.store(file ? file->fd() : STDERR_FILENO);
   current_sink() = std::move(file);
 }
 
@@ -220,6 +231,8 @@ std::string probe(const std::string& target, const SyslogSettings& syslog) {
 }
 
 std::string reopen() { return current_sink() ? current_sink()->reopen() : std::string(); }
+
+int descriptor() { return log_descriptor.load(); }
 
 bool to_stderr() { return current_sink() && current_sink()->is_stderr(); }
 

@@ -20,6 +20,22 @@ std::string lower(std::string_view text) {
   return out;
 }
 
+}  // namespace
+
+Duration from_seconds(double seconds) {
+  if (!(seconds > 0)) return Duration::zero();
+  const std::chrono::duration<double> wanted(seconds);
+  if (wanted >= std::chrono::duration<double>(forever)) return forever;
+  return std::chrono::duration_cast<Duration>(wanted);
+}
+
+double to_seconds(Duration duration) {
+  if (duration == forever) return std::numeric_limits<double>::infinity();
+  return std::chrono::duration<double>(duration).count();
+}
+
+namespace {
+
 bool has_bounds(double bound) {
   return bound != std::numeric_limits<double>::lowest() && bound != std::numeric_limits<double>::max();
 }
@@ -192,6 +208,11 @@ Option&& Option::with_choices(std::vector<std::string> allowed) && {
 }
 Option&& Option::with_check(std::function<std::string(const Value&)> function) && {
   check = std::move(function);
+  return std::move(*this);
+}
+
+Option&& Option::as_secret() && {
+  secret = true;
   return std::move(*this);
 }
 

@@ -1,19 +1,15 @@
 #pragma once
-/// Pool: the PreFork parent's bookkeeping and decisions -- how many children to spawn, which to
-/// retire, what a child's exit means -- apart from the system calls that carry them out, which
-/// sit behind ProcessControl (fork/kill through the Supervisor, a fake in unit tests).
+/// Pool: the PreFork parent's decisions (and those of the fixed crew of Multiplex workers) -- how
+/// many children to spawn, which to retire, what a child's exit means -- taken from the
+/// Supervisor's process table and answered as Decisions: no processes here, so every rule is
+/// unit-testable.
 ///
-/// Vocabulary (gunicorn's and Net::Server's): spawn_children, retire_spares, reap (child_exited),
-/// manage_pool. A child is "starting" until it first reports idle, then idle or busy; a child
-/// asked to leave is "retiring" and exits once it is idle -- a busy child is never interrupted.
-
-#include <sys/types.h>
+/// Vocabulary (gunicorn's and Net::Server's): manage_pool, retire_spares, boot failures. A child
+/// is "starting" until it first reports idle, then idle or busy; a child asked to leave is
+/// "retiring" and exits once it is idle -- a busy child is never interrupted.
 
 #include <cstddef>
-#include <map>
-#include <set>
 #include <string>
-#include <vector>
 
 #include "supervisor.hpp"
 
@@ -27,74 +23,46 @@ struct PoolLimits {
   std::size_t max_spare_servers = 10; ///< idle children kept at most
 };
 
-enum class ChildState { starting, idle, busy, retiring };
-
-/// PreFork's policy (and the fixed crew of Multiplex workers: min = max, no spares).
-class Pool final : public ChildPolicy {
+class Pool : public ChildPolicy {
  public:
   /// Children that die before reporting ready this many times in a row stop the pool.
   static constexpr std::size_t boot_failure_limit = 5;
+  /// What TTOU never goes below: one child, or the port would stay open with nobody serving it.
+  static constexpr std::size_t least_servers = 1;
 
-  Pool(PoolLimits limits, ProcessControl& control);
+  explicit Pool(PoolLimits limits) : limits_(limits) {}
 
-  /// Spawns the first min_servers children.
-  void start() override;
-  /// A child reported it waits for a client.
-  void child_idle(pid_t pid);
-  /// A child reported it serves a client.
-  void child_busy(pid_t pid);
-  /// A child was reaped with waitpid's `wait_status`. Unknown pids are ignored.
-  void child_exited(pid_t pid, int wait_status) override;
+  /// The first min_servers children (and the spares wanted).
+  Decisions start(const ProcessTable& table) override { return manage_pool(table); }
+  /// After an idle/busy report: spawns to keep min_spare_servers idle.
+  Decisions changed(const ProcessTable& table, const ChildProcess& child, bool became_ready) override;
+  /// A child ended: replaced as the bounds ask; early deaths count as boot failures.
+  Decisions exited(const ProcessTable& table, const ChildProcess& child, int wait_status) override;
   /// The periodic check: retires idle children above max_spare_servers (never below
   /// min_servers) and spawns what an earlier failed fork left missing.
-  void check() override;
+  Decisions check(const ProcessTable& table) override;
   /// Clients have been waiting in the listen queue for a while although children count as
-  /// idle: some "idle" children do not take them (stopped, stuck). Spawns one more child while
+  /// idle: some "idle" children do not take them (stopped, stuck). One more child while
   /// max_servers allows; nothing when no child counts as idle (then the pool is simply full).
-  void clients_waiting(std::size_t waiting);
-  /// "7 children: 2 busy, 5 idle", for systemd's STATUS.
-  std::string status() const override;
+  Decisions clients_waiting(const ProcessTable& table, std::size_t waiting);
   /// TTIN: one child more (min_servers and max_servers + 1).
-  void grow() override;
-  /// TTOU: one child less (min_servers and max_servers - 1, one child retired).
-  void shrink() override;
-  /// Stops spawning and asks every child to finish (TERM) or kills them (KILL).
-  void stop(int signal) override;
-  /// Spawns again after stop() (a restart that could not exec).
-  void resume() override;
-  /// Takes children of a previous image (after a restart): they are leaving and are waited
-  /// for, but take none of this pool's slots -- a long session there must not starve the new pool.
-  void adopt_leaving(const std::vector<pid_t>& pids) override;
-
-  /// Children alive (not yet reaped), retiring and adopted ones included.
-  std::size_t size() const { return children_.size() + adopted_.size(); }
-  /// Children in `state`.
-  std::size_t count(ChildState state) const;
-  /// The pids alive, adopted ones included.
-  std::vector<pid_t> pids() const override;
-  /// True after stop().
-  bool stopping() const { return stopping_; }
+  Decisions grow(const ProcessTable& table) override;
+  /// TTOU: one child less (min_servers and max_servers - 1, one child retired), never below
+  /// least_servers (warned).
+  Decisions shrink(const ProcessTable& table) override;
+  /// "7 children: 2 busy, 5 idle", for systemd's STATUS.
+  std::string status(const ProcessTable& table) const override;
   /// Why the pool gave up (children cannot start); empty while healthy.
   const std::string& failure() const override { return failure_; }
   /// The current bounds (TTIN/TTOU change them).
   const PoolLimits& limits() const { return limits_; }
 
  private:
-  struct Child {
-    ChildState state = ChildState::starting;
-    bool ready = false;  // has reported idle at least once
-  };
-  void manage_pool();
-  void retire_spares();
-  void spawn_children(std::size_t count);
-  void retire(pid_t pid);
-  void note_boot_failure(pid_t pid, int wait_status);
+  Decisions manage_pool(const ProcessTable& table) const;
+  std::vector<pid_t> spares_to_retire(const ProcessTable& table) const;
+  void note_boot_failure(const ChildProcess& child, int wait_status);
 
   PoolLimits limits_;
-  ProcessControl& control_;
-  std::map<pid_t, Child> children_;
-  std::set<pid_t> adopted_;  // the previous image's children, on their way out
-  bool stopping_ = false;
   std::size_t boot_failures_ = 0;
   std::string failure_;
 };

@@ -8,17 +8,9 @@ void Registry::broadcast(std::string_view bytes, const Session* except) const {
   });
 }
 
-void Registry::add(std::shared_ptr<Session> session) {
-  session->registry_index_ = sessions_.size();
-  sessions_.push_back(std::move(session));
-}
-
-void Registry::remove(Session& session) {
-  const std::size_t index = session.registry_index_;
-  if (index >= sessions_.size() || sessions_[index].get() != &session) return;
-  sessions_[index] = std::move(sessions_.back());
-  sessions_[index]->registry_index_ = index;
-  sessions_.pop_back();
+void Session::send_line(std::string_view text) {
+  send(text);
+  send("\r\n");
 }
 
 }  // namespace netserver

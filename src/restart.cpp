@@ -8,8 +8,11 @@
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <set>
 #include <sstream>
+
+#include <fmt/format.h>
 
 #include "netserver/errors.hpp"
 #include "netserver/log.hpp"
@@ -20,8 +23,17 @@ namespace netserver {
 namespace {
 
 constexpr const char* listen_fds_variable = "NETSERVER_LISTEN_FDS";  // "FD ADDRESS" lines
-constexpr const char* children_variable = "NETSERVER_CHILDREN";      // "PID,PID"
 constexpr const char* detached_variable = "NETSERVER_DETACHED";      // "1"
+constexpr const char* kept_variable = "NETSERVER_KEPT_FDS";          // "NAME=FD NAME=FD"
+
+std::map<std::string, int>& kept() {  // this image's, for the next
+  static std::map<std::string, int> descriptors;
+  return descriptors;
+}
+std::map<std::string, int>& inherited_kept() {  // the previous image's, for this one
+  static std::map<std::string, int> descriptors;
+  return descriptors;
+}
 
 std::string take_variable(const char* name) {
   const char* value = std::getenv(name);
@@ -33,7 +45,9 @@ std::string take_variable(const char* name) {
 void close_inherited(Inheritance::Socket& socket) {
   log::notice("closing inherited listener {}: it is no longer configured", socket.address);
   ::close(socket.fd);
-  const std::string_view plain = std::string_view(socket.address).substr(socket.address.starts_with("tls://") ? 6 : 0);
+  const std::size_t scheme_end = socket.address.find("://");
+  const std::string_view plain =
+      std::string_view(socket.address).substr(scheme_end == std::string::npos ? 0 : scheme_end + 3);
   if (plain.starts_with("unix:")) ::unlink(std::string(plain.substr(5)).c_str());
   socket.fd = -1;
 }
@@ -50,10 +64,12 @@ Inheritance Inheritance::take() {
     if (space == std::string::npos) continue;
     inherited.sockets.push_back({std::atoi(line.substr(0, space).c_str()), line.substr(space + 1)});
   }
-  std::istringstream children(take_variable(children_variable));
-  for (std::string pid; std::getline(children, pid, ',');)
-    if (!pid.empty()) inherited.children.push_back(static_cast<pid_t>(std::atol(pid.c_str())));
   inherited.detached = take_variable(detached_variable) == "1";
+  std::istringstream kept_fds(take_variable(kept_variable));
+  for (std::string item; kept_fds >> item;) {
+    const std::size_t equals = item.find('=');
+    if (equals != std::string::npos) inherited_kept()[item.substr(0, equals)] = std::atoi(item.c_str() + equals + 1);
+  }
   const int passed = systemd::listen_fds();
   for (int i = 0; i < passed; ++i) inherited.sockets.push_back({systemd::first_fd + i, "systemd"});
   return inherited;
@@ -85,6 +101,25 @@ std::vector<Listener> open_listeners(const std::vector<ListenAddress>& addresses
   return listeners;
 }
 
+void keep_across_restart(const std::string& name, int fd) {
+  if (fd < 0) kept().erase(name);
+  else kept()[name] = fd;
+}
+
+int take_inherited_descriptor(const std::string& name) {
+  const auto found = inherited_kept().find(name);
+  if (found == inherited_kept().end()) return -1;
+  const int fd = found->second;
+  inherited_kept().erase(found);
+  ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+  return fd;
+}
+
+void close_untaken_descriptors() {
+  for (const auto& [name, fd] : inherited_kept()) ::close(fd);
+  inherited_kept().clear();
+}
+
 Relauncher::Relauncher(int argc, char** argv) : arguments_(argv, argv + argc) {
   char path[PATH_MAX];
   const ssize_t length = ::readlink("/proc/self/exe", path, sizeof path - 1);
@@ -94,41 +129,46 @@ Relauncher::Relauncher(int argc, char** argv) : arguments_(argv, argv + argc) {
   if (::getcwd(path, sizeof path)) directory_ = path;
 }
 
-void Relauncher::exec(const std::vector<const Listener*>& listeners, const std::vector<pid_t>& children,
-                      bool detached) const {
-  std::string sockets, pids;
-  for (const Listener* listener : listeners) {
-    ::fcntl(listener->fd(), F_SETFD, 0);  // this one survives exec
-    sockets += std::to_string(listener->fd()) + " " + listener->address() + "\n";
-  }
-  for (pid_t pid : children) {
-    if (!pids.empty()) pids += ',';
-    pids += std::to_string(pid);
-  }
-  ::setenv(listen_fds_variable, sockets.c_str(), 1);
-  ::setenv(children_variable, pids.c_str(), 1);
-  if (detached) ::setenv(detached_variable, "1", 1);
+pid_t Relauncher::start(const std::vector<const Listener*>& listeners, const std::vector<int>& descriptors,
+                        const std::vector<std::pair<std::string, std::string>>& environment, bool detached) const {
+  std::string sockets;
+  for (const Listener* listener : listeners) sockets += std::to_string(listener->fd()) + " " + listener->address() + "\n";
+  std::string kept_fds;
+  for (const auto& [name, fd] : kept()) kept_fds += (kept_fds.empty() ? "" : " ") + name + "=" + std::to_string(fd);
   std::vector<char*> argv;
   for (const std::string& argument : arguments_) argv.push_back(const_cast<char*>(argument.c_str()));
   argv.push_back(nullptr);
-  log::notice("restarting: exec {} with {} listening socket(s)", executable_, listeners.size());
-  const bool moved = !directory_.empty() && ::chdir(directory_.c_str()) == 0;
+  log::notice("restarting: exec {} with {} listening socket(s) in a new process beside this one", executable_,
+              listeners.size());
   // Until the new image has its handlers, these signals would act by default (TERM, HUP and USR1
-  // kill, TTIN stops): they stay blocked -- pending, not lost -- across exec; SignalWatcher
-  // unblocks each one as it installs its handler.
+  // kill, TTIN stops): they stay blocked -- pending, not lost -- across fork and exec;
+  // the new image's SignalWatcher reads them from its signalfd, still blocked.
   sigset_t held, previous;
   sigemptyset(&held);
   for (int signal : {SIGHUP, SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2, SIGTTIN, SIGTTOU, SIGCHLD})
     sigaddset(&held, signal);
   ::sigprocmask(SIG_BLOCK, &held, &previous);
+  const pid_t pid = ::fork();
+  if (pid != 0) {
+    const int error = errno;
+    ::sigprocmask(SIG_SETMASK, &previous, nullptr);
+    if (pid < 0) log::error("{}", system_error_text("HUP: fork() for the new image; the running server carries on", error));
+    return pid;
+  }
+  // The new process: only what the new image inherits stays open across the exec.
+  for (const Listener* listener : listeners) ::fcntl(listener->fd(), F_SETFD, 0);
+  for (const auto& [name, fd] : kept()) ::fcntl(fd, F_SETFD, 0);
+  for (int fd : descriptors)
+    if (fd >= 0) ::fcntl(fd, F_SETFD, 0);
+  ::setenv(kept_variable, kept_fds.c_str(), 1);
+  ::setenv(listen_fds_variable, sockets.c_str(), 1);
+  if (detached) ::setenv(detached_variable, "1", 1);
+  for (const auto& [name, value] : environment) ::setenv(name.c_str(), value.c_str(), 1);
+  if (!directory_.empty() && ::chdir(directory_.c_str()) != 0) ::_exit(exit_status::failure);
   ::execv(executable_.c_str(), argv.data());
-
-  const int error = errno;  // still here: undo, and carry on with the running server
-  ::sigprocmask(SIG_SETMASK, &previous, nullptr);
-  for (const Listener* listener : listeners) ::fcntl(listener->fd(), F_SETFD, FD_CLOEXEC);
-  for (const char* name : {listen_fds_variable, children_variable, detached_variable}) ::unsetenv(name);
-  if (moved && detached && ::chdir("/") != 0) log::warning("{}", system_error_text("chdir(/)", errno));
-  log::error("restart failed: execv({}): {}; the running server carries on", executable_, std::strerror(error));
+  const std::string failure = fmt::format("HUP: execv({}): {}\n", executable_, std::strerror(errno));
+  [[maybe_unused]] const ssize_t ignored = ::write(STDERR_FILENO, failure.data(), failure.size());
+  ::_exit(127);
 }
 
 }  // namespace netserver

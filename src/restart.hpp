@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "netserver/listener.hpp"
@@ -21,9 +22,8 @@ struct Inheritance {
     std::string address;
   };
   std::vector<Socket> sockets;
-  std::vector<pid_t> children;  ///< processes of the previous image this one waits for
   bool detached = false;        ///< the previous image already went into the background
-  bool restarted = false;       ///< a previous image exec'd this one (HUP); not on a first start, socket-activated or not
+  bool restarted = false;       ///< a previous image started this one (HUP); not on a first start, socket-activated or not
 
   /// Reads, and removes from the environment, what a restart or systemd passed.
   static Inheritance take();
@@ -34,13 +34,25 @@ struct Inheritance {
 std::vector<Listener> open_listeners(const std::vector<ListenAddress>& addresses, Inheritance& inherited,
                                      const BindOptions& options);
 
+/// A descriptor the next image must get beside the listeners, by name ("pid_lock"): it stays
+/// close-on-exec except across a restart's exec. `fd` -1 forgets the name.
+void keep_across_restart(const std::string& name, int fd);
+/// In a restarted image: the descriptor the previous one kept as `name` (-1 when none); taken
+/// once. Inheritance::take() must have run.
+int take_inherited_descriptor(const std::string& name);
+/// Closes what the previous image kept and this one did not take (a key no longer configured).
+void close_untaken_descriptors();
+
 /// How to start this program again, recorded at start-up (before any chdir).
 class Relauncher {
  public:
   Relauncher(int argc, char** argv);
-  /// Execs the new image with `listeners` and `children`. Returns only when exec failed, after
-  /// logging why and undoing its preparations.
-  void exec(const std::vector<const Listener*>& listeners, const std::vector<pid_t>& children, bool detached) const;
+  /// Starts the new image in a process of its own (a child of this one), handing it `listeners`,
+  /// the descriptors kept across restarts (keep_across_restart) and `descriptors`, with
+  /// `environment` added. Returns its pid, or -1 when fork failed (logged); an exec that fails
+  /// ends that process with status 127 (its stderr says why).
+  pid_t start(const std::vector<const Listener*>& listeners, const std::vector<int>& descriptors,
+              const std::vector<std::pair<std::string, std::string>>& environment, bool detached) const;
   /// The arguments the program was started with.
   const std::vector<std::string>& arguments() const { return arguments_; }
   /// The working directory at start-up.

@@ -26,7 +26,8 @@ pid_t current_pid() {
   return registered ? cached_pid : ::getpid();
 }
 
-RoomHub::RoomHub(Server& server, boost::asio::io_context& io) : io_(io), settings_(bus::bus_settings(server.config())) {}
+RoomHub::RoomHub(boost::asio::io_context& io, std::optional<bus::BusSettings> settings)
+    : io_(io), settings_(std::move(settings)) {}
 
 RoomHub::~RoomHub() {
   closing_ = true;

@@ -24,10 +24,10 @@ pid_t current_pid();
 
 class RoomHub {
  public:
-  /// Without a bus configured, rooms are LocalRooms; with one, the bus connects when a room is
+  /// Without bus `settings`, rooms are LocalRooms; with them, the bus connects when a room is
   /// first used: in the process that serves, after any fork, with its loop running (an idle
   /// PreFork child waits outside its loop, where a connection could not make progress).
-  RoomHub(Server& server, boost::asio::io_context& io);
+  RoomHub(boost::asio::io_context& io, std::optional<bus::BusSettings> settings);
   ~RoomHub();
   RoomHub(const RoomHub&) = delete;
   RoomHub& operator=(const RoomHub&) = delete;

@@ -1,9 +1,13 @@
 #include "netserver/server.hpp"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
@@ -11,28 +15,19 @@
 #include <fmt/format.h>
 
 #include "bus/bus_options.hpp"
-#include "daemon.hpp"
+#include "edge_options.hpp"
 #include "netserver/errors.hpp"
 #include "netserver/log.hpp"
 #include "netserver/version.hpp"
-#include "restart.hpp"
+#include "server_runtime.hpp"
 #include "signals.hpp"
+#include "succession.hpp"
 #include "systemd.hpp"
 #include "tls.hpp"
 
 namespace netserver {
 
 std::string_view version() { return NETSERVER_VERSION_STRING; }
-
-// What the operations steps keep between steps: the pid file, who to run as, how to restart.
-struct Server::Operations {
-  std::unique_ptr<PidFile> pid_file;
-  Identity identity;
-  std::unique_ptr<Relauncher> relauncher;
-  Inheritance inherited;
-  bool detached = false;               // in the background (now or since a previous image)
-  std::vector<Listener> added_for_restart;
-};
 
 namespace {
 
@@ -80,148 +75,207 @@ void raise_descriptor_limit() {
   }
 }
 
+// Processes that may count connections in the per-address table at once (children, workers and
+// the parent); one beyond them is let through uncounted. The table holds one pid per slot.
+constexpr std::size_t address_limit_processes = 1024;
+
 bool is_file_target(const std::string& target) { return target != "stderr" && target != "stdout" && target != "syslog"; }
+
+BindOptions bind_options(const Config& config) {
+  BindOptions options;
+  options.backlog = static_cast<int>(config.integer("backlog"));
+  if (!config.string("unix_mode").empty()) options.unix_mode = std::stoi(config.string("unix_mode"), nullptr, 8);
+  return options;
+}
+
+// What a socket address is, whatever scheme it is served with: two listen entries with the same
+// place cannot both be bound.
+std::string place_of(const ListenAddress& address) {
+  ListenAddress plain = address;
+  plain.scheme = "tcp";
+  return plain.text();
+}
 
 }  // namespace
 
+// --- Server: the facade --------------------------------------------------------------------------
+
 Server::Server(std::string name, std::shared_ptr<Handler> handler)
-    : name_(std::move(name)),
-      handler_(std::move(handler)),
-      personalities_(Personalities::builtin()),
-      ops_(std::make_unique<Operations>()) {
-  log::configure(LogLevel::notice, "stderr");
-  add_core_options();
-  for (const PersonalityInfo& info : personalities_.all()) info.add_options(options_);
+    : runtime_(std::make_unique<ServerRuntime>(*this, std::move(name))) {
+  runtime_->services.push_back({"listen", std::move(handler)});
 }
 
 Server::~Server() = default;
 
-void Server::add_core_options() {
-  const double kib = 1024, mib = 1024 * kib, gib = 1024 * mib;
-  options_.add(Option::text("personality", "single", "process model").with_choices(personalities_.names()));
-  options_.add(Option::text("host", "*", "address to listen on with `port`: * (every address, IPv6 and IPv4), "
-                                         "a name or a literal").with_check(check_host));
-  options_.add(Option::integer("port", 8000, 0, 65535, "TCP port to listen on with `host` (0: any free port)"));
-  options_.add(Option::list("listen", {}, "addresses to listen on instead of host:port: 127.0.0.1:8000, "
-                                          "[::1]:8000, *:8000, unix:/path; tls://ADDRESS for TLS (the tls block)")
-                   .with_check(check_listen));
-  options_.add(Option::integer("backlog", 4096, 1, 1 << 20, "listen(2) queue length"));
-  options_.add(Option::text("unix_mode", "", "file mode of unix sockets, e.g. 0660 (default: the umask's)")
-                   .with_check(check_mode));
-  options_.add(Option::integer("log_level", 2, 0, 4, "0 error, 1 warning, 2 notice, 3 info (connections), 4 debug"));
-  options_.add(Option::text("log_file", "stderr",
-                            "where the log goes: stderr, stdout, syslog, or a file path (appended to; "
-                            "SIGUSR1 reopens it)"));
-  options_.add(Option::text("syslog_ident", name_, "program name in syslog lines"));
-  options_.add(Option::text("syslog_facility", "daemon", "syslog facility").with_choices(log::syslog_facilities()));
-  options_.add(Option::text("syslog_socket", "/dev/log", "the syslog daemon's socket"));
-  options_.add(Option::duration("timeout", 0, 0, 1e9, "close a client after this many seconds without input (0: never)"));
-  options_.add(Option::size("max_line", 64 * 1024, 1, gib,
-                            "longest input line in bytes; a longer one ends the client's session"));
-  options_.add(Option::size("max_output", 1024 * 1024, kib, 4 * gib,
-                            "output queued for one client (what its socket does not take) past which it is "
-                            "disconnected; above half of it the client's input is not read"));
-  options_.add(Option::size("max_output_soft", 0, 0, 4 * gib,
-                            "output queued for one client that it may stay above for max_output_soft_seconds "
-                            "only (0: no soft limit)"));
-  options_.add(Option::duration("max_output_soft_seconds", 60, 0, 86400,
-                                "how long a client's output queue may stay above max_output_soft"));
-  options_.add(Option::duration("graceful_timeout", 10, 0, 86400,
-                                "on TERM/INT, how long sessions may take to finish before they are cut"));
-  options_.add(Option::duration("restart_drain_timeout", 0, 0, 1e9,
-                                "on HUP, how long the sessions open may go on in the previous image before they "
-                                "are cut (0: until they end; TERM/INT still ends them within graceful_timeout)"));
-  options_.add(Option::flag("background", false, "detach from the terminal and run as a daemon"));
-  options_.add(Option::text("pid_file", "", "write the server's pid here; refuse to start if it names a live process"));
-  options_.add(Option::text("user", "", "switch to this user (name or uid) after binding, when started as root"));
-  options_.add(Option::text("group", "", "switch to this group (name or gid) after binding (default: the user's)"));
-  options_.add(Option::text("chroot", "", "chroot to this directory after binding (no restart on HUP then)"));
-  options_.add(Option::list("allow", {}, "regular expressions: peers whose address matches one are allowed")
-                   .with_check(check_regex_list));
-  options_.add(Option::list("deny", {}, "regular expressions: peers whose address matches one are refused")
-                   .with_check(check_regex_list));
-  options_.add(Option::list("cidr_allow", {}, "networks whose peers are allowed: 10.0.0.0/8, ::1/128")
-                   .with_check(check_network_list));
-  options_.add(Option::list("cidr_deny", {}, "networks whose peers are refused").with_check(check_network_list));
-  TlsContext::add_options(options_);
-  bus::add_bus_options(options_, name_);
-}
+Options& Server::options() { return runtime_->options; }
+const std::string& Server::name() const { return runtime_->name; }
+const Config& Server::config() const { return runtime_->config(); }
+const std::string& Server::personality_name() const { return config().string("personality"); }
+Handler& Server::handler() const { return *runtime_->services.front().handler; }
+void Server::set_handler(std::shared_ptr<Handler> handler) { runtime_->services.front().handler = std::move(handler); }
+const std::vector<Listener>& Server::listeners() const { return runtime_->listeners(); }
+const SessionLimits& Server::session_limits() const { return runtime_->limits(); }
+bool Server::allow_deny(const Session& session) const { return runtime_->allows(session.peer()); }
 
 void Server::add_personality(PersonalityInfo info) {
-  info.add_options(options_);
-  personalities_.add(std::move(info));
-  Option personality = *options_.find("personality");
-  personality.choices = personalities_.names();
-  options_.add(std::move(personality));
+  Options& schema = options();
+  info.add_options(schema);
+  runtime_->personalities.add(std::move(info));
+  Option personality = *schema.find("personality");
+  personality.choices = runtime_->personalities.names();
+  schema.add(std::move(personality));
+}
+
+void Server::add_service(std::string listen_key, std::shared_ptr<Handler> handler) {
+  const Option* option = options().find(listen_key);
+  if (!option || option->type != ValueType::string_list)
+    throw std::invalid_argument(fmt::format("add_service: \"{}\" is not a list key of the schema", listen_key));
+  runtime_->services.push_back({std::move(listen_key), std::move(handler)});
 }
 
 int Server::main(int argc, char** argv) {
-  std::string failure;
-  int status = exit_status::ok;
   try {
     run(argc, argv);
     return exit_status::ok;
   } catch (const Exit& exit) {
     return exit.status();
   } catch (const ConfigError& error) {
-    failure = fmt::format("{}: {}", program_.empty() ? name_ : program_, error.what());
-    fmt::print(stderr, "{}\n", failure);
-    status = error.status();
+    const std::string& program = runtime_->program.empty() ? runtime_->name : runtime_->program;
+    fmt::print(stderr, "{}: {}\n", program, error.what());
+    runtime_->failed(fmt::format("{}: {}", program, error.what()));
+    return error.status();
   } catch (const Error& error) {
     log::error("{}", error.what());
-    failure = fmt::format("{}: {}", program_, error.what());
+    const std::string failure = fmt::format("{}: {}", runtime_->program, error.what());
     if (!log::to_stderr()) fmt::print(stderr, "{}\n", failure);
-    status = error.status();
+    runtime_->failed(failure);
+    return error.status();
   } catch (const std::exception& error) {
     log::error("fatal: {}", error.what());
-    failure = fmt::format("{}: fatal: {}", program_, error.what());
+    const std::string failure = fmt::format("{}: fatal: {}", runtime_->program, error.what());
     if (!log::to_stderr()) fmt::print(stderr, "{}\n", failure);
-    status = exit_status::failure;
+    runtime_->failed(failure);
+    return exit_status::failure;
   }
-  daemon_failed(failure);  // a detached server tells the process still waiting on the terminal
-  if (ops_->pid_file) ops_->pid_file->remove();
-  return status;
 }
 
 void Server::run(int argc, char** argv) {
+  ServerRuntime& runtime = *runtime_;
   hold_signals_until_handled();  // HUP or USR1 during start-up wait for the loop's handlers
   configure_hook();
-  configure(argc, argv);    // defaults < --config FILE < --key=value; picks the personality
-  post_configure();         // logging, pid file check, user/group, access rules, session limits
+  runtime.configure(argc, argv);  // defaults < --config FILE < --key=value; every check; the personality
+  runtime.post_configure();       // logging, TLS, pid file check, user/group, access rules, session limits
   post_configure_hook();
-  pre_bind();               // the addresses to listen on
-  bind();                   // listening sockets: inherited (restart, systemd) or bound now
+  runtime.pre_bind();             // the addresses to listen on
+  runtime.bind();                 // listening sockets: inherited (restart, systemd) or bound now
   post_bind_hook();
-  post_bind();              // background, pid file, chroot, user/group, SIGPIPE; ready
+  runtime.post_bind();            // background, pid file, chroot, user/group, SIGPIPE; ready
   pre_loop_hook();
-  loop();                   // the personality serves clients until told to stop
+  runtime.loop();                 // the personality serves clients until told to stop
   pre_server_close_hook();
-  server_close();           // close the listeners, remove the pid file
+  runtime.server_close();         // close the listeners, remove the pid file
 }
 
-void Server::configure(int argc, char** argv) {
-  program_ = argc > 0 ? std::filesystem::path(argv[0]).filename().string() : name_;
-  ops_->relauncher = std::make_unique<Relauncher>(argc, argv);
-  const CommandLine command_line = CommandLine::parse(argc, argv, options_);
+// --- ServerRuntime: the steps ----------------------------------------------------------------------
+
+ServerRuntime::ServerRuntime(Server& server, std::string program_name)
+    : name(std::move(program_name)), personalities(Personalities::builtin()), server_(server) {
+  log::configure(LogLevel::notice, "stderr");
+  add_core_options();
+  add_edge_options(options);
+  for (const PersonalityInfo& info : personalities.all()) info.add_options(options);
+}
+
+ServerRuntime::~ServerRuntime() = default;
+
+void ServerRuntime::add_core_options() {
+  const double kib = 1024, mib = 1024 * kib, gib = 1024 * mib;
+  options.add(Option::text("personality", "single", "process model").with_choices(personalities.names()));
+  options.add(Option::text("host", "*", "address to listen on with `port`: * (every address, IPv6 and IPv4), "
+                                        "a name or a literal").with_check(check_host));
+  options.add(Option::integer("port", 8000, 0, 65535, "TCP port to listen on with `host` (0: any free port)"));
+  options.add(Option::list("listen", {}, "addresses to listen on instead of host:port: 127.0.0.1:8000, "
+                                         "[::1]:8000, *:8000, unix:/path; tls://ADDRESS for TLS (the tls block)")
+                  .with_check(check_listen));
+  options.add(Option::integer("backlog", 4096, 1, 1 << 20, "listen(2) queue length"));
+  options.add(Option::text("unix_mode", "", "file mode of unix sockets, e.g. 0660 (default: the umask's)")
+                  .with_check(check_mode));
+  options.add(Option::integer("log_level", 2, 0, 4, "0 error, 1 warning, 2 notice, 3 info (connections), 4 debug"));
+  options.add(Option::text("log_file", "stderr",
+                           "where the log goes: stderr, stdout, syslog, or a file path (appended to; "
+                           "SIGUSR1 reopens it)"));
+  options.add(Option::text("syslog_ident", name, "program name in syslog lines"));
+  options.add(Option::text("syslog_facility", "daemon", "syslog facility").with_choices(log::syslog_facilities()));
+  options.add(Option::text("syslog_socket", "/dev/log", "the syslog daemon's socket"));
+  options.add(Option::duration("timeout", 0, 0, 1e9, "close a client after this many seconds without input (0: never)"));
+  options.add(Option::size("max_line", 64 * 1024, 1, gib,
+                           "longest input line in bytes; a longer one ends the client's session"));
+  options.add(Option::size("max_output", 1024 * 1024, kib, 4 * gib,
+                           "output queued for one client (what its socket does not take) past which it is "
+                           "disconnected; above half of it the client's input is not read"));
+  options.add(Option::size("max_output_soft", 0, 0, 4 * gib,
+                           "output queued for one client that it may stay above for max_output_soft_seconds "
+                           "only (0: no soft limit)"));
+  options.add(Option::duration("max_output_soft_seconds", 60, 0, 86400,
+                               "how long a client's output queue may stay above max_output_soft"));
+  options.add(Option::duration("graceful_timeout", 10, 0, 86400,
+                               "on TERM/INT, how long sessions may take to finish before they are cut"));
+  options.add(Option::duration("restart_drain_timeout", 0, 0, 1e9,
+                               "on HUP, how long the sessions open may go on in the previous image before they "
+                               "are cut (0: until they end; TERM/INT still ends them within graceful_timeout)"));
+  options.add(Option::duration("restart_timeout", 30, 0.1, 3600,
+                               "on HUP, how long the new image may take to start and serve; one that does not is "
+                               "killed and the running server carries on"));
+  options.add(Option::flag("background", false, "detach from the terminal and run as a daemon"));
+  options.add(Option::text("pid_file", "", "write the server's pid here; refuse to start if it names a live process"));
+  options.add(Option::text("user", "", "switch to this user (name or uid) after binding, when started as root"));
+  options.add(Option::text("group", "", "switch to this group (name or gid) after binding (default: the user's)"));
+  options.add(Option::text("chroot", "", "chroot to this directory after binding (no restart on HUP then)"));
+  options.add(Option::list("allow", {}, "regular expressions: peers whose address matches one are allowed")
+                  .with_check(check_regex_list));
+  options.add(Option::list("deny", {}, "regular expressions: peers whose address matches one are refused")
+                  .with_check(check_regex_list));
+  options.add(Option::list("cidr_allow", {}, "networks whose peers are allowed: 10.0.0.0/8, ::1/128")
+                  .with_check(check_network_list));
+  options.add(Option::list("cidr_deny", {}, "networks whose peers are refused").with_check(check_network_list));
+  TlsContext::add_options(options);
+  bus::add_bus_options(options, name);
+}
+
+const Config& ServerRuntime::config() const {
+  if (!config_) throw std::logic_error("Server::config() used before the configure step");
+  return *config_;
+}
+
+void ServerRuntime::failed(const std::string& message) {
+  daemon_failed(message);  // a detached server tells the process still waiting on the terminal
+  if (pid_file_) pid_file_->remove();
+}
+
+void ServerRuntime::configure(int argc, char** argv) {
+  program = argc > 0 ? std::filesystem::path(argv[0]).filename().string() : name;
+  relauncher_ = std::make_unique<Relauncher>(argc, argv);
+  const CommandLine command_line = CommandLine::parse(argc, argv, options);
   if (command_line.help) {
     fmt::print("{}", help_text());
     throw Exit(exit_status::ok);
   }
   if (command_line.version) {
-    fmt::print("{} (netserver {})\n", name_, version());
+    fmt::print("{} (netserver {})\n", name, version());
     throw Exit(exit_status::ok);
   }
-  config_.emplace(Config::load(options_, command_line));
-  personality_ = personalities_.find(config_->string("personality"))->create(*config_);
+  config_.emplace(Config::load(options, command_line));
+  personality = personalities.find(config_->string("personality"))->create(*config_);
   check_combinations(*config_);
   if (command_line.check_config) {
+    TransportSchemes::load(*config_, addresses(*config_));  // the certificates, keys and TLS settings, as the start loads them
     fmt::print("{}# configuration OK\n", config_->dump());
     throw Exit(exit_status::ok);
   }
 }
 
 // Settings that are fine alone but not together.
-void Server::check_combinations(const Config& config) const {
+void ServerRuntime::check_combinations(const Config& config) const {
   if (config.bytes("max_output_soft") >= config.bytes("max_output"))
     throw ConfigError(fmt::format("max_output_soft must be less than max_output: {} and {}",
                                   config.describe("max_output_soft"), config.describe("max_output")));
@@ -230,9 +284,12 @@ void Server::check_combinations(const Config& config) const {
     throw ConfigError(fmt::format("background: true needs log_file set to a file or syslog: {} is closed when the "
                                   "server detaches ({})",
                                   config.string("log_file"), config.describe("log_file")));
+  std::vector<std::string> listen_texts;  // an address in two places is an error now, not "Address already in use" later
+  for (const Binding& binding : bindings(config)) listen_texts.push_back(binding.address.text());
+  check_edge_options(config, listen_texts);
 }
 
-void Server::post_configure() {
+void ServerRuntime::post_configure() {
   const Config& config = *config_;
   std::string target = config.string("log_file");
   if (is_file_target(target)) target = std::filesystem::absolute(target).string();  // survives chdir
@@ -243,113 +300,164 @@ void Server::post_configure() {
   limits_.max_line = static_cast<std::size_t>(config.bytes("max_line"));
   limits_.max_output = static_cast<std::size_t>(config.bytes("max_output"));
   limits_.max_output_soft = static_cast<std::size_t>(config.bytes("max_output_soft"));
-  limits_.max_output_soft_seconds = config.seconds("max_output_soft_seconds");
-  limits_.idle_timeout = config.seconds("timeout");
-  limits_.close_timeout = config.seconds("graceful_timeout");
+  limits_.max_output_soft_for = config.duration("max_output_soft_seconds");
+  limits_.idle_timeout = config.duration("timeout");
+  limits_.close_timeout = config.duration("graceful_timeout");
+  stop_times_.graceful = config.duration("graceful_timeout");
+  stop_times_.restart_drain = config.duration("restart_drain_timeout");
+  if (stop_times_.restart_drain == Duration::zero()) stop_times_.restart_drain = forever;
+  stop_times_.restart_timeout = config.duration("restart_timeout");
   access_ = AccessRules(config.list("allow"), config.list("deny"), config.list("cidr_allow"), config.list("cidr_deny"));
   if (config.list("allow").empty() && config.list("cidr_allow").empty() && !access_.empty())
     log::warning("only deny rules are set: as in Net::Server, peers that match no allow or cidr_allow rule are "
                  "refused too");
-  if (std::shared_ptr<TlsContext> tls = load_tls(config)) TlsContext::install(std::move(tls));  // as root, before binding
-  ops_->identity = Identity::resolve(config.string("user"), config.string("group"));
-  if (!config.string("pid_file").empty()) {
-    ops_->pid_file = std::make_unique<PidFile>(config.string("pid_file"));
-    ops_->pid_file->check();
+  schemes_ = TransportSchemes::load(config, addresses(config));  // as root, before binding
+  edge_ = edge_settings(config, address_limit_processes);
+  if (edge_.limits.enabled()) address_limits_ = std::make_unique<AddressLimits>(edge_.limits);  // before any fork
+  bus_ = bus::bus_settings(config);
+  identity_ = Identity::resolve(config.string("user"), config.string("group"));
+  Succession::take_environment();
+  inherited_ = Inheritance::take();  // before the pid file: a restart hands over its lock
+  // A new image started by a HUP leaves the pid file to the anchor, which keeps its pid.
+  if (!config.string("pid_file").empty() && Succession::is_anchor()) {
+    pid_file_ = std::make_unique<PidFile>(config.string("pid_file"));
+    pid_file_->check();
+    pid_file_->lock();
   }
-  ops_->inherited = Inheritance::take();
-  ops_->detached = ops_->inherited.detached;
-  log::notice("{} starting: netserver {}, personality {}, pid {}{}", name_, version(), personality_name(), ::getpid(),
-              ops_->inherited.restarted ? " (restarted)" : "");
+  detached_ = inherited_.detached;
+  log::notice("{} starting: netserver {}, personality {}, pid {}{}", name, version(), config.string("personality"),
+              ::getpid(), inherited_.restarted ? " (restarted)" : "");
 }
 
-std::vector<ListenAddress> Server::listen_addresses(const Config& config) const {
-  std::vector<std::string> texts = config.list("listen");
-  if (texts.empty()) {
-    const std::string& host = config.string("host");
-    const std::string port = std::to_string(config.integer("port"));
-    texts.push_back(host.find(':') != std::string::npos ? "[" + host + "]:" + port : host + ":" + port);
+// Every configured address with its service: the main one's `listen` (or host:port), then each
+// service's list key. The same address twice in one list is bound once; the same place (whatever
+// the scheme) in two entries that differ is a configuration error naming both.
+std::vector<Binding> ServerRuntime::bindings(const Config& config) const {
+  std::vector<Binding> out;
+  for (std::size_t service = 0; service < services.size(); ++service) {
+    const std::string& key = services[service].listen_key;
+    std::vector<std::string> texts = config.list(key);
+    if (service == 0 && texts.empty()) {
+      const std::string& host = config.string("host");
+      const std::string port = std::to_string(config.integer("port"));
+      texts.push_back(host.find(':') != std::string::npos ? "[" + host + "]:" + port : host + ":" + port);
+    }
+    for (const std::string& text : texts) {
+      Binding binding{{}, service};
+      std::string problem;
+      if (!ListenAddress::parse(text, binding.address, problem))
+        throw ConfigError(fmt::format("{}: \"{}\": {}", key, text, problem));
+      const auto same_text = [&](const Binding& other) {
+        return other.address.text() == binding.address.text() && other.service == service;
+      };
+      if (std::any_of(out.begin(), out.end(), same_text)) continue;
+      // Port 0 asks for a free port: two of them are two sockets.
+      const bool fixed = binding.address.kind == ListenAddress::Kind::unix_socket || binding.address.port != 0;
+      const auto same_place = [&](const Binding& other) { return place_of(other.address) == place_of(binding.address); };
+      const auto earlier = fixed ? std::find_if(out.begin(), out.end(), same_place) : out.end();
+      if (earlier == out.end()) {
+        out.push_back(std::move(binding));
+        continue;
+      }
+      throw ConfigError(fmt::format("{}: \"{}\" and {}: \"{}\" are the same address; one socket can be bound once ({})",
+                                    services[earlier->service].listen_key, earlier->address.text(), key, text,
+                                    config.describe(key)));
+    }
   }
-  std::vector<ListenAddress> addresses;
-  for (const std::string& text : texts) {
-    ListenAddress address;
-    std::string problem;
-    if (!ListenAddress::parse(text, address, problem)) throw ConfigError(fmt::format("listen: \"{}\": {}", text, problem));
-    if (address.kind == ListenAddress::Kind::unix_socket)  // made absolute: removed at exit, after any chdir
-      address.path = std::filesystem::absolute(address.path).lexically_normal().string();
-    addresses.push_back(std::move(address));
+  return out;
+}
+
+std::vector<ListenAddress> ServerRuntime::addresses(const Config& config) const {
+  std::vector<ListenAddress> out;
+  for (Binding& binding : bindings(config)) out.push_back(std::move(binding.address));
+  return out;
+}
+
+void ServerRuntime::pre_bind() { bindings_ = bindings(*config_); }
+
+void ServerRuntime::bind() {
+  std::vector<ListenAddress> wanted;
+  for (const Binding& binding : bindings_) wanted.push_back(binding.address);
+  listeners_ = open_listeners(wanted, inherited_, bind_options(*config_));
+  schemes_.keep_across_restart();  // the TLS ticket secret, handed over like the listeners
+  for (const Listener& listener : listeners_)
+    log::notice("listening on {}{}", listener.tls() ? "tls://" : "", listener.name());
+  make_endpoints();
+}
+
+// Each listener with its transport and its service's handler (systemd's sockets serve the main one).
+void ServerRuntime::make_endpoints() {
+  endpoints_.clear();
+  for (const Listener& listener : listeners_) {
+    std::size_t service = 0;
+    for (const Binding& binding : bindings_)
+      if (binding.address.text() == listener.address()) service = binding.service;
+    endpoints_.push_back(Endpoint{listener.fd(), listener.family(), listener.address(), listener.name(),
+                                  schemes_.factory(listener.scheme()), services[service].handler,
+                                  edge_.expects_proxy(listener.address())});
+    if (endpoints_.back().proxy_protocol) defer_accept(endpoints_.back());
   }
-  return addresses;
 }
 
-void Server::pre_bind() { addresses_ = listen_addresses(*config_); }
-
-// The TLS context for the configuration's tls:// listeners; null when there are none.
-std::shared_ptr<TlsContext> Server::load_tls(const Config& config) const {
-  std::vector<std::string> tls_listeners;
-  for (const ListenAddress& address : listen_addresses(config))
-    if (address.tls) tls_listeners.push_back(address.text());
-  if (tls_listeners.empty()) return nullptr;
-  return TlsContext::load(config, tls_listeners);
+// A client behind a balancer speaks first (its PROXY header): the kernel holds the connection
+// until its first bytes arrive (at most proxy_timeout), so the accept path usually finds the whole
+// header at once instead of waiting for it; a peer that never sends is never accepted.
+void ServerRuntime::defer_accept(const Endpoint& endpoint) const {
+  if (endpoint.family == AF_UNIX) return;
+  const int seconds = static_cast<int>(std::ceil(std::max(1.0, to_seconds(edge_.proxy_timeout))));
+  if (::setsockopt(endpoint.listener_fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &seconds, sizeof seconds) != 0)
+    log::warning("{}", system_error_text("setsockopt(TCP_DEFER_ACCEPT) on " + endpoint.name, errno));
 }
 
-namespace {
-BindOptions bind_options(const Config& config) {
-  BindOptions options;
-  options.backlog = static_cast<int>(config.integer("backlog"));
-  if (!config.string("unix_mode").empty()) options.unix_mode = std::stoi(config.string("unix_mode"), nullptr, 8);
-  return options;
-}
-}  // namespace
-
-void Server::bind() {
-  listeners_ = open_listeners(addresses_, ops_->inherited, bind_options(*config_));
-  for (const Listener& listener : listeners_) log::notice("listening on {}{}", listener.tls() ? "tls://" : "", listener.name());
-}
-
-void Server::post_bind() {
+void ServerRuntime::post_bind() {
   const Config& config = *config_;
-  if (config.boolean("background") && !ops_->detached) {
+  if (config.boolean("background") && !detached_) {
     const std::string& log_file = config.string("log_file");
     detach(is_file_target(log_file) ? std::filesystem::absolute(log_file).string() : "");
-    ops_->detached = true;
+    detached_ = true;
     log::notice("detached into the background: pid {}", ::getpid());
   }
   // From here a stop waits for the loop's handlers (the launcher above stays interruptible).
   hold_stop_signals_until_handled();
-  if (ops_->pid_file) ops_->pid_file->write();
-  drop_privileges(ops_->identity, config.string("chroot"), owned_paths());
+  if (pid_file_) pid_file_->write();
+  drop_privileges(identity_, config.string("chroot"), owned_paths());
   std::signal(SIGPIPE, SIG_IGN);  // a vanished client costs its own session, not the process
+  close_untaken_descriptors();
   daemon_ready();
-  systemd::notify(fmt::format("READY=1\nSTATUS=serving on {} listener(s)\nMAINPID={}", listeners_.size(), ::getpid()));
+  // A new image is not the main process systemd knows (the anchor is): its status only.
+  if (Succession::is_anchor())
+    systemd::notify(fmt::format("READY=1\nSTATUS=serving on {} listener(s)\nMAINPID={}", listeners_.size(), ::getpid()));
+  else systemd::notify(fmt::format("STATUS=serving on {} listener(s) (pid {})", listeners_.size(), ::getpid()));
 }
 
 // Files the server creates and must still remove or reopen after dropping root.
-std::vector<std::string> Server::owned_paths() const {
+std::vector<std::string> ServerRuntime::owned_paths() const {
   std::vector<std::string> paths;
-  if (ops_->pid_file) paths.push_back(ops_->pid_file->path());
+  if (pid_file_) paths.push_back(pid_file_->path());
   if (is_file_target(config_->string("log_file"))) paths.push_back(std::filesystem::absolute(config_->string("log_file")));
   for (const Listener& listener : listeners_)
     if (!listener.unix_path().empty()) paths.push_back(listener.unix_path());
   return paths;
 }
 
-void Server::loop() { personality_->loop(*this); }
+// The personality serves until it stops -- or until it handed over to a new image and finished
+// its own work: the anchor then relays to the images that follow until the server stops.
+void ServerRuntime::loop() {
+  personality->loop(server_);
+  if (!handed_over_) return;
+  if (!Succession::is_anchor()) return log::notice("pid {} handed over and finished its sessions", ::getpid());
+  if (const int status = Succession::relay(*this); status != exit_status::ok)
+    throw Error("the server went down with its serving image", status);
+}
 
-void Server::server_close() {
+void ServerRuntime::server_close() {
+  endpoints_.clear();
   listeners_.clear();
-  if (ops_->pid_file) ops_->pid_file->remove();
-  log::notice("{} stopped", name_);
+  if (pid_file_) pid_file_->remove();
+  log::notice("{} stopped", name);
 }
 
-const std::string& Server::personality_name() const { return config().string("personality"); }
-
-const Config& Server::config() const {
-  if (!config_) throw std::logic_error("Server::config() used before the configure step");
-  return *config_;
-}
-
-bool Server::allow_deny(const Session& session) const {
-  const std::string& peer = session.peer();
+bool ServerRuntime::allows(const std::string& peer) const {
   if (peer.starts_with("unix:")) return access_.allows("", true);
   const std::size_t colon = peer.rfind(':');
   std::string_view host = std::string_view(peer).substr(0, colon);
@@ -359,20 +467,19 @@ bool Server::allow_deny(const Session& session) const {
 
 // --- restart (SIGHUP) ------------------------------------------------------------------------
 
-bool Server::prepare_restart() {
-  ops_->added_for_restart.clear();
-  const Relauncher& relauncher = *ops_->relauncher;
+bool ServerRuntime::prepare_restart() {
+  added_for_restart_.clear();
   const std::filesystem::path here = std::filesystem::current_path();
   try {
-    std::filesystem::current_path(relauncher.directory());  // relative paths mean what they meant at start
+    std::filesystem::current_path(relauncher_->directory());  // relative paths mean what they meant at start
     std::vector<const char*> argv;
-    for (const std::string& argument : relauncher.arguments()) argv.push_back(argument.c_str());
-    Config fresh = Config::load(options_, CommandLine::parse(static_cast<int>(argv.size()), argv.data(), options_));
+    for (const std::string& argument : relauncher_->arguments()) argv.push_back(argument.c_str());
+    Config fresh = Config::load(options, CommandLine::parse(static_cast<int>(argv.size()), argv.data(), options));
     check_restartable(fresh);
-    for (const ListenAddress& where : listen_addresses(fresh)) {
+    for (const ListenAddress& where : addresses(fresh)) {
       const auto listening = [&](const Listener& l) { return l.address() == where.text() || l.address() == "systemd"; };
       if (std::none_of(listeners_.begin(), listeners_.end(), listening))
-        bind_address(where, bind_options(fresh), ops_->added_for_restart);
+        bind_address(where, bind_options(fresh), added_for_restart_);
     }
     std::filesystem::current_path(here);
     return true;
@@ -387,11 +494,11 @@ bool Server::prepare_restart() {
 
 // Everything the new image would check before serving, done here, so that a HUP either restarts
 // or changes nothing: a new image that fails would take the listening sockets down with it.
-void Server::check_restartable(const Config& fresh) const {
+void ServerRuntime::check_restartable(const Config& fresh) const {
   if (!config_->string("chroot").empty()) throw Error("cannot restart inside a chroot (the program is not reachable there)");
-  personalities_.find(fresh.string("personality"))->create(fresh);
+  personalities.find(fresh.string("personality"))->create(fresh);
   check_combinations(fresh);
-  load_tls(fresh);  // the new certificate and key must load, or the running server carries on
+  TransportSchemes::load(fresh, addresses(fresh));  // the new certificate and key must load, or the running server carries on
   const Identity wanted = Identity::resolve(fresh.string("user"), fresh.string("group"));
   const bool same_user = !wanted.change_user || wanted.uid == ::geteuid();
   const bool same_group = !wanted.change_group || wanted.gid == ::getegid();
@@ -408,42 +515,48 @@ void Server::check_restartable(const Config& fresh) const {
     if (const std::string problem = PidFile::restart_problem(pid_file); !problem.empty()) throw Error(problem);
 }
 
-void Server::cancel_restart() { ops_->added_for_restart.clear(); }
+void ServerRuntime::cancel_restart() { added_for_restart_.clear(); }
 
-void Server::restart(const std::vector<pid_t>& children) {
+pid_t ServerRuntime::start_new_image(const std::vector<int>& descriptors,
+                                     const std::vector<std::pair<std::string, std::string>>& environment) {
   std::vector<const Listener*> handed_over;
   for (const Listener& listener : listeners_) handed_over.push_back(&listener);
-  for (const Listener& listener : ops_->added_for_restart) handed_over.push_back(&listener);
-  systemd::notify("RELOADING=1");
-  ops_->relauncher->exec(handed_over, children, ops_->detached);
-  ops_->added_for_restart.clear();
-  systemd::notify("READY=1");
+  for (const Listener& listener : added_for_restart_) handed_over.push_back(&listener);
+  return relauncher_->start(handed_over, descriptors, environment, detached_);
 }
 
-const std::vector<pid_t>& Server::inherited_children() const { return ops_->inherited.children; }
+void ServerRuntime::release_listeners() {
+  handed_over_ = true;
+  for (Listener& listener : listeners_) ::close(listener.release());
+  for (Listener& listener : added_for_restart_) ::close(listener.release());
+  listeners_.clear();
+  added_for_restart_.clear();
+  for (Endpoint& endpoint : endpoints_) endpoint.listener_fd = -1;
+}
 
 // A listening socket stays open as long as one process holds a descriptor of it -- a PreFork child
 // busy with a session, a restart's copy -- so it is shut down first: that stops the socket itself
 // from listening (pending clients get a reset, new ones a refusal), whoever holds it. Never on a
 // restart: the new image serves the same sockets. systemd keeps its sockets for the next start.
-void Server::stop_listening() {
+void ServerRuntime::stop_listening() {
   for (const Listener& listener : listeners_)
     if (listener.address() != "systemd" && ::shutdown(listener.fd(), SHUT_RD) != 0)
       log::warning("{}", system_error_text("shutdown() of the listener on " + listener.name(), errno));
   listeners_.clear();
+  for (Endpoint& endpoint : endpoints_) endpoint.listener_fd = -1;
 }
 
-void Server::close_listeners_in_copy() {
+void ServerRuntime::close_listener_descriptors() {
   for (const Listener& listener : listeners_) ::close(listener.fd());
-  for (const Listener& listener : ops_->added_for_restart) ::close(listener.fd());
+  for (const Listener& listener : added_for_restart_) ::close(listener.fd());
 }
 
-void Server::reopen_log() {
+void ServerRuntime::reopen_log() {
   if (const std::string problem = log::reopen(); !problem.empty()) log::error("USR1: {}", problem);
   else log::notice("USR1: log reopened");
 }
 
-std::string Server::help_text() const {
+std::string ServerRuntime::help_text() const {
   std::string out = fmt::format(
       "Usage: {} [--config FILE] [--KEY=VALUE ...] [--check-config] [--help] [--version]\n\n"
       "Every key can be set in the YAML file given with --config and overridden on the command\n"
@@ -451,11 +564,11 @@ std::string Server::help_text() const {
       "  --config FILE     read the configuration from FILE\n"
       "  --check-config    validate, print the effective configuration and exit\n"
       "  --help, --version\n\nKeys:\n",
-      program_.empty() ? name_ : program_);
-  for (const Option& option : options_.all())
+      program.empty() ? name : program);
+  for (const Option& option : options.all())
     out += fmt::format("  {:<30} {}\n  {:<30}   default {}\n", option.key, option.help, "", format_value(option.fallback));
   out += "\nPersonalities:\n";
-  for (const PersonalityInfo& info : personalities_.all()) out += fmt::format("  {:<12} {}\n", info.name, info.summary);
+  for (const PersonalityInfo& info : personalities.all()) out += fmt::format("  {:<12} {}\n", info.name, info.summary);
   return out;
 }
 

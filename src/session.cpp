@@ -1,73 +1,72 @@
-#include "netserver/session.hpp"
+#include "session_impl.hpp"
 
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <functional>
 #include <utility>
 
 #include <boost/asio/post.hpp>
 #include <fmt/format.h>
 
+#include "endpoint.hpp"
+#include "engine.hpp"
 #include "netserver/handler.hpp"
 #include "netserver/log.hpp"
-#include "netserver/registry.hpp"
 #include "netserver/server.hpp"
-#include "transport.hpp"
-#include "worker.hpp"
 
 namespace netserver {
 
 namespace asio = boost::asio;
-using Clock = std::chrono::steady_clock;
 
 namespace {
 
 // Queued output this large is written at once instead of waiting for the end of the batch.
 constexpr std::size_t eager_flush_bytes = 32 * 1024;
 
-Clock::duration to_duration(double seconds) {
-  return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
-}
-
 }  // namespace
 
-Session::Session(Worker& worker, std::shared_ptr<Transport> transport, std::uint64_t id, std::string peer)
-    : worker_(worker),
+SessionImpl::SessionImpl(Engine& engine, const Endpoint& endpoint, std::shared_ptr<Transport> transport, std::uint64_t id,
+                         std::string peer)
+    : Session(id, std::move(peer)),
+      engine_(engine),
+      endpoint_(endpoint),
       transport_(std::move(transport)),
-      id_(id),
-      peer_(std::move(peer)),
-      input_(worker.limits().max_line + 2),  // room for a longest line and its CRLF
+      input_(engine.limits().max_line + 2),  // room for a longest line and its CRLF
       started_(Clock::now()),
       last_input_(started_) {}
 
-Session::~Session() = default;
+SessionImpl::~SessionImpl() = default;
 
-Server& Session::server() const { return worker_.server(); }
-Registry& Session::registry() const { return worker_.registry(); }
-Room& Session::room(std::string_view name) const { return worker_.rooms().room(name); }
-asio::io_context& Session::io() const { return worker_.io(); }
-const SessionLimits& Session::limits() const { return worker_.limits(); }
-const TlsInfo* Session::tls() const { return transport_->tls(); }
+const std::string& SessionImpl::listener() const { return endpoint_.address; }
+Server& SessionImpl::server() const { return engine_.server(); }
+Registry& SessionImpl::registry() const { return engine_.registry(); }
+Room& SessionImpl::room(std::string_view name) const { return engine_.rooms().room(name); }
+asio::io_context& SessionImpl::io() const { return engine_.io(); }
+const SessionLimits& SessionImpl::limits() const { return engine_.limits(); }
+const TlsInfo* SessionImpl::tls() const { return transport_->tls(); }
+Handler& SessionImpl::handler() const { return *endpoint_.handler; }
 
 // --- lifecycle -------------------------------------------------------------------------------
 
-// The handler hears of the session once its transport is ready (TLS: after the handshake).
-void Session::start() {
-  started_serving_ = true;
-  transport_->start([self = shared_from_this()](const boost::system::error_code& error) { self->on_ready(error); });
+void SessionImpl::start() {
+  if (phase_ != Phase::admitting) return;
+  phase_ = Phase::handshaking;
+  transport_->start([self = std::static_pointer_cast<SessionImpl>(shared_from_this())](
+                        const boost::system::error_code& error) { self->on_ready(error); });
 }
 
-void Session::on_ready(const boost::system::error_code& error) {
-  if (state_ == State::finished) return;
+// handshaking -> open: the handler hears of the session. Closed meanwhile (a stop): the flush
+// queued by close() ends it.
+void SessionImpl::on_ready(const boost::system::error_code& error) {
+  if (phase_ != Phase::handshaking) return;
   if (error) return finish(fmt::format("TLS handshake failed: {}", error.message()), false);
-  if (state_ != State::open) return;  // closed while handshaking: the queued flush ends it
-  connected_ = true;
-  dispatch([this] { worker_.handler().on_connect(*this); });
-  if (state_ == State::finished) return;
-  if (limits().idle_timeout > 0) {
-    idle_timer_ = std::make_unique<asio::steady_timer>(worker_.io());
-    arm_idle_timer(to_duration(limits().idle_timeout));
+  phase_ = Phase::open;
+  handler_knows_ = true;
+  dispatch([this] { handler().on_connect(*this); });
+  if (phase_ != Phase::open) return;
+  if (limits().idle_timeout > Duration::zero()) {
+    deadline_ = std::make_unique<asio::steady_timer>(engine_.io());
+    arm_deadline(limits().idle_timeout);
   }
   start_read();
 }
@@ -75,132 +74,146 @@ void Session::on_ready(const boost::system::error_code& error) {
 // Runs a handler callback: sends made inside it are flushed once it returns; an exception loses
 // this session only.
 template <class Callback>
-void Session::dispatch(Callback&& callback) {
-  if (state_ == State::finished) return;
-  in_dispatch_ = true;
+void SessionImpl::dispatch(Callback&& callback) {
+  if (phase_ == Phase::lingering || phase_ == Phase::finished) return;
+  in_callback_ = true;
   try {
     callback();
   } catch (const std::exception& error) {
-    in_dispatch_ = false;
+    in_callback_ = false;
     log::error("handler failed for {} (session {}): {}", peer_, id_, error.what());
-    finish("handler failed", false);
-    return;
+    return finish("handler failed", false);
   } catch (...) {
-    in_dispatch_ = false;
+    in_callback_ = false;
     log::error("handler failed for {} (session {}): unknown exception", peer_, id_);
-    finish("handler failed", false);
-    return;
+    return finish("handler failed", false);
   }
-  in_dispatch_ = false;
+  in_callback_ = false;
+  // A session that ended inside the callback kept its input until now: the handler (and the
+  // framing that called it) may still have been reading it.
+  if (phase_ == Phase::lingering || phase_ == Phase::finished) return input_.pending.clear();
   flush();
 }
 
-void Session::close() {
-  if (state_ != State::open) return;
-  state_ = State::closing;
+// open/handshaking -> closing. What is still queued gets close_timeout of no progress at most: a
+// client that stops reading cannot keep a closing session (and its descriptor) forever.
+void SessionImpl::close() {
+  if (phase_ != Phase::open && phase_ != Phase::handshaking) return;
+  phase_ = Phase::closing;
   user_timer_.reset();
-  if (!in_dispatch_) flush();  // finishes at once when nothing is queued
-  if (state_ != State::closing) return;
-  // What is still queued gets close_timeout seconds of no progress at most: a client that stops
-  // reading cannot keep a closing session (and its descriptor) forever.
+  if (!in_callback_) flush();  // finishes at once when nothing is queued
+  if (phase_ != Phase::closing) return;
   last_output_ = Clock::now();
-  if (!idle_timer_) idle_timer_ = std::make_unique<asio::steady_timer>(worker_.io());
-  arm_idle_timer(to_duration(limits().close_timeout));
+  if (!deadline_) deadline_ = std::make_unique<asio::steady_timer>(engine_.io());
+  arm_deadline(limits().close_timeout);
 }
 
-void Session::close_with_error(std::string_view reason) {
-  if (state_ != State::open) return;
+void SessionImpl::close_with_error(std::string_view reason) {
+  if (phase_ != Phase::open) return;
   out_.append("error: ").append(reason).append("\r\n");
   if (end_reason_.empty()) end_reason_ = std::string(reason);
   close();
 }
 
-// A client refused by access control: whatever request_denied_hook queued is sent if the socket
-// takes it at once, and the handler never hears of the session.
-void Session::refuse() {
+void SessionImpl::abort(std::string_view reason) { finish(reason, false); }
+
+void SessionImpl::conversation_ended(bool client_finished) {
+  if (client_finished && end_reason_.empty()) end_reason_ = "client closed";
+  close();
+}
+
+void SessionImpl::refuse() {
+  if (phase_ != Phase::admitting) return;
   flush();
   finish("refused", true);
 }
 
-void Session::shutdown_now(std::string_view reason) { finish(reason, false); }
-
-// The session is over: no more reads, writes or callbacks. `graceful` half-closes and lingers
-// for the client's EOF; otherwise the socket is closed at once (dropping unsent output).
-void Session::finish(std::string_view reason, bool graceful) {
-  if (state_ == State::finished) return;
-  state_ = State::finished;
+// -> lingering or finished: no more reads, writes or callbacks. `graceful` ends the stream
+// (half-close, close_notify) and lingers for the client's EOF; otherwise the socket is closed at
+// once, dropping unsent output.
+void SessionImpl::finish(std::string_view reason, bool graceful) {
+  if (phase_ == Phase::lingering || phase_ == Phase::finished) return;
+  const bool was_admitted = phase_ != Phase::admitting;
   if (end_reason_.empty()) end_reason_ = std::string(reason);
-  idle_timer_.reset();
+  deadline_.reset();
   user_timer_.reset();
   soft_timer_.reset();
-  input_.clear();
+  if (!in_callback_) input_.pending.clear();  // else dispatch() clears it once the callback returned
   drained_ = nullptr;
-  if (!graceful) transport_->close();
-  else if (transport_->shutdown(limits().linger, peer_eof_, [&worker = worker_] { worker.linger_ended(); }))
-    worker_.linger_started();
-  // Callbacks and registry removal run later: this may be inside another session's broadcast.
-  asio::post(worker_.io(), [self = shared_from_this()] { self->retire(); });
+  phase_ = Phase::finished;
+  if (!graceful) {
+    transport_->close();
+  } else if (transport_->shutdown(limits().linger, input_.client_done, [&engine = engine_] { engine.linger_ended(); })) {
+    phase_ = Phase::lingering;  // the transport ends the linger on its own; the engine counts it
+    engine_.linger_started();
+  }
+  // on_close and the engine's bookkeeping run later: this may be inside another session's
+  // broadcast. A refused session was never the engine's to forget.
+  if (was_admitted)
+    asio::post(engine_.io(), [self = std::static_pointer_cast<SessionImpl>(shared_from_this())] { self->retire(); });
 }
 
-void Session::retire() {
-  if (!started_serving_) return;  // refused: the worker already forgot it
+void SessionImpl::retire() {
   try {
-    if (connected_) worker_.handler().on_close(*this);
+    if (handler_knows_) handler().on_close(*this);
   } catch (const std::exception& error) {
     log::error("handler on_close failed for {} (session {}): {}", peer_, id_, error.what());
   }
-  worker_.session_ended(*this);
+  engine_.session_ended(*this);
 }
 
 // --- input -------------------------------------------------------------------------------------
 
-bool Session::reading_allowed() const {
-  // Backpressure: a client that does not read our replies stops being read from.
-  return connected_ && !reading_ && !input_paused_ && state_ != State::finished && !peer_eof_ &&
+// Backpressure: a client that does not read our replies stops being read from. A closing session
+// reads on (and drops the input) to see the client's EOF.
+bool SessionImpl::may_read() const {
+  return (phase_ == Phase::open || phase_ == Phase::closing) && !input_.reading && !input_.paused && !input_.client_done &&
          queued() <= limits().max_output / 2;
 }
 
 // One read takes at most a quarter of max_output: reading stops above half of it, so the replies
 // to one read (as long as they are no larger than it) never take the queue past the limit.
-std::size_t Session::read_budget() const {
-  const std::size_t room = input_.room();
+std::size_t SessionImpl::read_budget() const {
+  const std::size_t room = input_.pending.room();
   return std::max<std::size_t>(1, std::min(room == 0 ? SIZE_MAX : room, limits().max_output / 4));
 }
 
-void Session::start_read() {
-  if (!reading_allowed()) return;
-  reading_ = true;
+void SessionImpl::start_read() {
+  if (!may_read()) return;
+  input_.reading = true;
   const std::size_t size = std::min(read_budget(), sizeof inbox_);
-  transport_->async_read_some({inbox_, size}, [self = shared_from_this()](const boost::system::error_code& error,
-                                                                        std::size_t bytes) { self->on_read(error, bytes); });
+  transport_->async_read_some({inbox_, size}, [self = std::static_pointer_cast<SessionImpl>(shared_from_this())](
+                                                 const boost::system::error_code& error, std::size_t bytes) {
+    self->on_read(error, bytes);
+  });
 }
 
-void Session::on_read(const boost::system::error_code& error, std::size_t bytes) {
-  reading_ = false;
-  if (state_ == State::finished || error == asio::error::operation_aborted) return;
-  if (error == asio::error::eof) return handle_eof();
+void SessionImpl::on_read(const boost::system::error_code& error, std::size_t bytes) {
+  input_.reading = false;
+  if (error == asio::error::operation_aborted || (phase_ != Phase::open && phase_ != Phase::closing)) return;
+  if (error == asio::error::eof) return on_client_finished();
   if (error) return finish(error.message(), false);
   bytes_in_ += bytes;
-  if (idle_timer_) last_input_ = Clock::now();  // only the idle timeout needs it
-  worker_.note_input();
-  if (state_ == State::open) {
+  if (deadline_) last_input_ = Clock::now();  // only the idle timeout needs it
+  engine_.note_input();
+  if (phase_ == Phase::open) {
     std::string_view chunk(inbox_, bytes);
     if (bytes == sizeof inbox_) chunk = read_more(bytes);
     deliver(chunk, false);
-    if (peer_eof_) return handle_eof();
+    if (input_.client_done) return on_client_finished();
   }
   start_read();
 }
 
-// The inbox filled up, so more is probably waiting: continue in the worker's scratch buffer
+// The inbox filled up, so more is probably waiting: continue in the engine's scratch buffer
 // (shared by every session of the process) until the socket is drained or the input bound is hit.
-std::string_view Session::read_more(std::size_t already) {
-  std::span<char> scratch = worker_.scratch();
+std::string_view SessionImpl::read_more(std::size_t already) {
+  std::span<char> scratch = engine_.scratch();
   std::memcpy(scratch.data(), inbox_, already);
   const std::size_t limit = std::min(read_budget(), scratch.size());
   std::size_t total = already;
-  while (total < limit && !peer_eof_) {
-    const std::size_t n = transport_->read_now(scratch.subspan(total, limit - total), peer_eof_);
+  while (total < limit && !input_.client_done) {
+    const std::size_t n = transport_->read_now(scratch.subspan(total, limit - total), input_.client_done);
     if (n == 0) break;
     total += n;
     bytes_in_ += n;
@@ -208,74 +221,79 @@ std::string_view Session::read_more(std::size_t already) {
   return {scratch.data(), total};
 }
 
-void Session::deliver(std::string_view chunk, bool eof) {
+void SessionImpl::deliver(std::string_view chunk, bool eof) {
   bool fits = true;
   dispatch([&] {
-    fits = input_.feed(chunk, eof, [this](Buffer& input) {
-      if (state_ == State::open) worker_.handler().on_input(*this, input);
+    fits = input_.pending.feed(chunk, eof, [this](Buffer& input) {
+      if (phase_ == Phase::open) handler().on_input(*this, input);
     });
   });
   // While paused, what is pending may be complete lines the handler takes later; no more is
   // read meanwhile, so it stays bounded by one read.
-  if (!fits && !input_paused_) close_with_error("line too long");
+  if (!fits && !input_.paused) close_with_error("line too long");
 }
 
-void Session::pause_input() { input_paused_ = true; }
+void SessionImpl::pause_input() { input_.paused = true; }
 
-void Session::resume_input() {
-  if (!input_paused_) return;
-  input_paused_ = false;
+void SessionImpl::resume_input() {
+  if (!input_.paused) return;
+  input_.paused = false;
   // Inside a callback the caller reads on once the callback returns (see on_read); a read
   // started here could land in inbox_ under the input the handler is still working through.
-  if (in_dispatch_ || state_ != State::open) return;
-  if (input_.size() == 0 && !peer_eof_) return start_read();
-  asio::post(worker_.io(), [self = shared_from_this()] { self->redeliver(); });
+  if (in_callback_ || phase_ != Phase::open) return;
+  if (input_.pending.size() == 0 && !input_.client_done) return start_read();
+  asio::post(engine_.io(), [self = std::static_pointer_cast<SessionImpl>(shared_from_this())] { self->redeliver(); });
 }
 
 // Hands pending input (and an EOF held back while paused) to the handler again.
-void Session::redeliver() {
-  if (state_ != State::open || input_paused_) return;
-  if (input_.size() > 0) deliver({}, false);
-  if (peer_eof_) return handle_eof();
+void SessionImpl::redeliver() {
+  if (phase_ != Phase::open || input_.paused) return;
+  if (input_.pending.size() > 0) deliver({}, false);
+  if (input_.client_done) return on_client_finished();
   start_read();
 }
 
-void Session::handle_eof() {
-  peer_eof_ = true;
-  if (input_paused_ && state_ == State::open) return;  // resume_input() goes on from here
-  if (state_ == State::open) {
-    if (input_.size() > 0) deliver({}, true);
-    dispatch([this] { worker_.handler().on_eof(*this); });
+// The client finished sending: the handler gets what it left and on_eof (unless input is paused:
+// resume_input() goes on from here), then the session closes once its output is delivered.
+void SessionImpl::on_client_finished() {
+  input_.client_done = true;
+  if (phase_ == Phase::open) {
+    if (input_.paused) return;
+    if (input_.pending.size() > 0) deliver({}, true);
+    dispatch([this] { handler().on_eof(*this); });
     if (end_reason_.empty()) end_reason_ = "client closed";
     close();
   }
-  if (state_ == State::closing && queued() == 0) finish("client closed", true);
+  if (phase_ == Phase::closing && queued() == 0) finish("client closed", true);
 }
 
 // --- output ------------------------------------------------------------------------------------
 
-void Session::send(std::string_view bytes) {
-  if (state_ != State::open || bytes.empty()) return;
-  if (started_serving_ && !connected_) return;  // still handshaking: not one of the clients yet
+// admitting: queued for a refusal. handshaking: ignored (not one of the clients yet). open:
+// queued and written before the loop sleeps (or at once when much is queued). Later: ignored.
+void SessionImpl::send(std::string_view bytes) {
+  if (bytes.empty()) return;
+  if (phase_ == Phase::admitting) return (void)out_.append(bytes);
+  if (phase_ != Phase::open) return;
   if (queued() + bytes.size() > limits().max_output) return (void)make_room(bytes);
   out_.append(bytes);
   watch_soft_limit();
   if (waiting_writable_) return;  // the write in flight takes it along
   if (queued() >= eager_flush_bytes) return flush();  // batching only pays for small writes
-  if (!in_dispatch_ && !flush_scheduled_) {
+  if (!in_callback_ && !flush_scheduled_) {
     flush_scheduled_ = true;
-    worker_.schedule_flush(shared_from_this());
+    engine_.schedule_flush(std::static_pointer_cast<SessionImpl>(shared_from_this()));
   }
 }
 
 // `bytes` would take the queue past max_output. Only what the socket cannot take counts: the
 // queue and `bytes` are written now as far as the socket takes them, and only if the rest is still
 // past the limit -- the client does not take its output as fast as it comes -- is it disconnected.
-bool Session::make_room(std::string_view bytes) {
+bool SessionImpl::make_room(std::string_view bytes) {
   if (!waiting_writable_) {  // else the socket is known to be full
     out_.append(bytes);
     flush();
-    if (state_ != State::open) return false;
+    if (phase_ != Phase::open) return false;
     if (queued() <= limits().max_output) return watch_soft_limit(), true;
   }
   log::warning("disconnecting {} (session {}): its socket is full and its output queue would pass max_output "
@@ -288,35 +306,30 @@ bool Session::make_room(std::string_view bytes) {
 // Redis's soft limit: a queue above max_output_soft for max_output_soft_seconds in a row ends the
 // session, though it never reached max_output. One timer per episode above the limit; flush()
 // ends the episode when the queue drops back.
-void Session::watch_soft_limit() {
+void SessionImpl::watch_soft_limit() {
   if (above_soft_ || limits().max_output_soft == 0 || queued() <= limits().max_output_soft) return;
   above_soft_ = true;
   above_soft_since_ = Clock::now();
-  if (!soft_timer_) soft_timer_ = std::make_unique<asio::steady_timer>(worker_.io());
-  soft_timer_->expires_at(above_soft_since_ + to_duration(limits().max_output_soft_seconds));
-  soft_timer_->async_wait([self = shared_from_this()](const boost::system::error_code& error) {
+  if (!soft_timer_) soft_timer_ = std::make_unique<asio::steady_timer>(engine_.io());
+  soft_timer_->expires_at(above_soft_since_ + limits().max_output_soft_for);
+  soft_timer_->async_wait([self = std::static_pointer_cast<SessionImpl>(shared_from_this())](
+                              const boost::system::error_code& error) {
     if (!error) self->on_soft_timer();
   });
 }
 
-void Session::on_soft_timer() {
-  if (!above_soft_ || state_ == State::finished) return;
+void SessionImpl::on_soft_timer() {
+  if (!above_soft_ || phase_ == Phase::lingering || phase_ == Phase::finished) return;
   log::warning("disconnecting {} (session {}): its output queue stayed above max_output_soft ({} bytes) for {} s",
-               peer_, id_, limits().max_output_soft, limits().max_output_soft_seconds);
+               peer_, id_, limits().max_output_soft, to_seconds(limits().max_output_soft_for));
   finish("output queue full", false);
-}
-
-void Session::send_line(std::string_view text) {
-  if (state_ != State::open) return;
-  send(text);
-  send("\r\n");
 }
 
 // Writes what is queued without blocking; if the socket is full, waits for it (the one write in
 // flight) and gathers everything queued meanwhile into the next write.
-void Session::flush() {
+void SessionImpl::flush() {
   flush_scheduled_ = false;
-  if (state_ == State::finished || waiting_writable_) return;
+  if (phase_ == Phase::lingering || phase_ == Phase::finished || waiting_writable_) return;
   while (out_sent_ < out_.size()) {
     boost::system::error_code error;
     const std::size_t n = transport_->write_now(std::string_view(out_).substr(out_sent_), error);
@@ -328,26 +341,32 @@ void Session::flush() {
     out_sent_ += n;
     bytes_out_ += n;
     ++writes_;
-    if (state_ == State::closing) last_output_ = Clock::now();  // only the close deadline needs it
+    if (phase_ == Phase::closing) last_output_ = Clock::now();  // only the close deadline needs it
   }
+  drained();
+}
+
+// Everything queued was written.
+void SessionImpl::drained() {
   out_.clear();
   out_sent_ = 0;
   above_soft_ = false;
   if (out_.capacity() > 64 * 1024) std::string().swap(out_);
-  if (drained_) asio::post(worker_.io(), std::exchange(drained_, nullptr));
-  if (state_ == State::closing) return finish(end_reason_.empty() ? "server closed" : end_reason_, true);
+  if (drained_) asio::post(engine_.io(), std::exchange(drained_, nullptr));
+  if (phase_ == Phase::closing) return finish(end_reason_.empty() ? "server closed" : end_reason_, true);
   // Resumes a read paused for backpressure -- but not from inside a handler: a read may land in
   // inbox_ at once, under the input the handler is still working through.
-  if (!in_dispatch_) start_read();
+  if (!in_callback_) start_read();
 }
 
-void Session::wait_writable() {
+void SessionImpl::wait_writable() {
   waiting_writable_ = true;
   if (out_sent_ > 64 * 1024 && out_sent_ > out_.size() / 2) {
     out_.erase(0, out_sent_);
     out_sent_ = 0;
   }
-  transport_->async_wait_writable([self = shared_from_this()](const boost::system::error_code& error) {
+  transport_->async_wait_writable([self = std::static_pointer_cast<SessionImpl>(shared_from_this())](
+                                      const boost::system::error_code& error) {
     self->waiting_writable_ = false;
     if (error == asio::error::operation_aborted) return;
     if (error) return self->finish(error.message(), false);
@@ -355,26 +374,27 @@ void Session::wait_writable() {
   });
 }
 
-void Session::when_drained(std::function<void()> callback) {
-  if (state_ == State::finished) return;
-  if (queued() == 0) return asio::post(worker_.io(), std::move(callback));
+void SessionImpl::when_drained(std::function<void()> callback) {
+  if (phase_ == Phase::lingering || phase_ == Phase::finished) return;
+  if (queued() == 0) return asio::post(engine_.io(), std::move(callback));
   drained_ = std::move(callback);
 }
 
 // --- timers ------------------------------------------------------------------------------------
 
-void Session::set_timeout(double seconds) {
-  if (state_ != State::open) return;
+void SessionImpl::set_timeout(Duration after) {
+  if (phase_ != Phase::open) return;
   const std::uint64_t generation = ++user_timer_generation_;
-  if (seconds <= 0) {
+  if (after <= Duration::zero()) {
     user_timer_.reset();
     return;
   }
-  if (!user_timer_) user_timer_ = std::make_unique<asio::steady_timer>(worker_.io());
-  user_timer_->expires_after(to_duration(seconds));
-  user_timer_->async_wait([self = shared_from_this(), generation](const boost::system::error_code& error) {
-    if (error || generation != self->user_timer_generation_ || self->state_ != State::open) return;
-    self->dispatch([&] { self->worker_.handler().on_timeout(*self); });
+  if (!user_timer_) user_timer_ = std::make_unique<asio::steady_timer>(engine_.io());
+  user_timer_->expires_after(after);
+  user_timer_->async_wait([self = std::static_pointer_cast<SessionImpl>(shared_from_this()), generation](
+                              const boost::system::error_code& error) {
+    if (error || generation != self->user_timer_generation_ || self->phase_ != Phase::open) return;
+    self->dispatch([&] { self->handler().on_timeout(*self); });
   });
 }
 
@@ -382,26 +402,29 @@ void Session::set_timeout(double seconds) {
 // session's wait for its client to take the output (close_timeout). It is not re-armed on every
 // read or write: when it fires it checks the time of the last progress and sleeps again for the
 // remainder.
-void Session::arm_idle_timer(Clock::duration after) {
-  idle_timer_->expires_after(after);
-  idle_timer_->async_wait([self = shared_from_this()](const boost::system::error_code& error) {
-    if (!error) self->on_idle_timer();
+void SessionImpl::arm_deadline(Clock::duration after) {
+  deadline_->expires_after(after);
+  deadline_->async_wait([self = std::static_pointer_cast<SessionImpl>(shared_from_this())](
+                            const boost::system::error_code& error) {
+    if (!error) self->on_deadline();
   });
 }
 
-void Session::on_idle_timer() {
-  if (state_ == State::finished || !idle_timer_) return;
-  if (state_ == State::closing) {
-    const Clock::duration limit = to_duration(limits().close_timeout);
+void SessionImpl::on_deadline() {
+  if (!deadline_) return;
+  if (phase_ == Phase::closing) {
+    const Clock::duration limit = limits().close_timeout;
     const Clock::duration stalled = Clock::now() - last_output_;
-    if (stalled < limit) return arm_idle_timer(limit - stalled);
-    log::info("dropping {} (session {}): it took none of its last output for {} s", peer_, id_, limits().close_timeout);
+    if (stalled < limit) return arm_deadline(limit - stalled);
+    log::info("dropping {} (session {}): it took none of its last output for {} s", peer_, id_,
+              to_seconds(limits().close_timeout));
     return finish("output not taken", false);
   }
-  const Clock::duration limit = to_duration(limits().idle_timeout);
+  if (phase_ != Phase::open) return;
+  const Clock::duration limit = limits().idle_timeout;
   const Clock::duration idle = Clock::now() - last_input_;
-  if (idle < limit) return arm_idle_timer(limit - idle);
-  close_with_error(fmt::format("timed out after {} s without input", limits().idle_timeout));
+  if (idle < limit) return arm_deadline(limit - idle);
+  close_with_error(fmt::format("timed out after {} s without input", to_seconds(limits().idle_timeout)));
 }
 
 }  // namespace netserver

@@ -1,5 +1,8 @@
 #include "signals.hpp"
 
+#include <unistd.h>
+
+#include <cerrno>
 #include <csignal>
 #include <cstring>
 
@@ -7,47 +10,63 @@
 
 namespace netserver {
 
-SignalWatcher::SignalWatcher(boost::asio::io_context& io) : set_(io) {}
+SignalWatcher::SignalWatcher(boost::asio::io_context& io) : descriptor_(io) { sigemptyset(&mask_); }
 
 void SignalWatcher::on(std::initializer_list<int> signals, const std::function<void(int)>& action) {
-  sigset_t unblock;
-  sigemptyset(&unblock);
-  for (int signal : signals) {
-    set_.add(signal);
-    actions_[signal] = action;
-    sigaddset(&unblock, signal);
+  for (int signal : signals) actions_[signal] = [action](const signalfd_siginfo& info) { action(static_cast<int>(info.ssi_signo)); };
+  watch(signals);
+}
+
+void SignalWatcher::on_detailed(std::initializer_list<int> signals,
+                                const std::function<void(const signalfd_siginfo&)>& action) {
+  for (int signal : signals) actions_[signal] = action;
+  watch(signals);
+}
+
+// Blocked first, then read: a signal sent in between is pending, and the descriptor reads it.
+void SignalWatcher::watch(std::initializer_list<int> signals) {
+  for (int signal : signals) sigaddset(&mask_, signal);
+  ::sigprocmask(SIG_BLOCK, &mask_, nullptr);
+  const int existing = descriptor_.is_open() ? descriptor_.native_handle() : -1;
+  const int fd = ::signalfd(existing, &mask_, SFD_NONBLOCK | SFD_CLOEXEC);
+  if (fd < 0) {
+    log::error("signalfd(): {}: signals are not handled", std::strerror(errno));
+    return;
   }
-  // A restart execs with these blocked (see Relauncher::exec); now they have a handler.
-  ::sigprocmask(SIG_UNBLOCK, &unblock, nullptr);
+  if (existing < 0) descriptor_.assign(fd);
   if (!waiting_) wait();
 }
 
-// The signals are left blocked rather than given back their default action: a second TERM
-// during the teardown that follows must not kill the process (it stays pending and dies with it).
 void SignalWatcher::stop() {
-  sigset_t held;
-  sigemptyset(&held);
-  for (const auto& [signal, action] : actions_) sigaddset(&held, signal);
-  ::sigprocmask(SIG_BLOCK, &held, nullptr);
-  boost::system::error_code ignored;
-  set_.cancel(ignored);
-  set_.clear(ignored);
   actions_.clear();
+  sigemptyset(&mask_);
+  boost::system::error_code ignored;
+  descriptor_.close(ignored);  // the signals stay blocked: pending until the next watcher
 }
 
+void SignalWatcher::forget_in_child() {
+  if (descriptor_.is_open()) ::close(descriptor_.native_handle());
+}
+
+// One signal read at a time: an action may stop this watcher, and what is still pending must stay
+// in the kernel for the next one rather than be read here and dropped.
 void SignalWatcher::wait() {
   waiting_ = true;
-  set_.async_wait([this](const boost::system::error_code& error, int signal) {
+  descriptor_.async_wait(boost::asio::posix::descriptor_base::wait_read, [this](const boost::system::error_code& error) {
     waiting_ = false;
     if (error) return;
-    if (auto it = actions_.find(signal); it != actions_.end()) {
-      auto action = it->second;  // the action may replace or stop the watcher
-      action(signal);
+    while (!actions_.empty() && descriptor_.is_open()) {
+      signalfd_siginfo info{};
+      const ssize_t got = ::read(descriptor_.native_handle(), &info, sizeof info);
+      if (got != static_cast<ssize_t>(sizeof info)) break;  // EAGAIN: nothing more pending
+      if (auto it = actions_.find(static_cast<int>(info.ssi_signo)); it != actions_.end()) {
+        auto action = it->second;  // the action may replace or stop the watcher
+        action(info);
+      }
     }
-    if (!actions_.empty() && !waiting_) wait();
+    if (!actions_.empty() && descriptor_.is_open() && !waiting_) wait();
   });
 }
-
 void hold_signals_until_handled() {
   sigset_t held;
   sigemptyset(&held);

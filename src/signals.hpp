@@ -1,6 +1,10 @@
 #pragma once
-/// Signals as events on the loop: the OS handler only records the signal (asio::signal_set);
-/// the action runs on the event loop like any other callback.
+/// Signals as events on the loop: the signals a watcher takes stay blocked and are read from a
+/// signalfd, so the action runs on the event loop like any other callback, and a signal that
+/// arrives while no watcher reads (between one loop's end and the next one's start, across a
+/// fork or an exec) stays pending in the kernel for the next watcher: none is ever lost.
+
+#include <sys/signalfd.h>
 
 #include <functional>
 #include <initializer_list>
@@ -8,22 +12,33 @@
 #include <string>
 
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/signal_set.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
 
 namespace netserver {
 
+/// One process's signals on one event loop. Only one watcher should read a given signal at a
+/// time: a signal is delivered once, to whichever reads it first.
 class SignalWatcher {
  public:
   explicit SignalWatcher(boost::asio::io_context& io);
   /// Runs `action(signal)` on the loop each time one of `signals` arrives.
   void on(std::initializer_list<int> signals, const std::function<void(int)>& action);
-  /// Stops watching; the signals stay blocked (a process stopping must not die of a second TERM).
+  /// The same, with what the kernel says about the signal (ssi_code tells whether a process sent
+  /// it: SI_USER, SI_QUEUE and SI_TKILL are <= 0).
+  void on_detailed(std::initializer_list<int> signals, const std::function<void(const signalfd_siginfo&)>& action);
+  /// Stops watching; the signals stay blocked and pending (a process stopping must not die of a
+  /// second TERM, and a next watcher in this process gets what arrived meanwhile).
   void stop();
+  /// In a child just forked from the process that owns this watcher (whose loop is discarded):
+  /// closes the descriptor without touching the loop.
+  void forget_in_child();
 
  private:
+  void watch(std::initializer_list<int> signals);
   void wait();
-  boost::asio::signal_set set_;
-  std::map<int, std::function<void(int)>> actions_;
+  boost::asio::posix::stream_descriptor descriptor_;
+  sigset_t mask_{};
+  std::map<int, std::function<void(const signalfd_siginfo&)>> actions_;
   bool waiting_ = false;
 };
 

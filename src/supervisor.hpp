@@ -1,22 +1,21 @@
 #pragma once
 /// Supervisor: the parent process of every multi-process personality (prefork, multiplex workers,
-/// fork). It is mechanism only, like nginx's ngx_spawn_process: it forks a child that runs a
-/// function it is given, keeps a channel to each child, waits only for the pids it spawned or was
-/// handed, and runs the parent's signal verbs (gunicorn's arbiter): TERM/INT stop gracefully,
-/// QUIT stops now, HUP restarts keeping the port, USR1 reopens the log everywhere, TTIN/TTOU
-/// grow and shrink, CHLD reaps. How many children there should be, and when to spawn, is the
-/// personality's ChildPolicy; what a child does is the function passed to spawn().
-///
-/// The one place that runs in every new child right after fork is Supervisor::child_init(): the
-/// Server's child_init_hook, and whatever a process must open for itself (never share a
-/// connection across fork).
+/// fork). It owns the process table -- every child, its state, its slot, its channel -- and is
+/// mechanism only, like nginx's ngx_spawn_process: it forks a child that runs a function it is
+/// given (through the ChildRuntime), waits only for the pids in its table, and runs the parent's
+/// signal verbs (gunicorn's arbiter): TERM/INT stop gracefully, QUIT stops now, HUP restarts
+/// keeping the port, USR1 reopens the log everywhere, TTIN/TTOU grow and shrink, CHLD reaps.
+/// How many children there should be is the personality's ChildPolicy: it hears each event with
+/// the table and answers with Decisions, which the Supervisor carries out.
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <csignal>
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,64 +23,109 @@
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include "child_runtime.hpp"
+#include "netserver/options.hpp"
 #include "signals.hpp"
 
 namespace netserver {
 
 class Server;
+class Succession;
 
-/// The operating-system side of a pool (fork/kill through the Supervisor in the server, a fake in
-/// unit tests), so that a policy's decisions are testable without processes.
-class ProcessControl {
- public:
-  virtual ~ProcessControl() = default;
-  /// Starts a child; returns its pid, or -1 when it cannot now (it logs why).
-  virtual pid_t spawn_child() = 0;
-  /// Asks a child to exit once it is idle (it finishes a session in progress first).
-  virtual void retire_child(pid_t pid) = 0;
-  /// Sends a signal to a child.
-  virtual void signal_child(pid_t pid, int signal) = 0;
+/// What a child is doing, as the parent knows it.
+enum class ChildState {
+  starting,  ///< forked, not yet ready
+  idle,      ///< ready, waiting for a client
+  busy,      ///< serving (PreFork: its one client; Fork: always)
+  retiring,  ///< told to leave: exits once idle (or, after a hand-over, once its sessions end)
 };
 
-/// What a personality's parent decides; the Supervisor calls it from its loop.
+/// "starting", "idle", ...
+const char* state_name(ChildState state);
+
+/// One child in the table.
+struct ChildProcess {
+  pid_t pid = 0;
+  ChildState state = ChildState::starting;
+  bool ready = false;           ///< has reported idle at least once
+  std::size_t slot = 0;         ///< lowest free index when spawned (the accept board's, later metrics')
+  std::string serving;          ///< Fork: the client it serves
+  std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+};
+
+/// The children of this parent.
+class ProcessTable {
+ public:
+  /// The lowest slot no child holds.
+  std::size_t free_slot() const;
+  /// Adds a child in `state` with `slot` (free_slot() when not given).
+  ChildProcess& add(pid_t pid, ChildState state, std::optional<std::size_t> slot = std::nullopt);
+  /// Every child of this image is leaving (a restart's finish signal went out).
+  void retire_all();
+  /// A child's idle/busy report (child_report): its state changes, except that a retiring child
+  /// stays retiring. True when the policy should hear of it; `became_ready` tells its first idle.
+  bool note_report(pid_t pid, char report, bool& became_ready);
+  /// Marks a child retiring; false for an unknown child.
+  bool mark_retiring(pid_t pid);
+  /// Forgets a child (its slot becomes free).
+  void remove(pid_t pid);
+  ChildProcess* find(pid_t pid);
+  const ChildProcess* find(pid_t pid) const;
+  /// Every child.
+  std::size_t size() const { return children_.size(); }
+  /// Children in `state`.
+  std::size_t count(ChildState state) const;
+  /// Children of this image that are not leaving (starting, idle, busy).
+  std::size_t working() const { return count(ChildState::starting) + count(ChildState::idle) + count(ChildState::busy); }
+  std::vector<pid_t> pids() const;
+  const std::map<pid_t, ChildProcess>& all() const { return children_; }
+
+ private:
+  std::map<pid_t, ChildProcess> children_;
+};
+
+/// What a policy asks the Supervisor to do.
+struct Decisions {
+  std::size_t spawn = 0;       ///< children to start
+  std::vector<pid_t> retire;   ///< children to ask to leave once idle
+};
+
+/// A personality's parent: decides from the table, never touches processes itself.
 class ChildPolicy {
  public:
   virtual ~ChildPolicy() = default;
-  /// Spawns the first children.
-  virtual void start() = 0;
-  /// Every pid the parent waits for (children of a previous image included).
-  virtual std::vector<pid_t> pids() const = 0;
-  /// A known child was reaped with waitpid's `wait_status`.
-  virtual void child_exited(pid_t pid, int wait_status) = 0;
-  /// Stops spawning and sends `signal` to every child (0: send nothing).
-  virtual void stop(int signal) = 0;
-  /// Spawns again after stop() (a restart that could not exec).
-  virtual void resume() = 0;
-  /// Children of a previous image (after a restart): waited for, never replaced.
-  virtual void adopt_leaving(const std::vector<pid_t>& pids) = 0;
+  /// The first children (and again after a restart that could not exec).
+  virtual Decisions start(const ProcessTable& table) = 0;
+  /// `child` reported idle or busy (its state in the table is updated); `became_ready`: its
+  /// first idle report.
+  virtual Decisions changed(const ProcessTable&, const ChildProcess& /*child*/, bool /*became_ready*/) { return {}; }
+  /// A child of the table ended with waitpid's `wait_status` (already out of the table).
+  virtual Decisions exited(const ProcessTable& table, const ChildProcess& child, int wait_status) = 0;
+  /// The periodic check (SupervisorSettings::check_interval).
+  virtual Decisions check(const ProcessTable&) { return {}; }
+  /// TTIN: one child more.
+  virtual Decisions grow(const ProcessTable&) { return {}; }
+  /// TTOU: one child less.
+  virtual Decisions shrink(const ProcessTable&) { return {}; }
   /// Why the parent must give up (children cannot start); empty while healthy.
   virtual const std::string& failure() const = 0;
-  /// The periodic check (SupervisorSettings::check_interval).
-  virtual void check() {}
-  /// TTIN: one child more.
-  virtual void grow() {}
-  /// TTOU: one child less.
-  virtual void shrink() {}
   /// A line for systemd's STATUS ("7 children: 2 busy, 5 idle"); empty for none.
-  virtual std::string status() const { return {}; }
+  virtual std::string status(const ProcessTable&) const { return {}; }
 };
 
-/// How a personality's children take the parent's signals.
+/// How a personality's children take the parent's signals and orders.
 struct SupervisorSettings {
   /// Sent to every child on TERM/INT: stop gracefully (prefork: after the session in progress).
   int stop_signal = SIGTERM;
   /// Sent to every child on HUP: finish the open sessions and leave (the new image serves).
   int finish_signal = SIGTERM;
-  /// Seconds past graceful_timeout before children still alive after a TERM are killed (a child
+  /// How a child is asked to retire: this signal, or 0 for the child_report::retire order.
+  int retire_signal = 0;
+  /// How long past graceful_timeout before children still alive after a TERM are killed (a child
   /// that cuts its own sessions at graceful_timeout gets this long to do it).
-  double kill_margin = 0;
-  /// Seconds between ChildPolicy::check() calls; 0 for none.
-  double check_interval = 0;
+  Duration kill_margin = Duration::zero();
+  /// Between ChildPolicy::check() calls; zero for none.
+  Duration check_interval = Duration::zero();
 };
 
 class Supervisor {
@@ -95,50 +139,58 @@ class Supervisor {
   };
 
  public:
-  /// What a new child runs; `channel` is its end of the socketpair to the parent. The return value
-  /// is the child's exit status (exit_status::boot_failed: it cannot start, do not respawn).
-  using ChildMain = std::function<int(int channel)>;
+  /// What a new child runs, after the ChildRuntime set it up: `channel` is its end of the
+  /// socketpair to the parent, `slot` its slot in the table. The return value is the child's
+  /// exit status (exit_status::boot_failed: it cannot start, do not respawn).
+  using ChildMain = std::function<int(int channel, std::size_t slot)>;
 
   Supervisor(Server& server, SupervisorSettings settings);
   ~Supervisor();
   Supervisor(const Supervisor&) = delete;
   Supervisor& operator=(const Supervisor&) = delete;
 
-  /// Runs the parent's loop for `policy` until every child is gone after a stop. Throws Error with
-  /// exit status 3 when the policy gave up (children cannot start).
-  void run(ChildPolicy& policy);
+  /// Runs the parent's loop for `policy`, whose spawn decisions start children running `main`
+  /// with `signals`, until every child is gone after a stop. Throws Error with exit status 3
+  /// when the policy gave up (children cannot start).
+  void run(ChildPolicy& policy, ChildMain main, ChildSignals signals);
 
-  /// ngx_spawn_process: runs pre_fork_hook, forks, and in the child runs child_init() then `main`
-  /// and exits with its status -- the child never returns here. Returns the pid, or -1 (logged).
-  pid_t spawn(const ChildMain& main);
-  /// Writes one byte to a child's channel (an order such as "retire"); lost if the child is gone.
-  void send_order(pid_t pid, char order);
-  /// Calls `handler(pid, byte)` for every byte a child writes to its channel.
-  void on_report(std::function<void(pid_t, char)> handler) { on_report_ = std::move(handler); }
-  /// Calls `action(signal)` when a stop or restart begins (a parent that accepts stops here) and
-  /// `action(0)` when a failed restart resumes.
+  /// ngx_spawn_process: runs pre_fork_hook, forks, and in the child runs the ChildRuntime around
+  /// `main` -- the child never returns here. The child enters the table as `state`. Returns the
+  /// pid, or -1 (logged). `with_channel` false: no socketpair (main gets -1), so a parent of
+  /// thousands of children (Fork) does not hold a descriptor per child.
+  pid_t spawn(const ChildMain& main, const ChildSignals& signals, ChildState state, std::string serving = {},
+              bool with_channel = true);
+  /// Carries out decisions a policy made on a personality's own event (a timer of its own).
+  void apply(const Decisions& decisions);
+  /// Calls `observer(child)` right before a child leaves the table (its slot is about to be free).
+  void on_exited(std::function<void(const ChildProcess&)> observer) { on_exited_ = std::move(observer); }
+  /// Calls `observer(child)` in the parent right after a child entered the table.
+  void on_spawned(std::function<void(const ChildProcess&)> observer) { on_spawned_ = std::move(observer); }
+  /// Calls `action(signal)` when a stop begins or this image hands over to a new one (SIGHUP): a
+  /// parent that accepts stops accepting for good here.
   void on_stop(std::function<void(int)> action) { on_stop_ = std::move(action); }
   /// True once a stop began.
   bool stopping() const { return stopping_; }
+  /// The children.
+  const ProcessTable& table() const { return table_; }
   /// The parent's event loop (for a personality's own acceptors and timers in the parent).
   boost::asio::io_context& io() { return io_; }
-
-  /// In a new child, right after fork: runs the Server's child_init_hook. False (logged) when
-  /// the child cannot start.
-  static bool child_init(Server& server);
 
  private:
   struct Channel;
   void watch_signals();
   void watch_job_signals();
-  void read_job_signals();
-  void limit_previous_image();
   void report_status(std::string last);
   void read_reports(pid_t pid, std::shared_ptr<Channel> channel);
-  [[noreturn]] void run_child(const ChildMain& main, int channel);
+  void on_report(pid_t pid, char report);
+  void take_last_reports(pid_t pid);
+  [[noreturn]] void run_child(const ChildMain& main, const ChildSignals& signals, int channel, std::size_t slot);
   void reap_children();
+  void reclaim_addresses(pid_t pid);
   void restart();
+  void let_go();
   void stop(int received, bool graceful);
+  void signal_all(int signal);
   void kill_after_grace();
   void schedule_check();
   void finish();
@@ -147,16 +199,21 @@ class Supervisor {
   Loop io_;
   SupervisorSettings settings_;
   ChildPolicy* policy_ = nullptr;
+  ChildMain main_;
+  ChildSignals child_signals_;
+  ProcessTable table_;
   SignalWatcher signals_;
   boost::asio::steady_timer check_timer_;
   boost::asio::steady_timer grace_timer_;
   boost::asio::steady_timer status_timer_;
   boost::asio::steady_timer drain_timer_;
-  boost::asio::posix::stream_descriptor job_signals_;  // TTIN/TTOU, with who sent them
   std::map<pid_t, std::shared_ptr<Channel>> channels_;
-  std::function<void(pid_t, char)> on_report_;
+  std::function<void(const ChildProcess&)> on_exited_;
+  std::function<void(const ChildProcess&)> on_spawned_;
   std::function<void(int)> on_stop_;
-  bool stopping_ = false;
+  std::unique_ptr<Succession> succession_;
+  bool stopping_ = false;   // no spawning: a stop began, or this image handed over
+  bool stop_seen_ = false;  // TERM/INT/QUIT (or the policy's failure) arrived
 };
 
 /// "exited with status 3", "killed by signal 9 (KILL)".

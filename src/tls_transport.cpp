@@ -11,6 +11,8 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl/error.hpp>
 
+#include "tls.hpp"
+
 namespace netserver {
 
 namespace asio = boost::asio;
@@ -169,7 +171,7 @@ void TlsTransport::async_wait_writable(Ready ready) {
 
 // --- the end -----------------------------------------------------------------------------------
 
-bool TlsTransport::shutdown(double linger, bool peer_closed, std::function<void()> done) {
+bool TlsTransport::shutdown(Duration linger, bool peer_closed, std::function<void()> done) {
   if (!ssl_ || !socket_.is_open()) return false;
   if (handshake_done_ && peer_closed) {
     // The client sends nothing more: our close_notify as far as the socket takes it, then close.
@@ -182,7 +184,7 @@ bool TlsTransport::shutdown(double linger, bool peer_closed, std::function<void(
   }
   lingering_ = true;
   done_ = std::move(done);
-  timer_.expires_after(to_duration(linger));
+  timer_.expires_after(linger);
   timer_.async_wait([self = shared_from_this(), this](const error_code& error) {
     if (!error) end_linger();  // the client did not finish in time
   });
@@ -295,7 +297,8 @@ void TlsTransport::wake_writer(const error_code& error) {
 void TlsTransport::describe() {
   info_.version = SSL_get_version(ssl_);
   info_.cipher = SSL_get_cipher_name(ssl_);
-  if (const char* name = SSL_get_servername(ssl_, TLSEXT_NAMETYPE_host_name)) info_.server_name = name;
+  // A TLS 1.2 resumption names the session's (accepted) name; a name that is no host name never reaches the handler.
+  if (const char* name = SSL_get_servername(ssl_, TLSEXT_NAMETYPE_host_name); name && is_host_name(name)) info_.server_name = name;
   const unsigned char* alpn = nullptr;
   unsigned length = 0;
   SSL_get0_alpn_selected(ssl_, &alpn, &length);

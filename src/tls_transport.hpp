@@ -37,7 +37,7 @@ class TlsTransport final : public Transport {
   void async_wait_writable(Ready ready) override;
   /// close_notify, then the client's (its remaining data is read and dropped), bounded by
   /// `linger`; before the handshake ended, a TCP half-close and a drain as for plaintext.
-  bool shutdown(double linger, bool peer_closed, std::function<void()> done) override;
+  bool shutdown(Duration linger, bool peer_closed, std::function<void()> done) override;
   /// Closes the socket and frees the SSL object (its keys and buffers) at once.
   void close() override;
   /// False once closed.

@@ -47,7 +47,7 @@ class PlainTransport final : public Transport {
 
   void async_wait_writable(Ready ready) override { socket_.async_wait(asio::socket_base::wait_write, std::move(ready)); }
 
-  bool shutdown(double linger, bool peer_closed, std::function<void()> done) override {
+  bool shutdown(Duration linger, bool peer_closed, std::function<void()> done) override {
     if (peer_closed || !socket_.is_open()) {
       close();
       return false;
@@ -57,7 +57,7 @@ class PlainTransport final : public Transport {
     socket_.cancel(ignored);
     done_ = std::move(done);
     timer_ = std::make_unique<asio::steady_timer>(socket_.get_executor());
-    timer_->expires_after(std::chrono::duration_cast<asio::steady_timer::duration>(std::chrono::duration<double>(linger)));
+    timer_->expires_after(linger);
     timer_->async_wait([self = shared_from_this(), this](const error_code& error) {
       if (!error) close();
     });

@@ -13,6 +13,8 @@
 #include <boost/asio/generic/stream_protocol.hpp>
 #include <boost/system/error_code.hpp>
 
+#include "netserver/options.hpp"
+
 namespace netserver {
 
 struct TlsInfo;
@@ -44,7 +46,7 @@ class Transport : public std::enable_shared_from_this<Transport> {
   /// turns our close into a reset that destroys the last reply. Returns false when the stream was
   /// closed at once (`done` is not called), true when it goes on and `done` runs at the end.
   /// `peer_closed`: the client already finished sending.
-  virtual bool shutdown(double linger, bool peer_closed, std::function<void()> done) = 0;
+  virtual bool shutdown(Duration linger, bool peer_closed, std::function<void()> done) = 0;
   /// Closes now; pending operations complete with operation_aborted. Unsent bytes are lost.
   virtual void close() = 0;
   /// False once closed.

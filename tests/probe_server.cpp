@@ -27,7 +27,7 @@ class ProbeHandler : public netserver::LineHandler {
   void on_line(Session& session, std::string_view line) override {
     const auto [command, argument] = probe::parse(line);
     if (command == "echo") return session.send_line(argument);
-    if (command == "timeout") return session.set_timeout(number(argument));
+    if (command == "timeout") return session.set_timeout(netserver::from_seconds(number(argument)));
     if (command == "throw") throw std::runtime_error("probe exception");
     if (command == "sleep") return std::this_thread::sleep_for(std::chrono::duration<double>(number(argument)));
     if (command == "flood") return flood(session, static_cast<std::size_t>(number(argument)));
@@ -37,6 +37,8 @@ class ProbeHandler : public netserver::LineHandler {
     if (command == "exit") std::_Exit(static_cast<int>(number(argument)));
     if (command == "close") return session.close();
     if (command == "tls") return describe_tls(session);
+    if (command == "peer") return session.send_line(session.peer());
+    if (command == "proxy") return describe_proxy(session);
     session.send_line("unknown command");
   }
 
@@ -50,6 +52,16 @@ class ProbeHandler : public netserver::LineHandler {
                                   tls->server_name, tls->alpn, tls->peer_subject, tls->peer_verified ? "yes" : "no",
                                   tls->resumed ? "yes" : "no"));
   }
+  // What the load balancer's PROXY header said, as the handler sees it.
+  static void describe_proxy(Session& session) {
+    const netserver::ProxyInfo* proxy = session.proxy();
+    if (!proxy) return session.send_line("proxy none");
+    session.send_line(fmt::format("proxy v{} peer={} balancer={} destination={} local={} authority={} ssl={} verified={} "
+                                  "cn={}",
+                                  proxy->version, session.peer(), proxy->balancer, proxy->destination,
+                                  proxy->local ? "yes" : "no", proxy->authority, proxy->ssl ? "yes" : "no",
+                                  proxy->ssl_verified ? "yes" : "no", proxy->ssl_common_name));
+  }
   void on_eof(Session& session) override { session.send_line("eof seen"); }
 
  private:
@@ -59,6 +71,14 @@ class ProbeHandler : public netserver::LineHandler {
     for (; bytes >= 1000 && session.is_open(); bytes -= 1000) session.send_line(line);
     if (bytes > 0) session.send(std::string(bytes, 'f'));
   }
+};
+
+// A second protocol on the addresses of probe.admin_listen (Server::add_service): it names the
+// listener a client came in on.
+class AdminHandler : public netserver::LineHandler {
+ public:
+  void on_connect(Session& session) override { session.send_line("admin on " + session.listener()); }
+  void on_line(Session& session, std::string_view line) override { session.send_line("admin heard " + std::string(line)); }
 };
 
 class ProbeServer : public netserver::Server {
@@ -71,6 +91,8 @@ class ProbeServer : public netserver::Server {
                                               "pre_loop_hook sleeps this long (after the server announced it is ready)"));
     options().add(netserver::Option::duration("probe.close_delay", 0, 0, 60,
                                               "pre_server_close_hook sleeps this long (the teardown after the loop)"));
+    options().add(netserver::Option::list("probe.admin_listen", {}, "addresses of the admin protocol"));
+    add_service("probe.admin_listen", std::make_shared<AdminHandler>());
   }
   void configure_hook() override { trace("configure_hook"); }
   void post_configure_hook() override { trace("post_configure_hook"); }

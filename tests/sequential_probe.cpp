@@ -51,13 +51,13 @@ class Probe : public netserver::Conversation {
   // An asio operation the Conversation knows nothing of: cancelled when the session ends.
   static boost::asio::awaitable<void> sleep(Session& session, double seconds) {
     boost::asio::steady_timer timer(co_await boost::asio::this_coro::executor);
-    timer.expires_after(std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(seconds)));
+    timer.expires_after(netserver::from_seconds(seconds));
     co_await timer.async_wait(boost::asio::use_awaitable);
     session.send_line("slept");
   }
 
   boost::asio::awaitable<void> timed_read(Session& session, double seconds) {
-    const auto line = co_await read_line(session, seconds);
+    const auto line = co_await read_line(session, netserver::from_seconds(seconds));
     if (line) session.send_line("got " + *line);
     else if (timed_out(session)) session.send_line("timed out");
   }

@@ -20,24 +20,14 @@
 #include <sstream>
 #include <thread>
 
+#include "bus/envelope.hpp"
+#include "chat_protocol.hpp"
 #include "harness.hpp"
 
 using namespace harness;
 using Catch::Matchers::Contains;
 
 namespace {
-
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
-  socklen_t length = sizeof address;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
-  ::close(fd);
-  return ntohs(address.sin_port);
-}
 
 std::string read_text(const std::filesystem::path& path) {
   std::ifstream in(path);
@@ -662,21 +652,21 @@ TEST_CASE("after a HUP the drainer's sessions stay in the room and in presence",
   REQUIRE(a.client.read_line() == "You are now known as kept");
   REQUIRE(b.client.read_line() == a.name + " is now known as kept");
 
-  one.signal(SIGHUP);  // `a` stays with a copy of the old image; the new image serves newcomers
+  one.signal(SIGHUP);  // `a` stays with the old image; the new image, started beside it, serves newcomers
   REQUIRE(one.wait_for_log("(restarted)"));
   REQUIRE(one.wait_for_log(" keeps 1 session(s)"));
-  std::vector<long> drainers;
-  for (long pid : children_of(one.pid())) drainers.push_back(pid);
-  REQUIRE(drainers.size() == 1);
-  const std::string drainer = std::to_string(drainers.front());
+  const std::string drainer = std::to_string(one.pid());  // the first image keeps its pid and its sessions
   CHECK(one.wait_for_log("pid " + drainer + " keeps 1 session(s)"));
+  const std::vector<pid_t> images = children_of(one.pid());
+  REQUIRE(images.size() == 1);
+  const long new_image = images.front();
 
   // The drainer still hears the room and still speaks in it, before and after the heartbeat.
   check_crosses(b, {&a}, "to the drainer");
   a.client.send("from the drainer\r\n");
   CHECK(b.client.read_line() == "Client kept said: from the drainer");
   Chatter c = enter(one.port());
-  CHECK(c.pid == one.pid());
+  CHECK(c.pid == new_image);
   settle({&a, &b, &c}, 3);
   check_crosses(c, {&a, &b}, "from the new image");
 
@@ -691,7 +681,7 @@ TEST_CASE("after a HUP the drainer's sessions stay in the room and in presence",
                          [&](const std::string& m) { return m.find(start) == 2 && m.find("[pid " + pid + " on ") != std::string::npos; });
   };
   CHECK(listed("kept (" + a.name + ")", drainer) == 1);
-  CHECK(listed(c.name, std::to_string(one.pid())) == 1);
+  CHECK(listed(c.name, std::to_string(new_image)) == 1);
   CHECK(listed(b.name, std::to_string(two.pid())) == 1);
 
   // The drainer's last session leaves: its entry goes at once, and the drainer ends.
@@ -699,7 +689,7 @@ TEST_CASE("after a HUP the drainer's sessions stay in the room and in presence",
   CHECK(b.client.read_line() == "Client kept said: bye");
   CHECK(b.client.read_line() == "Unfortunately kept left us");
   CHECK(eventually([&] { return who(b).size() == 2; }, 3s));
-  CHECK(eventually([&] { return children_of(one.pid()).empty(); }, 5s));
+  CHECK(one.wait_for_log("pid " + drainer + " relays signals to pid " + std::to_string(new_image)));  // its work done
   CHECK(one.count_in_log("[error]") == 0);
 }
 
@@ -724,4 +714,228 @@ TEST_CASE("a host name's addresses are tried in turn until Redis answers", "[bus
   CHECK(one.wait_for_log("bus: connected to " + url));
   settle({&a, &b}, 2);
   check_crosses(a, {&b}, "through the second address");
+}
+
+TEST_CASE("fork with a bus: each child exits when its session ends so max_servers never fills up", "[bus][fork][hardening]") {
+  Redis redis;
+  ServerProcess server(binary("chat_server"), bus_yaml(redis.url(), "personality: fork\nfork:\n  max_servers: 4\n"));
+  for (int i = 0; i < 6; ++i) {  // more clients one after another than max_servers
+    Chatter chatter = enter(server.port());
+    REQUIRE(chatter.pid > 0);
+    chatter.client.send("bye\r\n");
+    CHECK(chatter.client.closed_by_peer());
+    INFO("client " << i << "; children: " << children_of(server.pid()).size());
+    CHECK(eventually([&] { return !alive(static_cast<pid_t>(chatter.pid)); }, 5s));  // the bus does not keep it
+  }
+  CHECK(server.stop(5s) == 0);
+  CHECK(server.count_in_log("graceful_timeout") == 0);  // nobody left to kill at TERM
+}
+
+namespace {
+
+// One command to `redis` in RESP, any bytes in any argument (redis-cli's arguments cannot hold
+// a NUL); the first line of the reply.
+std::string raw_command(const Redis& redis, const std::vector<std::string>& args) {
+  std::string request = "*" + std::to_string(args.size()) + "\r\n";
+  for (const std::string& arg : args) request += "$" + std::to_string(arg.size()) + "\r\n" + arg + "\r\n";
+  Client client(redis.port());
+  client.send(request);
+  return client.read_line(5s).value_or("(no reply)");
+}
+
+// A well-formed envelope from a process that does not exist: what any program that can reach
+// Redis could publish.
+std::string forged(const std::string& payload, std::uint64_t session = 0) {
+  return netserver::bus::Envelope{"forger:1:0000000000000000", session, 1, {}, payload}.encode();
+}
+
+// A presence entry for `field`, listed until long after the test.
+void forge_presence(const Redis& redis, const std::string& field, const netserver::bus::PresenceRecord& record) {
+  REQUIRE(raw_command(redis, {"HSET", "chat:presence:chat", field, record.encode()}) == ":1");
+  REQUIRE(raw_command(redis, {"ZADD", "chat:presence-expiry:chat", "99999999999999", field}) == ":1");
+}
+
+}  // namespace
+
+// Issue 19, defect 6: bytes from Redis reached every member byte for byte.
+TEST_CASE("bus: what arrives from Redis passes the chat's rules again", "[bus][hardening]") {
+  Redis redis;
+  ServerProcess one(binary("chat_server"), bus_yaml(redis.url(), "", "60"));
+  ServerProcess two(binary("chat_server"), bus_yaml(redis.url(), "", "60"));
+  Chatter a = enter(one.port());
+  Chatter b = enter(two.port());
+  settle({&a, &b}, 2);
+  // redis-cli's plain text is no envelope: never delivered.
+  CHECK_THAT(redis.cli({"PUBLISH", "chat:room:chat", "Client alice said: plain text from redis-cli\r\n"}), Contains("2"));
+  // Well-formed envelopes: a forged second line, an ANSI escape, a bidi override, a label no
+  // member could have, a line without its end; then a real message to see what got through.
+  for (const std::string& payload :
+       {std::string("Client alice said: hi\r\nClient bob said: owned\r\n"), std::string("\x1b[2JClient alice said: x\r\n"),
+        std::string("Client al\xe2\x80\xaeice said: x\r\n"), std::string("Client \x1b[1mroot said: x\r\n"),
+        std::string("Client alice said: \x1b]0;title\x07 \xe2\x80\xae" "desrever\r\n"), std::string("no line end"),
+        std::string("Unfortunately alice\xe3\x85\xa4 left us\r\n"), std::string("Please welcome [::1]:5, who just joined us\r\n")})
+    REQUIRE(raw_command(redis, {"PUBLISH", "chat:room:chat", forged(payload)}) == ":2");
+  a.client.send("the real one\r\n");
+  const std::vector<std::string> relayed{"Client alice said: hi\\x0d\\x0aClient bob said: owned",
+                                         "Client alice said: \\x1b]0;title\\x07 \\u202edesrever",
+                                         "Please welcome [::1]:5, who just joined us"};
+  std::vector<std::string> to_b;
+  while (auto line = b.client.read_line(3s)) {
+    to_b.push_back(*line);
+    if (line->ends_with("the real one")) break;
+  }
+  std::vector<std::string> expected = relayed;
+  expected.push_back("Client " + a.name + " said: the real one");
+  CHECK(to_b == expected);
+  std::vector<std::string> to_a;
+  while (auto line = a.client.read_line(1s)) to_a.push_back(*line);
+  CHECK(to_a == relayed);
+  CHECK(one.wait_for_log("bus: dropped 1 message(s) from Redis"));  // the first at once: redis-cli's text
+  CHECK(one.count_in_log("bus: dropped ") == 1);                      // the next ones within the minute counted only
+
+  // Forged presence and names entries: a label no member could have is not listed, an address
+  // and host are escaped, a holder's invalid label is not repeated in "taken".
+  forge_presence(redis, "forger:1:0/1", {4242, "evil", "127.0.0.1:1", "\x1b[31mroot\r\nfake line", {}});
+  forge_presence(redis, "forger:1:0/2", {4242, "evil\x1bhost", "127.0.0.1:2\r\n", "mallory", {}});
+  REQUIRE(raw_command(redis, {"HSET", "chat:names:chat", chat::nick_key("zed"), "forger:1:0/1"}) == ":1");
+  const std::vector<std::string> members = who(a);
+  std::string shown;
+  for (const std::string& member : members) shown += member + " | ";
+  INFO("who: " << shown);
+  REQUIRE(members.size() == 3);  // a, b, mallory
+  CHECK(std::count_if(members.begin(), members.end(), [](const std::string& m) {
+          return m.starts_with("  mallory (127.0.0.1:2\\x0d\\x0a) [pid 4242 on evil\\x1bhost]");
+        }) == 1);
+  CHECK_THAT(shown, !Contains("root") && !Contains("\x1b"));
+  CHECK(a.client.read_line() == "(1 entry(ies) of the room's presence list with an invalid name not shown)");
+  a.client.send("/nick zed\r\n");
+  CHECK(a.client.read_line() == "The nick zed is taken");
+}
+
+// Issue 19, defect 6: with bus_secret only a program holding the key speaks in the room.
+TEST_CASE("bus: with bus_secret untagged messages and presence entries are dropped and logged", "[bus][hardening][secret]") {
+  const std::string secret = "0123456789abcdef-the-shared-key";
+  Redis redis;
+  TempDir dir;
+  const auto key_file = dir.write("bus.key", secret + "\n");
+  ServerProcess one(binary("chat_server"), bus_yaml(redis.url(), "bus_secret: " + secret + "\n", "60"));
+  ServerProcess two(binary("chat_server"), bus_yaml(redis.url(), "bus_secret_file: " + key_file.string() + "\n", "60"));
+  ServerProcess keyless(binary("chat_server"), bus_yaml(redis.url(), "", "60"));
+  Chatter a = enter(one.port());
+  Chatter b = enter(two.port());
+  Chatter c = enter(keyless.port());
+  settle({&a, &b}, 2);  // c's presence entry has no tag: not listed
+  check_crosses(a, {&b}, "signed");
+  // A forged envelope, and the keyless process's own message: neither reaches a or b.
+  REQUIRE(raw_command(redis, {"PUBLISH", "chat:room:chat", forged("Client alice said: unsigned\r\n")}) == ":3");
+  c.client.send("from a process without the key\r\n");
+  forge_presence(redis, "forger:1:0/1", {4242, "evil", "127.0.0.1:1", "mallory", {}});
+  CHECK(who(a).size() == 2);
+  check_crosses(b, {&a}, "still signed");
+  CHECK(a.client.silent_for(0.3s));
+  CHECK(b.client.silent_for(0.3s));
+  CHECK(one.wait_for_log("without a valid bus_secret tag"));
+  CHECK(two.wait_for_log("without a valid bus_secret tag"));
+  CHECK(one.count_in_log("bus: dropped ") == 1);  // logged once a minute, not once per message
+  for (const ServerProcess* server : {&one, &two}) CHECK_THAT(server->log(), !Contains(secret));
+
+  // Never printed by --check-config, or in an error; a short key and a missing file are refused.
+  const Outcome shown = run(binary("chat_server"), {"--check-config", "--bus=" + redis.url(), "--bus_secret=" + secret});
+  CHECK(shown.status == 0);
+  CHECK_THAT(shown.output, Contains("bus_secret: \"***\"") && Contains("--bus_secret=***") && !Contains(secret));
+  const Outcome from_file = run(binary("chat_server"), {"--check-config", "--bus=" + redis.url(), "--bus_secret_file=" + key_file.string()});
+  CHECK(from_file.status == 0);
+  CHECK_THAT(from_file.output, !Contains(secret));
+  const Outcome short_key = run(binary("chat_server"), {"--check-config", "--bus=" + redis.url(), "--bus_secret=tooshort-7"});
+  CHECK(short_key.status == 2);
+  CHECK_THAT(short_key.output, Contains("at least 16 bytes") && !Contains("tooshort-7"));
+  const Outcome missing = run(binary("chat_server"), {"--check-config", "--bus=" + redis.url(),
+                                                      "--bus_secret_file=" + (dir.path() / "none").string()});
+  CHECK(missing.status == 2);
+  CHECK_THAT(missing.output, Contains("cannot read the bus secret file"));
+  const Outcome both = run(binary("chat_server"), {"--check-config", "--bus=" + redis.url(), "--bus_secret=" + secret,
+                                                   "--bus_secret_file=" + key_file.string()});
+  CHECK(both.status == 2);
+  CHECK_THAT(both.output, Contains("give the bus secret once") && !Contains(secret));
+  const Outcome mistyped = run(binary("chat_server"), {"--check-config", "--bus_secrte=" + secret});
+  CHECK(mistyped.status == 2);
+  CHECK_THAT(mistyped.output, Contains("--bus_secrte=***") && !Contains(secret));
+}
+
+// Issue 19, defect 7: at maxmemory the claim is refused by Redis and was granted anyway.
+TEST_CASE("bus: a nick claim Redis refuses is refused on every server", "[bus][hardening]") {
+  Redis redis;
+  ServerProcess one(binary("chat_server"), bus_yaml(redis.url(), "", "60"));
+  ServerProcess two(binary("chat_server"), bus_yaml(redis.url(), "", "60"));
+  Chatter a = enter(one.port());
+  Chatter b = enter(two.port());
+  settle({&a, &b}, 2);
+  CHECK_THAT(redis.cli({"CONFIG", "SET", "maxmemory-policy", "noeviction"}), Contains("OK"));
+  CHECK_THAT(redis.cli({"CONFIG", "SET", "maxmemory", "1"}), Contains("OK"));
+  const std::string refused = " cannot be claimed now: the room's name registry refused it; try again later";
+  a.client.send("/nick carol\r\n");
+  CHECK(a.client.read_line() == "The nick carol" + refused);
+  b.client.send("/nick Carol\r\n");
+  CHECK(b.client.read_line() == "The nick Carol" + refused);
+  CHECK(one.wait_for_log("refused by Redis: OOM"));
+  CHECK(two.wait_for_log("refused by Redis: OOM"));
+  check_crosses(a, {&b}, "publishing still works at maxmemory");  // PUBLISH is not refused for memory
+  CHECK_THAT(redis.cli({"CONFIG", "SET", "maxmemory", "0"}), Contains("OK"));
+  a.client.send("/nick carol\r\n");
+  CHECK(a.client.read_line() == "You are now known as carol");
+  CHECK(b.client.read_line() == a.name + " is now known as carol");
+  b.client.send("/nick Carol\r\n");
+  CHECK(b.client.read_line() == "The nick carol is taken");
+  CHECK_THAT(redis.cli({"HKEYS", "chat:names:chat"}), Contains(chat::nick_key("carol")));
+}
+
+// Issue 19, defect 15: during an undetected stall nothing reached anyone, uncounted.
+TEST_CASE("bus: a stalled Redis: own messages are delivered here at once and counted as maybe lost", "[bus][hardening]") {
+  Redis redis;
+  // A probe every 3 s: the stall goes unnoticed for 3 to 6 s, the grace for own messages is 1 s.
+  const Launch slow_probe = Launch().with_args({"--bus_probe_interval=3"});
+  ServerProcess one(binary("chat_server"), bus_yaml(redis.url(), "", "60"), slow_probe);
+  ServerProcess two(binary("chat_server"), bus_yaml(redis.url(), "", "60"), slow_probe);
+  Chatter a = enter(one.port());
+  Chatter b = enter(one.port());
+  Chatter c = enter(two.port());
+  settle({&a, &b, &c}, 3);
+  check_crosses(a, {&b, &c}, "before the stall");
+
+  redis.signal(SIGSTOP);
+  const auto stopped = std::chrono::steady_clock::now();
+  a.client.send("during the stall\r\n");
+  CHECK(b.client.read_line(1.8s) == "Client " + a.name + " said: during the stall");  // not waiting for the probe
+  CHECK(one.wait_for_log("Redis has not echoed this process's messages", 1s));
+  a.client.send("still stalled\r\n");
+  CHECK(b.client.read_line(0.5s) == "Client " + a.name + " said: still stalled");  // at once now
+  CHECK(std::chrono::steady_clock::now() - stopped < 3s);  // both before the probe could notice
+  REQUIRE(one.wait_for_log("silent: a liveness probe", 8s));
+  CHECK(one.wait_for_log("2 message(s) published since Redis last answered may not have reached the other processes"));
+  std::this_thread::sleep_for(0.5s);
+  redis.signal(SIGCONT);
+  CHECK(one.wait_for_log("bus: reconnected", 10s));
+  CHECK(one.wait_for_log("and 2 published before the outage was noticed may be lost"));
+  CHECK(b.client.silent_for(0.5s));  // never twice
+  settle({&a, &b, &c}, 3);
+  check_crosses(a, {&b, &c}, "after the stall");
+}
+
+// A claim whose reply never comes (Redis stopped after it was sent) is decided once the bus is
+// found down, as a down bus decides: by this process's members. It was never answered.
+TEST_CASE("bus: a nick claim in flight when Redis stalls is answered once the bus is down", "[bus][hardening]") {
+  Redis redis;
+  ServerProcess one(binary("chat_server"), bus_yaml(redis.url(), "", "60"));
+  Chatter a = enter(one.port());
+  Chatter b = enter(one.port());
+  settle({&a, &b}, 2);
+  redis.signal(SIGSTOP);
+  a.client.send("/nick dave\r\n");
+  CHECK(a.client.read_line(5s) == "You are now known as dave");
+  CHECK(one.wait_for_log("silent: a liveness probe"));
+  CHECK(b.client.read_line() == a.name + " is now known as dave");
+  b.client.send("/nick DAVE\r\n");
+  CHECK(b.client.read_line() == "The nick dave is taken");
+  redis.signal(SIGCONT);
+  CHECK(one.wait_for_log("bus: reconnected", 10s));
 }

@@ -48,6 +48,14 @@ long writes_to(const ServerProcess& server, Member& member) {
   return std::stol(match[1]);
 }
 
+// "\xNN" for each byte of `bytes`, for test messages.
+std::string chat_hex(const std::string& bytes) {
+  std::string out;
+  constexpr std::string_view digits = "0123456789abcdef";
+  for (unsigned char c : bytes) out += std::string("\\x") + digits[c >> 4] + digits[c & 0xf];
+  return out;
+}
+
 }  // namespace
 
 TEST_CASE("three clients see exactly the tutorial's lines in order", "[chat]") {
@@ -139,6 +147,39 @@ TEST_CASE("chat: CR and ANSI escapes are relayed escaped and cannot forge a line
   CHECK(a.client.read_line() == "Client " + b.name + " said: \\x1b[2J\\x1b]0;owned\\x07 hi");
   b.client.send("/x\x1b[2J\r\n");
   CHECK(b.client.read_line() == "Unknown command /x\\x1b[2J; /help lists the commands");
+}
+
+// Issue 19, defect 8: "alice" plus an invisible or format character, or in a lookalike script,
+// showed as "alice" to everyone else.
+TEST_CASE("chat: invisible characters and lookalike scripts cannot impersonate a nick", "[chat][hardening][unicode]") {
+  ServerProcess server(binary("chat_server"), yaml);
+  Member a = join(server);
+  Member b = join(server);
+  REQUIRE(a.client.read_line());  // b's welcome
+  a.client.send("/nick alice\r\n");
+  REQUIRE(a.client.read_line() == "You are now known as alice");
+  REQUIRE(b.client.read_line() == a.name + " is now known as alice");
+  for (const std::string& tail : {std::string("\xf3\xa0\x81\x81"), std::string("\xef\xbf\xb9"), std::string("\xe1\xa0\x8e"),
+                                  std::string("\xe3\x85\xa4"), std::string("\xef\xbe\xa0"), std::string("\xef\xb8\x8f"),
+                                  std::string("\xcd\x8f"), std::string("\xe2\xa0\x80")}) {
+    INFO("alice + " << chat_hex(tail));
+    b.client.send("/nick alice" + tail + "\r\n");
+    CHECK_THAT(*b.client.read_line(), StartsWith("Usage: /nick NAME (a nick may "));
+  }
+  b.client.send("/nick \xd0\xb0lice\r\n");  // Cyrillic a, Latin lice
+  CHECK(b.client.read_line() == "Usage: /nick NAME (a nick may not mix scripts that look alike (e.g. Latin with Cyrillic or Greek))");
+  // A whole-script lookalike is one script, so a valid nick: but it is the same nick.
+  a.client.send("/nick copy\r\n");
+  REQUIRE(a.client.read_line() == "You are now known as copy");
+  REQUIRE(b.client.read_line() == "alice is now known as copy");
+  b.client.send("/nick \xd1\x81\xd0\xbe\xd1\x80\xd1\x83\r\n");  // Cyrillic "сору"
+  CHECK(b.client.read_line() == "The nick copy is taken");
+  b.client.send("/nick COPY\r\n");
+  CHECK(b.client.read_line() == "The nick copy is taken");
+  CHECK(a.client.silent_for(0.2s));
+  // U+2028 / U+2029 would start a new line on some terminals: escaped like CR.
+  b.client.send("one\xe2\x80\xa8two\xe2\x80\xa9three\r\n");
+  CHECK(a.client.read_line() == "Client " + b.name + " said: one\\u2028two\\u2029three");
 }
 
 TEST_CASE("a client that stops reading while another floods is dropped and the others get everything",

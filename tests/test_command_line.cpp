@@ -125,3 +125,17 @@ TEST_CASE("a prefork key set dotted and again in the prefork block exits 2", "[c
   CHECK_THAT(outcome.output, Contains(file + ":6:3: duplicate key 'prefork.max_servers' (first set at line 4)"));
   CHECK_THAT(outcome.output, !Contains("listening on"));
 }
+
+TEST_CASE("a newline in a command-line value cannot forge a line of the check-config dump", "[cli][hardening]") {
+  const Outcome outcome = run(binary("echo_server"), {"--pid_file=/x\nbackground: true", "--check-config"});
+  REQUIRE(outcome.status == 0);
+  CHECK_THAT(outcome.output, !Contains("\nbackground: true"));
+  CHECK_THAT(outcome.output, Contains("background: false  # default"));
+  // The dump loads back to the same values (the comment held a raw newline: "duplicate key").
+  TempDir dir;
+  const std::string dump = outcome.output.substr(0, outcome.output.rfind("# configuration OK"));
+  const auto file = dir.write("dump.yaml", dump).string();
+  const Outcome again = run(binary("echo_server"), {"--config", file, "--check-config"});
+  CHECK(again.status == 0);
+  CHECK_THAT(again.output, Contains("pid_file: \"/x\\x0abackground: true\""));
+}

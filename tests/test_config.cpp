@@ -173,6 +173,11 @@ TEST_CASE("an unquoted value starting with a YAML indicator gets a hint to quote
   CHECK_THAT(f.error_of("listen:\n  - [::1]:8000   # v6\n"), Contains("quote it: \"[::1]:8000\""));
   CHECK_THAT(f.error_of("listen: [::1]:8000\n"), Contains("quote it: \"[::1]:8000\""));
   CHECK_THAT(f.error_of("port: 1\nlisten: [\"a:1\"\n"), !Contains("quote it"));  // an unclosed list is not text
+  // A flow list: each entry quoted, not the whole list (which would be one address).
+  CHECK_THAT(f.error_of("listen: [tls://[::]:8443, 127.0.0.1:8000]\n"),
+             Contains("quote each entry: [\"tls://[::]:8443\", \"127.0.0.1:8000\"])"));
+  CHECK_THAT(f.load("listen: [\"tls://[::]:8443\", \"127.0.0.1:8000\"]\n").list("listen"),
+             Equals(std::vector<std::string>{"tls://[::]:8443", "127.0.0.1:8000"}));
   CHECK_THAT(f.load("host: \"*\"\nlisten:\n  - \"[::1]:8000\"\n").list("listen"),
              Equals(std::vector<std::string>{"[::1]:8000"}));
 }

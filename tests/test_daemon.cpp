@@ -191,3 +191,27 @@ TEST_CASE("an unknown user is an error before anything is bound", "[daemon][priv
   CHECK_THAT(outcome.output, Contains("user: there is no user 'no-such-user-here' on this system"));
   CHECK_THAT(outcome.output, !Contains("listening on"));
 }
+
+TEST_CASE("of two daemons started at once with one pid file exactly one runs", "[daemon][pid_file][hardening]") {
+  for (int trial = 0; trial < 5; ++trial) {
+    TempDir dir;
+    const std::string pid_file = (dir.path() / "server.pid").string();
+    auto start = [&](const std::string& name) {
+      return run(binary("echo_server"), {"--background", "--host=127.0.0.1", "--port=0", "--pid_file=" + pid_file,
+                                         "--log_file=" + (dir.path() / (name + ".log")).string()});
+    };
+    Outcome first, second;
+    std::thread other([&] { second = start("b"); });
+    first = start("a");
+    other.join();
+    const long pid = read_pid(pid_file);
+    INFO("trial " << trial << "\nfirst: " << first.output << "\nsecond: " << second.output);
+    CHECK(((first.status == 0) != (second.status == 0)));  // one wins, one exits non-zero
+    const Outcome& loser = first.status == 0 ? second : first;
+    CHECK(loser.status == 1);
+    CHECK_THAT(loser.output, Contains("locked by another server") || Contains("names a running process"));
+    REQUIRE(alive(pid));
+    ::kill(static_cast<pid_t>(pid), SIGTERM);
+    CHECK(eventually([&] { return !alive(pid); }));
+  }
+}

@@ -210,3 +210,42 @@ TEST_CASE("a socket-activated first start is not logged as a restart and a HUP i
   Client client(server.port());
   CHECK(client.read_line());
 }
+
+TEST_CASE("a second protocol on its own listeners is served beside the main one", "[listen][service]") {
+  TempDir dir;
+  const std::string admin = (dir.path() / "admin.sock").string();
+  ServerProcess server(binary("probe_server"),
+                       multiplex("host: 127.0.0.1\nport: 0\nprobe:\n  admin_listen: [\"unix:" + admin + "\"]\n"));
+  Client main(server.port());
+  CHECK_THAT(main.read_line().value_or(""), Contains("probe ready"));
+  Client side = Client::unix_socket(admin);
+  CHECK(side.read_line() == "admin on unix:" + admin);
+  side.send("hello\r\n");
+  CHECK(side.read_line() == "admin heard hello");
+  main.send("echo still mine\r\n");
+  CHECK(main.read_line() == "still mine");
+}
+
+TEST_CASE("the same address in two services or under two schemes is a configuration error", "[listen][service][config]") {
+  const Outcome twice = run(binary("probe_server"), {"--listen=127.0.0.1:47111", "--probe.admin_listen=127.0.0.1:47111",
+                                                     "--check-config"});
+  CHECK(twice.status == 2);
+  CHECK_THAT(twice.output, Contains("listen: \"127.0.0.1:47111\" and probe.admin_listen: \"127.0.0.1:47111\" are the same "
+                                    "address"));
+  const Outcome schemes = run(binary("echo_server"), {"--listen=tls://127.0.0.1:47112,127.0.0.1:47112", "--check-config"});
+  CHECK(schemes.status == 2);
+  CHECK_THAT(schemes.output, Contains("\"tls://127.0.0.1:47112\" and listen: \"127.0.0.1:47112\" are the same address"));
+}
+
+TEST_CASE("an unknown listen scheme is named with the known ones", "[listen][config][hardening]") {
+  for (const std::string scheme : {"TLS", "tcp4", "ssl"}) {
+    const Outcome outcome = run(binary("echo_server"), {"--listen=" + scheme + "://127.0.0.1:1", "--check-config"});
+    CHECK(outcome.status == 2);
+    CHECK_THAT(outcome.output, Contains("unknown scheme \"" + scheme + "://\"; known: tcp://, tls://"));
+  }
+  const Outcome doubled = run(binary("echo_server"), {"--listen=tls://tls://127.0.0.1:1", "--check-config"});
+  CHECK(doubled.status == 2);
+  CHECK_THAT(doubled.output, Contains("an address has one scheme at most"));
+  const Outcome plain = run(binary("echo_server"), {"--listen=tcp://127.0.0.1:1", "--check-config"});
+  CHECK(plain.status == 0);
+}

@@ -8,6 +8,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <algorithm>
 #include <regex>
 #include <sstream>
 
@@ -123,6 +124,38 @@ TEST_CASE("the tutorial project builds with find_package against the installed p
   const std::string cache = read_text(build / "CMakeCache.txt");
   CHECK_THAT(cache, Contains("netserver_DIR:PATH=" + (work.path() / "prefix").string()));
   talk_to_tutorial_server(build / "shout_server");
+}
+
+TEST_CASE("a personality written out of tree against the installed engine interface serves clients",
+          "[package][engine]") {
+  TempDir work;
+  install_library(work.path() / "prefix");
+  const fs::path build = build_project(source_dir / "tests" / "package" / "own_personality", work.path() / "build",
+                                       {"-DCMAKE_PREFIX_PATH=" + (work.path() / "prefix").string()});
+  const std::string trio = (build / "trio_server").string();
+  {
+    ServerProcess server(trio, "host: 127.0.0.1\nport: 0\nlog_level: 3\ntrio:\n  children: 3\n  sessions: 100\n");
+    REQUIRE(eventually([&] { return children_of(server.pid()).size() == 3; }));
+    const std::vector<pid_t> children = children_of(server.pid());
+    std::vector<Client> clients;
+    for (int i = 0; i < 6; ++i) {
+      clients.emplace_back(server.port());
+      const auto banner = clients.back().read_line();
+      REQUIRE(banner);
+      CHECK(std::count(children.begin(), children.end(), pid_in(*banner)) == 1);  // a child serves, never the parent
+      clients.back().send("hello " + std::to_string(i) + "\r\n");
+      CHECK(clients.back().read_line() == "hello " + std::to_string(i));
+    }
+    CHECK(server.stop() == 0);
+  }
+  // One child of two sessions: the third client is refused, as the personality asked.
+  ServerProcess server(trio, "host: 127.0.0.1\nport: 0\nlog_level: 3\ntrio:\n  children: 1\n  sessions: 2\n");
+  Client first(server.port()), second(server.port());
+  CHECK(first.read_line());
+  CHECK(second.read_line());
+  Client third(server.port());
+  CHECK(third.read_line() == "error: server busy");
+  CHECK(server.stop() == 0);
 }
 
 TEST_CASE("the tutorial project builds with add_subdirectory of the source tree", "[package]") {

@@ -81,6 +81,7 @@ TEST_CASE("after a restart the processes of the old image end and are waited for
   ServerProcess server(binary("echo_server"), yaml_for(personality));
   Client held(server.port());
   REQUIRE(held.read_line());
+  const std::vector<pid_t> old_children = children_of(server.pid());
   REQUIRE(restart(server));
   Client fresh(server.port());
   REQUIRE(fresh.read_line());
@@ -88,8 +89,13 @@ TEST_CASE("after a restart the processes of the old image end and are waited for
   CHECK(held.closed_by_peer());
   fresh.send("quit\r\n");
   CHECK(fresh.closed_by_peer());
-  const std::size_t pool = personality == "prefork" ? 3 : 0;  // the new image's children
-  CHECK(eventually([&] { return children_of(server.pid()).size() <= pool && zombies_of(server.pid()).empty(); }));
+  // What is left: the first process (its pid stays the server's), the new image, its children.
+  const std::size_t pool = personality == "prefork" ? 3 : 0;
+  CHECK(eventually([&] {
+    return children_of(server.pid()).size() == 1 && descendants_of(server.pid()).size() == 1 + pool &&
+           zombies_of(server.pid()).empty();
+  }));
+  for (pid_t child : old_children) CHECK(::kill(child, 0) != 0);
 }
 
 TEST_CASE("a configuration that no longer loads keeps the old server running", "[restart]") {
@@ -194,6 +200,7 @@ TEST_CASE("signals that arrive during a restart wait for the new image instead o
     const bool restarted = restart(server);
     sending = false;
     pelter.join();
+    if (!restarted) FAIL_CHECK("restart " << i << " did not happen:\n" << server.log());
     REQUIRE(restarted);
   }
   CHECK_FALSE(server.wait_exit(0.5s).has_value());  // still running
@@ -224,7 +231,8 @@ TEST_CASE("after dropping root a restart keeps the pid file it cannot rewrite", 
   CHECK(server.wait_for_log("cannot remove pid file"));  // the directory is root's: said, not hidden
 }
 
-TEST_CASE("the copy keeping the sessions after a HUP holds no listener and TERM reaches it", "[restart][stop]") {
+TEST_CASE("after a HUP the old image keeps its sessions without a listener and TERM reaches every image",
+          "[restart][stop]") {
   const std::string personality = GENERATE("single", "multiplex");
   ServerProcess server(binary("echo_server"), "personality: " + personality +
                                                   "\nhost: 127.0.0.1\nport: 0\ngraceful_timeout: 1\n");
@@ -232,16 +240,113 @@ TEST_CASE("the copy keeping the sessions after a HUP holds no listener and TERM 
   REQUIRE(held.read_line());
   REQUIRE(restart(server));
   REQUIRE(server.wait_for_log("session(s) of the previous image"));
-  const std::vector<pid_t> copies = children_of(server.pid());
-  REQUIRE(copies.size() == 1);
-  CHECK_FALSE(holds_listener(copies.front(), server.port()));
+  // The first image keeps its pid (pid file, systemd's MAINPID) and its session; the new image,
+  // its child, holds the port.
+  const std::vector<pid_t> images = children_of(server.pid());
+  REQUIRE(images.size() == 1);
+  CHECK(eventually([&] { return !holds_listener(server.pid(), server.port()); }));
+  CHECK(holds_listener(images.front(), server.port()));
+  Client fresh(server.port());
+  const auto banner = fresh.read_line();
+  REQUIRE(banner);
+  CHECK(pid_in(*banner) == images.front());
   held.send("still served\r\n");
   CHECK(held.read_line() == "still served");
   server.signal(SIGTERM);
-  CHECK(server.wait_exit(10s) == 0);  // after the copy, which ends its session within graceful_timeout
+  CHECK(server.wait_exit(10s) == 0);  // after every image, which end their sessions within graceful_timeout
   CHECK(held.closed_by_peer(1s));
-  CHECK(::kill(copies.front(), 0) != 0);
+  CHECK(::kill(images.front(), 0) != 0);
   CHECK(refuses_connections(server.port()));
+}
+
+// Issue 19.2: the new image starts beside the old one, which lets go only once the new one serves.
+TEST_CASE("a new image that exits before it serves leaves the running server serving and says why",
+          "[restart][hardening]") {
+  const std::string personality = GENERATE("single", "multiplex", "prefork", "workers", "fork");
+  TempDir dir;
+  const std::filesystem::path program = dir.path() / "echo_server";
+  std::filesystem::copy_file(binary("echo_server"), program);
+  const std::string yaml = personality == "workers" ? yaml_for("multiplex") + "multiplex:\n  workers: 2\n"
+                                                    : yaml_for(personality);
+  ServerProcess server(program.string(), yaml);
+  server.expect_errors();
+  Client held(server.port());
+  REQUIRE(held.read_line());
+  // A package upgrade that went wrong: the executable is now one that fails at once.
+  dir.write("broken", "#!/bin/sh\nexit 1\n");
+  ::chmod((dir.path() / "broken").c_str(), 0755);
+  std::filesystem::rename(dir.path() / "broken", program);
+  server.signal(SIGHUP);
+  INFO(personality);
+  if (!server.wait_for_log("exited with status 1 before it was ready; the running server carries on"))
+    FAIL(server.log());
+  CHECK_FALSE(server.wait_exit(0.3s).has_value());
+  held.send("still served\r\n");
+  CHECK(held.read_line() == "still served");
+  held.send("quit\r\n");
+  CHECK(held.closed_by_peer());
+  Client after(server.port());  // (single serves one client at a time)
+  CHECK(after.read_line(5s));
+  after.close();
+  // Fixed again: the next HUP restarts.
+  std::filesystem::copy_file(binary("echo_server"), dir.path() / "fixed");
+  std::filesystem::rename(dir.path() / "fixed", program);
+  CHECK(restart(server));
+  Client fresh(server.port());
+  CHECK(fresh.read_line(5s));
+}
+
+// A TERM that arrives while the first image hands over -- its loop ending, its relay not yet
+// watching -- must still stop the server: signals wait in the kernel between two watchers, they
+// are never held by one that is going away.
+TEST_CASE("TERM sent at the moment the first image lets go after a HUP stops every image",
+          "[restart][stop][hardening]") {
+  const std::string personality = GENERATE("multiplex", "prefork", "fork");
+  for (int attempt = 0; attempt < 12; ++attempt) {
+    ServerProcess server(binary("echo_server"), yaml_for(personality));
+    server.signal(SIGHUP);
+    REQUIRE(eventually([&] { return server.count_in_log("serves; this one lets go") == 1; }, 10s));
+    std::this_thread::sleep_for(std::chrono::microseconds(250 * attempt));  // across the hand-over's window
+    server.signal(SIGTERM);
+    INFO(personality << ", attempt " << attempt);
+    const std::optional<int> status = server.wait_exit(10s);
+    REQUIRE(status.has_value());  // without: the harness kills it, and reports what it left behind
+    CHECK(*status == 0);
+  }
+}
+
+TEST_CASE("a new image that never reports ready is killed after restart_timeout and the old one serves on",
+          "[restart][hardening]") {
+  TempDir dir;
+  const std::filesystem::path program = dir.path() / "echo_server";
+  std::filesystem::copy_file(binary("echo_server"), program);
+  ServerProcess server(program.string(), yaml_for("multiplex") + "restart_timeout: 0.5\n");
+  server.expect_errors();
+  dir.write("stuck", "#!/bin/sh\nexec sleep 30\n");
+  ::chmod((dir.path() / "stuck").c_str(), 0755);
+  std::filesystem::rename(dir.path() / "stuck", program);
+  server.signal(SIGHUP);
+  REQUIRE(server.wait_for_log("did not report ready within restart_timeout (0.5 s); killed"));
+  CHECK(eventually([&] { return children_of(server.pid()).empty(); }));  // killed and reaped
+  Client client(server.port());
+  const auto banner = client.read_line(5s);
+  REQUIRE(banner);
+  CHECK(pid_in(*banner) == server.pid());
+}
+
+TEST_CASE("when the image serving after a HUP dies on its own the first one exits non-zero and says so",
+          "[restart][hardening]") {
+  ServerProcess server(binary("echo_server"), yaml_for("multiplex"));
+  server.expect_errors();
+  REQUIRE(restart(server));
+  REQUIRE(eventually([&] { return children_of(server.pid()).size() == 1; }));
+  const pid_t serving = children_of(server.pid()).front();
+  REQUIRE(server.wait_for_log("relays signals to pid " + std::to_string(serving)));
+  ::kill(serving, SIGKILL);
+  const std::optional<int> status = server.wait_exit(10s);
+  REQUIRE(status.has_value());
+  CHECK(*status == 1);
+  CHECK(server.wait_for_log("on its own: the server is down"));
 }
 
 TEST_CASE("sessions kept across a HUP outlive graceful_timeout unless restart_drain_timeout ends them",

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <csignal>
 #include <map>
+#include <memory>
 #include <regex>
 #include <set>
 #include <thread>
@@ -148,7 +149,11 @@ TEST_CASE("workers: HUP under a connecting client refuses nobody and the old wor
   held.send("quit\r\n");
   CHECK(held.closed_by_peer());
   CHECK(eventually([&] { return ::kill(static_cast<pid_t>(old_worker), 0) != 0 || zombies_of(server.pid()).size() > 0; }));
-  CHECK(eventually([&] { return children_of(server.pid()).size() == 2 && zombies_of(server.pid()).empty(); }));
+  // Left: the first process, whose pid stays the server's, the image serving now and its 2 workers.
+  CHECK(eventually([&] {
+    return children_of(server.pid()).size() == 1 && descendants_of(server.pid()).size() == 3 &&
+           zombies_of(server.pid()).empty();
+  }));
 }
 
 TEST_CASE("workers: TTIN adds a worker and TTOU removes one", "[workers][signals]") {
@@ -209,4 +214,22 @@ TEST_CASE("workers: a bad worker count is a configuration error", "[workers][con
   const Outcome outcome = run(binary("echo_server"), {"--personality=multiplex", "--multiplex.workers=lots"});
   CHECK(outcome.status == 2);
   CHECK_THAT(outcome.output, Contains("expected auto or a number of worker processes from 1 to 1024"));
+}
+
+// Issue 19.17: systemd heard no STATUS under workers; it now counts every worker's sessions.
+TEST_CASE("workers: systemd hears the sessions open in every worker in STATUS", "[workers][systemd]") {
+  TempDir dir;
+  const std::string path = (dir.path() / "notify").string();
+  DatagramSink notify(path);
+  ServerProcess server(binary("echo_server"), workers_yaml(2), Launch().with_env("NOTIFY_SOCKET", path));
+  REQUIRE(workers_become(server, 2));
+  std::vector<std::unique_ptr<Client>> clients;
+  for (int i = 0; i < 3; ++i) {
+    clients.push_back(std::make_unique<Client>(server.port()));
+    REQUIRE(clients.back()->read_line());
+  }
+  CHECK_THAT(notify.until("STATUS=3 session(s) open in 2 worker(s)", 8s),
+             Contains("STATUS=3 session(s) open in 2 worker(s)"));
+  clients.clear();
+  CHECK_THAT(notify.until("STATUS=0 session(s)", 8s), Contains("STATUS=0 session(s) open in 2 worker(s)"));
 }

@@ -33,6 +33,9 @@ class ChatHandler : public netserver::LineHandler {
     session.send_line(fmt::format("You are served by \"chat\" (personality {}, pid {}{}{}); /help lists the commands",
                                   session.server().personality_name(), ::getpid(), tls ? ", tls " : "",
                                   tls ? tls->version : ""));
+    // What comes through the bus is checked again by this chat's rules: any program that can
+    // reach Redis can publish to the room (bus_secret keeps out those without the key).
+    room(session).receive_filter(&chat::relayed_line);
     // Announced once the session hears the room (at once without a bus).
     room(session).join(session, name(session), [](Session& joined) {
       tell_others(joined, fmt::format("Please welcome {}, who just joined us", name(joined)));
@@ -91,6 +94,10 @@ class ChatHandler : public netserver::LineHandler {
   static void who(Session& session) {
     const bool everywhere = room(session).spans_processes();
     room(session).who(session, [everywhere](Session& asking, std::vector<netserver::Member> members) {
+      // Entries from Redis are input: one whose label no member could have is not listed (only
+      // counted), and addresses and hosts are shown escaped.
+      const std::size_t all = members.size();
+      std::erase_if(members, [](const netserver::Member& m) { return !chat::is_member_label(m.label); });
       if (everywhere) {
         std::vector<std::pair<std::string, pid_t>> processes;
         for (const auto& m : members) processes.emplace_back(m.host, m.pid);
@@ -102,10 +109,12 @@ class ChatHandler : public netserver::LineHandler {
                                      asking.server().personality_name()));
       }
       for (const auto& m : members) {
-        const std::string address = m.label == m.peer ? "" : " (" + m.peer + ")";
-        const std::string where = everywhere ? fmt::format(" [pid {} on {}]", m.pid, m.host) : "";
+        const std::string address = m.label == m.peer ? "" : " (" + chat::escape_controls(m.peer) + ")";
+        const std::string where = everywhere ? fmt::format(" [pid {} on {}]", m.pid, chat::escape_controls(m.host)) : "";
         asking.send_line(fmt::format("  {}{}{}{}", m.label, address, where, m.session == &asking ? " <- you" : ""));
       }
+      if (all > members.size())
+        asking.send_line(fmt::format("({} entry(ies) of the room's presence list with an invalid name not shown)", all - members.size()));
     });
   }
 
@@ -115,8 +124,14 @@ class ChatHandler : public netserver::LineHandler {
     if (const auto problem = chat::nick_problem(wanted))
       return session.send_line(fmt::format("Usage: /nick NAME ({})", *problem));
     room(session).claim(session, std::string(wanted), chat::nick_key(wanted),
-                        [wanted = std::string(wanted)](Session& asking, std::optional<std::string> holder) {
-                          if (holder) return asking.send_line(fmt::format("The nick {} is taken", *holder));
+                        [wanted = std::string(wanted)](Session& asking, const netserver::ClaimOutcome& outcome) {
+                          using Kind = netserver::ClaimOutcome::Kind;
+                          if (outcome.kind == Kind::refused)
+                            return asking.send_line(fmt::format(
+                                "The nick {} cannot be claimed now: the room's name registry refused it; try again later", wanted));
+                          if (outcome.kind == Kind::taken)  // the holder as it is called, if that is a valid name
+                            return asking.send_line(fmt::format(
+                                "The nick {} is taken", chat::is_member_label(outcome.holder) ? outcome.holder : wanted));
                           const std::string before = name(asking);
                           asking.state<ChatUser>().nick = wanted;
                           asking.send_line(fmt::format("You are now known as {}", wanted));

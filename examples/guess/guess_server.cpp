@@ -29,7 +29,7 @@ class GuessGame : public netserver::Conversation {
   boost::asio::awaitable<void> process_request(Session& session) override {
     session.send_line(fmt::format("Welcome to \"guess\" (personality {}, pid {})", session.server().personality_name(),
                                   ::getpid()));
-    const double answer_time = session.server().config().seconds("answer_timeout");
+    const netserver::Duration answer_time = session.server().config().duration("answer_timeout");
     do {
       if (!co_await play_round(session, answer_time)) co_return;
       session.send_line("Play again? (yes/no)");
@@ -39,7 +39,7 @@ class GuessGame : public netserver::Conversation {
 
  private:
   // One round: false when the player left or was too slow.
-  boost::asio::awaitable<bool> play_round(Session& session, double answer_time) {
+  boost::asio::awaitable<bool> play_round(Session& session, netserver::Duration answer_time) {
     const int secret = std::uniform_int_distribution<int>(1, highest)(random_);
     session.send_line(fmt::format("I am thinking of a number from 1 to {}. Your guess?", highest));
     for (int tries = 1;; ++tries) {
@@ -63,7 +63,7 @@ class GuessGame : public netserver::Conversation {
     }
   }
 
-  boost::asio::awaitable<bool> yes(Session& session, double answer_time) {
+  boost::asio::awaitable<bool> yes(Session& session, netserver::Duration answer_time) {
     const auto line = co_await read_line(session, answer_time);
     co_return line && (netserver::trim(*line) == "yes" || netserver::trim(*line) == "y");
   }

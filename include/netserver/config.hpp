@@ -56,7 +56,8 @@ class Config {
 
   bool boolean(std::string_view key) const;                           ///< a boolean key
   std::int64_t integer(std::string_view key) const;                   ///< an integer key
-  double seconds(std::string_view key) const;                         ///< a seconds key
+  double seconds(std::string_view key) const;                         ///< a seconds key, as a number
+  Duration duration(std::string_view key) const;                      ///< a seconds key, as a Duration
   std::int64_t bytes(std::string_view key) const;                     ///< a bytes key
   const std::string& string(std::string_view key) const;              ///< a string key
   const std::vector<std::string>& list(std::string_view key) const;   ///< a string_list key

@@ -27,6 +27,7 @@
 #include <boost/asio/awaitable.hpp>
 
 #include "netserver/handler.hpp"
+#include "netserver/options.hpp"
 
 namespace netserver {
 
@@ -53,9 +54,10 @@ class Conversation : public Handler {
   /// or the session is closing or ended. A line longer than max_line ends the session with
   /// "error: line too long", as for LineHandler.
   boost::asio::awaitable<std::optional<std::string>> read_line(Session& session);
-  /// read_line that gives up after `seconds` (nullopt, and timed_out(session) is true; the
-  /// session stays open and a later read_line gets the line if it arrives).
-  boost::asio::awaitable<std::optional<std::string>> read_line(Session& session, double seconds);
+  /// read_line that gives up after `wait` (`co_await read_line(session, 30s)`: nullopt, and
+  /// timed_out(session) is true; the session stays open and a later read_line gets the line if
+  /// it arrives).
+  boost::asio::awaitable<std::optional<std::string>> read_line(Session& session, Duration wait);
   /// True when the last read_line on `session` returned nullopt because its timeout expired.
   bool timed_out(const Session& session) const;
   /// Waits until everything queued for the client has been written to the socket (returns at
@@ -79,7 +81,7 @@ class Conversation : public Handler {
   void ended(Session& session, Turn& turn, std::exception_ptr error);
   void take_lines(Session& session, Turn& turn, Buffer& input);
   void wait_for_line(Session& session, boost::asio::any_completion_handler<void(std::optional<std::string>)> handler,
-                     double seconds);
+                     Duration wait);
 
   std::unordered_map<const Session*, std::shared_ptr<Turn>> turns_;
 };

@@ -12,13 +12,18 @@
 
 namespace netserver {
 
+/// The schemes a listen address may start with, each naming the transport its clients speak:
+/// "tcp" (plaintext, also what an address without a scheme means) and "tls".
+const std::vector<std::string>& listen_schemes();
+
 /// One configured address: "127.0.0.1:8000", "*:8000", "[::1]:8000", "localhost:8000",
-/// "unix:/run/app.sock"; any of them after "tls://" for a TLS listener ("tls://[::]:8443").
+/// "unix:/run/app.sock"; any of them after a scheme: "tls://[::]:8443" for a TLS listener,
+/// "tcp://127.0.0.1:8000" (the same as without).
 struct ListenAddress {
   /// A TCP address (host and port) or a unix socket (path).
   enum class Kind { tcp, unix_socket };
   Kind kind = Kind::tcp;     ///< which of the two
-  bool tls = false;          ///< clients speak TLS (written "tls://ADDRESS")
+  std::string scheme = "tcp";  ///< what clients speak: one of listen_schemes()
   std::string host;          ///< "*" for every address; a literal or a name otherwise
   std::uint16_t port = 0;    ///< 0: the kernel picks a free port
   std::string path;          ///< unix socket path, absolute and normalised
@@ -26,9 +31,11 @@ struct ListenAddress {
   /// Parses `text`; on failure returns false and says why in `problem`. A relative unix socket
   /// path is made absolute against the current directory before its length is checked.
   static bool parse(std::string_view text, ListenAddress& out, std::string& problem);
-  /// The address as written in the config: "127.0.0.1:8000", "[::1]:8000", "unix:/path",
-  /// "tls://127.0.0.1:8443".
+  /// The address in its normal form, as listeners and restarts name it: "127.0.0.1:8000",
+  /// "[::1]:8000", "unix:/path", "tls://127.0.0.1:8443" (a "tcp://" prefix is dropped).
   std::string text() const;
+  /// True for a TLS listener.
+  bool tls() const { return scheme == "tls"; }
 
  private:
   static bool parse_plain(std::string_view text, ListenAddress& out, std::string& problem);
@@ -63,8 +70,12 @@ class Listener {
   int family() const { return family_; }
   /// The configured address ("127.0.0.1:0", "unix:/run/x.sock", "tls://127.0.0.1:0", "systemd").
   const std::string& address() const { return address_; }
+  /// What its clients speak ("tcp", "tls"): the scheme of its configured address.
+  std::string scheme() const;
   /// True for a TLS listener (configured as "tls://ADDRESS").
-  bool tls() const { return address_.starts_with("tls://"); }
+  bool tls() const { return scheme() == "tls"; }
+  /// Gives up the descriptor (returned) and the socket file (left in place): the listener is empty.
+  int release();
   /// The socket file, for a unix socket this listener created ("" otherwise).
   const std::string& unix_path() const { return unix_path_; }
 

@@ -3,6 +3,7 @@
 /// Core keys, each personality's block (`prefork.max_servers`) and an application's own keys all
 /// live in one Options table, so unknown keys are caught and the nearest valid key suggested.
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <limits>
@@ -12,6 +13,17 @@
 #include <vector>
 
 namespace netserver {
+
+/// How netserver passes a length of time: a steady-clock duration. Write it with the chrono
+/// literals (`5s`, `500ms`); from a number of seconds with from_seconds().
+using Duration = std::chrono::steady_clock::duration;
+/// A timeout that never expires.
+inline constexpr Duration forever = Duration::max();
+/// `seconds` (fractions allowed) as a Duration; infinity and anything past what a Duration
+/// holds become `forever`, negative values zero.
+Duration from_seconds(double seconds);
+/// A Duration as fractional seconds (for messages); `forever` is infinity.
+double to_seconds(Duration duration);
 
 /// The kinds of value a key can hold.
 enum class ValueType {
@@ -37,6 +49,8 @@ struct Option {
   std::vector<std::string> choices;  ///< allowed strings (empty: any)
   /// Extra validation of a converted value: returns "" when fine, else what is wrong with it.
   std::function<std::string(const Value&)> check;
+  /// A secret (a key, a password): --check-config's dump, describe() and errors show "***".
+  bool secret = false;
 
   // Makers, one per type: Option::integer("port", 8000, 0, 65535, "TCP port").
   /// A boolean key.
@@ -55,6 +69,8 @@ struct Option {
   Option&& with_choices(std::vector<std::string> allowed) &&;
   /// Adds a validation function.
   Option&& with_check(std::function<std::string(const Value&)> function) &&;
+  /// Marks the value as a secret: never printed.
+  Option&& as_secret() &&;
 };
 
 /// The schema. Keys keep the order they were added in (for --help and --check-config).

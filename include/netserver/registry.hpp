@@ -11,7 +11,8 @@
 
 namespace netserver {
 
-/// The sessions alive in this process (not across processes: that is what a bus is for).
+/// The sessions alive in this process (not across processes: that is what a bus is for). The
+/// engine adds and removes them; handlers walk them.
 class Registry {
  public:
   /// Number of open sessions.
@@ -25,11 +26,10 @@ class Registry {
   /// Sends `bytes` to every open session except `except`.
   void broadcast(std::string_view bytes, const Session* except = nullptr) const;
 
- private:
-  friend class Worker;
-  void add(std::shared_ptr<Session> session);
-  void remove(Session& session);
-  std::vector<std::shared_ptr<Session>> sessions_;  // owns the sessions until they retire
+ protected:
+  Registry() = default;
+  ~Registry() = default;
+  std::vector<std::shared_ptr<Session>> sessions_;  ///< owned until they end
 };
 
 }  // namespace netserver

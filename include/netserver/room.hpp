@@ -30,6 +30,21 @@ struct Member {
   Session* session = nullptr;    ///< the session when this process serves it, else null
 };
 
+/// What Room::claim decided.
+struct ClaimOutcome {
+  /// The three outcomes.
+  enum class Kind {
+    granted,  ///< the session holds the key and is called by the label now
+    taken,    ///< another member holds the key: `holder` is its label (as its process wrote it)
+    refused,  ///< the bus answered with an error (Redis out of memory, a read-only replica, ...):
+              ///< nobody got the key; `why` is Redis's error. Only a bus that is *down* falls
+              ///< back to comparing this process's members.
+  };
+  Kind kind = Kind::granted;  ///< which outcome
+  std::string holder;  ///< taken: the holder's label
+  std::string why;     ///< refused: what the bus said
+};
+
 /// A named room. Not thread-safe: every call happens on the process's event loop. Members are
 /// sessions of this process; a session leaves every room by itself when it ends.
 class Room {
@@ -39,9 +54,11 @@ class Room {
   using Joined = std::function<void(Session&)>;
   /// Receives the members for Room::who; runs only while the asking session is still open.
   using Listing = std::function<void(Session& asking, std::vector<Member> members)>;
-  /// Receives Room::claim's outcome: nothing when `session` got the label, else the label of the
-  /// member holding it. Runs only while `session` is open.
-  using Claimed = std::function<void(Session& session, std::optional<std::string> holder)>;
+  /// Receives Room::claim's outcome. Runs only while `session` is open.
+  using Claimed = std::function<void(Session& session, const ClaimOutcome& outcome)>;
+  /// Checks a message that came through the bus before this process delivers it: returns the
+  /// bytes to deliver (the same, or made safe), or nothing to drop it. See receive_filter().
+  using ReceiveFilter = std::function<std::optional<std::string>(std::string_view bytes)>;
 
   /// A room called `name`; handlers get rooms from Session::room, not by constructing them.
   explicit Room(std::string name) : name_(std::move(name)) {}
@@ -64,9 +81,11 @@ class Room {
   /// `key` (letting go of the key it held before), and `claimed` gets nothing. Without a bus: this
   /// process's members are compared. With one: every process's, in one atomic step in Redis
   /// (`claimed` runs after a round trip); a member of a killed process holds its key until its
-  /// presence entry expires. While the bus is down, only this process's members are compared
-  /// (two processes may then give out one key; neither is taken back when the bus returns).
-  /// Nothing happens for a session that is not a member.
+  /// presence entry expires. A claim Redis answers with an error is refused (nobody gets the key);
+  /// one whose reply is lost because the bus goes down is decided as a down bus decides.
+  /// While the bus is down, only this process's members are compared (two processes may then
+  /// give out one key; neither is taken back when the bus returns). Nothing happens for a
+  /// session that is not a member.
   virtual void claim(Session& session, std::string label, std::string key, Claimed claimed) = 0;
   /// Removes `session` (nothing when it is not a member).
   virtual void leave(Session& session) = 0;
@@ -82,6 +101,12 @@ class Room {
   /// trip) and runs only while `asking` is open. Without a bus, or while it is down: the
   /// members of this process.
   virtual void who(Session& asking, Listing listing) = 0;
+
+  /// Sets the check every message arriving through the bus passes before delivery (bytes from
+  /// Redis are input: any program that can reach Redis can PUBLISH to the room's channel, and
+  /// only `bus_secret` keeps it out). A dropped message is counted and logged once a minute.
+  /// Without a bus there is nothing to check: what this process publishes is delivered as is.
+  virtual void receive_filter(ReceiveFilter filter) = 0;
 
   /// True when who() and publish() reach past this process (a bus is configured).
   virtual bool spans_processes() const = 0;

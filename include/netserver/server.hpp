@@ -28,13 +28,14 @@ namespace netserver {
 /// netserver's version, "0.2.0" (NETSERVER_VERSION_STRING from netserver/version.hpp).
 std::string_view version();
 
-class TlsContext;  // src/tls.hpp
+class ServerRuntime;  // the engine's side (src/server_runtime.hpp)
 
-/// A server program: runs the pipeline (README's PROCESS FLOW) around a Handler, under the
+/// A server program: runs the pipeline (the PROCESS FLOW) around its protocol handlers, under the
 /// configured personality. Derive from it only to override hooks.
 class Server {
  public:
-  /// `name` names the program in logs and the banner; `handler` is the protocol.
+  /// `name` names the program in logs and the banner; `handler` is the protocol served on
+  /// `listen` (or host:port).
   Server(std::string name, std::shared_ptr<Handler> handler);
   virtual ~Server();
   Server(const Server&) = delete;
@@ -44,61 +45,45 @@ class Server {
   /// stop, 2 for configuration errors, 1 for other failures). What main() should return.
   int main(int argc, char** argv);
 
-  /// The run pipeline, one step per line (the README's PROCESS FLOW). Throws Error on setup
-  /// failures and Exit for --help, --version and --check-config.
+  /// The run pipeline, one step per line (the PROCESS FLOW). Throws Error on setup failures and
+  /// Exit for --help, --version and --check-config.
   void run(int argc, char** argv);
 
-  // --- before run(): the application's own configuration ---------------------------------
+  // --- before run(): the application's own configuration and protocols ----------------------
 
   /// The schema: add application keys, or change defaults with set_default.
-  Options& options() { return options_; }
+  Options& options();
   /// Changes a key's default (an application's own defaults; the file and command line still win).
-  void set_default(std::string_view key, Value value) { options_.set_default(key, std::move(value)); }
+  void set_default(std::string_view key, Value value) { options().set_default(key, std::move(value)); }
   /// Registers another personality (its block joins the schema).
   void add_personality(PersonalityInfo info);
+  /// Serves `handler` on the addresses of the list key `listen_key` as well (an application key
+  /// added with options().add(Option::list(...)), written like `listen`), beside the main handler
+  /// on `listen`: a second protocol on its own ports. Every address is one listener: the same
+  /// address in two services is a configuration error.
+  void add_service(std::string listen_key, std::shared_ptr<Handler> handler);
 
   // --- while running -----------------------------------------------------------------------
 
   /// The program name given to the constructor.
-  const std::string& name() const { return name_; }
+  const std::string& name() const;
   /// The configured personality's name.
   const std::string& personality_name() const;
   /// The effective configuration (valid from the configure step on).
   const Config& config() const;
-  /// The protocol handler.
-  Handler& handler() const { return *handler_; }
-  /// Replaces the protocol handler, e.g. from post_configure_hook to pick one by an application
-  /// key. Only before the loop starts: running sessions must not see their handler change.
-  void set_handler(std::shared_ptr<Handler> handler) { handler_ = std::move(handler); }
+  /// The main protocol handler.
+  Handler& handler() const;
+  /// Replaces the main protocol handler, e.g. from post_configure_hook to pick one by an
+  /// application key. Only before the loop starts: running sessions must not see their handler change.
+  void set_handler(std::shared_ptr<Handler> handler);
   /// The listening sockets (valid from the bind step on).
-  const std::vector<Listener>& listeners() const { return listeners_; }
+  const std::vector<Listener>& listeners() const;
   /// Session bounds from the configuration.
-  const SessionLimits& session_limits() const { return limits_; }
+  const SessionLimits& session_limits() const;
   /// The built-in access rules (allow, deny, cidr_allow, cidr_deny; Net::Server's order).
   bool allow_deny(const Session& session) const;
-
-  // --- for personalities: restart without dropping the port, log files ---------------------
-
-  /// SIGHUP, first half: loads the configuration again (file and command line, as started) and
-  /// binds the addresses it adds. False, with the reason logged, when the running server should
-  /// carry on instead (the configuration does not load, an address cannot be bound, chroot).
-  bool prepare_restart();
-  /// SIGHUP, second half: replaces this process with a fresh image of the program, handing over
-  /// the listening sockets; `children` are processes the new image must wait for. Returns only
-  /// if that failed (logged); the running server then carries on.
-  void restart(const std::vector<pid_t>& children);
-  /// Gives up a restart prepared by prepare_restart() (the addresses it bound are closed).
-  void cancel_restart();
-  /// Processes of the previous image (after a restart) that this one must wait for.
-  const std::vector<pid_t>& inherited_children() const;
-  /// TERM/INT/QUIT: new clients are turned away at once (the listeners are shut down and closed,
-  /// unix socket files removed) while the sessions open finish. systemd's sockets are only closed.
-  void stop_listening();
-  /// In a copy forked to finish the sessions of a restart: closes the copy's descriptors of the
-  /// listeners, which belong to the new image (files stay). The copy must end with _exit().
-  void close_listeners_in_copy();
-  /// SIGUSR1: reopens the log file (after logrotate moved it); failures are logged.
-  void reopen_log();
+  /// The engine's side of this server, for personalities (netserver/engine.hpp).
+  ServerRuntime& runtime() { return *runtime_; }
 
   // --- hooks: empty by default; override what you need, never call the base -------------------
 
@@ -120,44 +105,16 @@ class Server {
   virtual void request_denied_hook(Session&) {}
   /// A client's session ended (also for refused clients).
   virtual void post_process_request_hook(Session&) {}
-  /// PreFork: in the parent, right before a child is forked.
+  /// In the parent, right before a child process is forked (PreFork, Fork, Multiplex workers).
   virtual void pre_fork_hook() {}
-  /// PreFork: in a new child, before it serves anyone.
+  /// In every new child process, before it serves anyone; a child whose hook throws exits with
+  /// status 3 (and the parent stops spawning).
   virtual void child_init_hook() {}
-  /// PreFork: in a child, right before it exits.
+  /// In every child process whose child_init_hook returned, right before it exits.
   virtual void child_finish_hook() {}
 
  private:
-  // The pipeline steps, in order.
-  void configure(int argc, char** argv);
-  void post_configure();
-  void pre_bind();
-  void bind();
-  void post_bind();
-  void loop();
-  void server_close();
-
-  void add_core_options();
-  std::string help_text() const;
-  void check_combinations(const Config& config) const;
-  void check_restartable(const Config& fresh) const;
-  std::vector<ListenAddress> listen_addresses(const Config& config) const;
-  std::shared_ptr<TlsContext> load_tls(const Config& config) const;
-  std::vector<std::string> owned_paths() const;
-
-  std::string name_;
-  std::shared_ptr<Handler> handler_;
-  Options options_;
-  Personalities personalities_;
-  std::optional<Config> config_;
-  std::unique_ptr<Personality> personality_;
-  std::vector<ListenAddress> addresses_;
-  std::vector<Listener> listeners_;
-  SessionLimits limits_;
-  AccessRules access_;
-  std::string program_;
-  struct Operations;                     // pid file, identity, restart state (src/server.cpp)
-  std::unique_ptr<Operations> ops_;
+  std::unique_ptr<ServerRuntime> runtime_;
 };
 
 }  // namespace netserver

@@ -1,47 +1,63 @@
 #pragma once
-/// One client connection: its socket, its pending input (bounded by max_line), its output queue
-/// (bounded by max_output, one write in flight), its peer address and its timers.
+/// One client connection as a handler sees it: send, close, timers, its address and counters.
+/// The engine makes sessions (applications cannot): each one owns its socket, its pending input
+/// (bounded by max_line), its output queue (bounded by max_output, one write in flight), its
+/// peer address and its timers.
 
 #include <any>
-#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
 
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/steady_timer.hpp>
+#include "netserver/options.hpp"
 
-#include "netserver/buffer.hpp"
+namespace boost::asio {
+class io_context;
+}
 
 namespace netserver {
 
 class Registry;
 class Room;
 class Server;
-class Transport;
-class Worker;
 struct TlsInfo;
+
+/// What a load balancer's PROXY protocol header said about a client (`proxy_protocol`): the
+/// balancer's own address and what it told about the client's connection to it. Strings from the
+/// header are exactly as sent (any bytes): escape them before logging.
+struct ProxyInfo {
+  std::string balancer;         ///< the balancer's address (what peer() would be without the header): "10.0.0.5:41234"
+  std::string destination;      ///< where the client connected to, on the balancer: "203.0.113.7:443" ("" when not sent)
+  int version = 0;              ///< the header's version: 1 or 2
+  /// True for a header without a client address (v2 LOCAL -- the balancer's own connection, a
+  /// health check -- v1 UNKNOWN, an unspecified family): peer() is then the balancer itself.
+  bool local = false;
+  std::string authority;        ///< PP2_TYPE_AUTHORITY: the host name the client asked the balancer for (its SNI); "" when absent
+  bool ssl = false;             ///< PP2_TYPE_SSL: the client spoke TLS to the balancer
+  bool ssl_verified = false;    ///< ... presented a certificate and the balancer verified it
+  std::string ssl_version;      ///< PP2_SUBTYPE_SSL_VERSION: "TLSv1.3"; "" when not sent
+  std::string ssl_common_name;  ///< PP2_SUBTYPE_SSL_CN: the client certificate's common name; "" when not sent
+};
 
 /// The bounds a session enforces, from the configuration.
 struct SessionLimits {
   std::size_t max_line = 64 * 1024;     ///< longest input line in bytes, line end not counted
   std::size_t max_output = 1 << 20;     ///< queued output (that the socket did not take) past which the client is dropped
   std::size_t max_output_soft = 0;      ///< queued output the client may stay above only ... (0: no soft limit)
-  double max_output_soft_seconds = 60;  ///< ... this many seconds in a row
-  double idle_timeout = 0;              ///< seconds without input before closing; 0 = never
-  double close_timeout = 10;            ///< seconds a closing session may go without its client taking output
-  double linger = 2;                    ///< seconds to wait for the client's EOF after our last byte
+  Duration max_output_soft_for = std::chrono::seconds(60);  ///< ... this long in a row
+  Duration idle_timeout = Duration::zero();                  ///< without input before closing; zero: never
+  Duration close_timeout = std::chrono::seconds(10);  ///< a closing session may go this long without its client taking output
+  Duration linger = std::chrono::seconds(2);          ///< waiting for the client's EOF after our last byte
 };
 
-/// One client. Created by the process's Worker; handlers see it as `Session&` in callbacks.
-/// Not thread-safe: every call happens on the process's event loop.
+/// One client. Handlers see it as `Session&` in their callbacks; the engine owns it (a handler may
+/// keep a `shared_from_this()` or a `weak_ptr` past a callback, never a plain reference).
+/// Not thread-safe: every call happens on the event loop of the process serving the client.
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  /// Made by Worker only, over the client's byte stream (plain socket or TLS).
-  Session(Worker& worker, std::shared_ptr<Transport> transport, std::uint64_t id, std::string peer);
-  ~Session();
+  virtual ~Session() = default;
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
 
@@ -49,31 +65,42 @@ class Session : public std::enable_shared_from_this<Session> {
   /// would pass max_output even after its socket took what it could is disconnected (logged), as
   /// is one whose queue stays above max_output_soft for max_output_soft_seconds: a client that
   /// does not read cannot make the server buffer without bound.
-  void send(std::string_view bytes);
+  virtual void send(std::string_view bytes) = 0;
   /// send(text + "\r\n").
   void send_line(std::string_view text);
   /// Closes after everything queued has been sent; no more input is delivered.
-  void close();
+  virtual void close() = 0;
   /// Sends "error: <reason>\r\n", then closes.
-  void close_with_error(std::string_view reason);
-  /// Calls Handler::on_timeout after `seconds`; a new call replaces the pending one, 0 cancels.
-  void set_timeout(double seconds);
+  virtual void close_with_error(std::string_view reason) = 0;
+  /// Ends the session now: what is still queued is dropped, the connection is closed at once
+  /// (`reason` goes to the log line of its end).
+  virtual void abort(std::string_view reason) = 0;
+  /// Calls Handler::on_timeout after `after` (`session.set_timeout(30s)`); a new call replaces
+  /// the pending one, zero cancels.
+  virtual void set_timeout(Duration after) = 0;
 
-  /// The client's address: "127.0.0.1:5555", "[::1]:5555" or "unix:/path/to/socket".
+  /// The client's address: "127.0.0.1:5555", "[::1]:5555" or "unix:/path/to/socket". Behind a
+  /// load balancer sending a PROXY header (`proxy_protocol`), the client's address from the
+  /// header; the balancer's own is proxy()->balancer.
   const std::string& peer() const { return peer_; }
+  /// What the PROXY header said (the balancer's address, PP2 authority, TLS to the balancer and
+  /// whether its client certificate verified); null when the client came without one.
+  const ProxyInfo* proxy() const { return proxy_.get(); }
   /// Unique within the process, counting from 1.
   std::uint64_t id() const { return id_; }
   /// True until close() is called or the connection ends.
-  bool is_open() const { return state_ == State::open; }
+  virtual bool is_open() const = 0;
+  /// The listener the client came in on, as configured ("127.0.0.1:8000", "tls://[::]:8443").
+  virtual const std::string& listener() const = 0;
   /// The server running this session (personality name, configuration, hooks).
-  Server& server() const;
+  virtual Server& server() const = 0;
   /// The sessions alive in this process (what a broadcast reaches).
-  Registry& registry() const;
+  virtual Registry& registry() const = 0;
   /// The room called `name` (made on first use): this process's members without a bus, every
   /// process's with `bus:` configured. See netserver/room.hpp.
-  Room& room(std::string_view name) const;
+  virtual Room& room(std::string_view name) const = 0;
   /// The limits this session enforces.
-  const SessionLimits& limits() const;
+  virtual const SessionLimits& limits() const = 0;
   /// Bytes received from the client so far.
   std::uint64_t bytes_in() const { return bytes_in_; }
   /// Bytes sent to the client so far.
@@ -82,25 +109,25 @@ class Session : public std::enable_shared_from_this<Session> {
   /// event loop leaves in one write when the socket takes it).
   std::uint64_t writes() const { return writes_; }
   /// Bytes queued for the client and not yet sent.
-  std::size_t queued() const { return out_.size() - out_sent_; }
+  virtual std::size_t queued() const = 0;
   /// What the TLS handshake negotiated (netserver/tls.hpp); null on a plaintext connection.
-  const TlsInfo* tls() const;
+  virtual const TlsInfo* tls() const = 0;
 
   // --- for handlers that do not consume input as it arrives (Conversation) ---------------------
 
   /// Stops reading from the client: input already received stays pending, a client's EOF is
   /// held back, and pending input past max_line is not an error while paused (no more is read).
-  void pause_input();
+  virtual void pause_input() = 0;
   /// Reads again after pause_input(). Pending input (and a held-back EOF) is handed to the
   /// handler again from the event loop, not from inside this call.
-  void resume_input();
+  virtual void resume_input() = 0;
   /// True between pause_input() and resume_input().
-  bool input_paused() const { return input_paused_; }
+  virtual bool input_paused() const = 0;
   /// Runs `callback` from the event loop once nothing is queued for the client (soon, if nothing
   /// is queued now). A later call replaces an earlier one; dropped when the session ends.
-  void when_drained(std::function<void()> callback);
+  virtual void when_drained(std::function<void()> callback) = 0;
   /// The event loop running this session (for timers and coroutines of its handler).
-  boost::asio::io_context& io() const;
+  virtual boost::asio::io_context& io() const = 0;
 
   /// Per-session state for the handler, default-constructed on first use. Always ask for the
   /// same T for a given handler.
@@ -110,70 +137,19 @@ class Session : public std::enable_shared_from_this<Session> {
     return std::any_cast<T&>(user_state_);
   }
 
+ protected:
+  /// For the engine's session only.
+  Session(std::uint64_t id, std::string peer) : id_(id), peer_(std::move(peer)) {}
+
+  std::uint64_t id_;             ///< see id()
+  std::string peer_;             ///< see peer()
+  std::uint64_t bytes_in_ = 0;   ///< see bytes_in()
+  std::uint64_t bytes_out_ = 0;  ///< see bytes_out()
+  std::uint64_t writes_ = 0;     ///< see writes()
+  std::unique_ptr<const ProxyInfo> proxy_;  ///< see proxy()
+
  private:
-  friend class Worker;
-  friend class Registry;
-  friend class Conversation;  // ends a session whose coroutine threw, as dispatch() does
-  enum class State { open, closing, finished };
-
-  void start();
-  void on_ready(const boost::system::error_code& error);
-  void refuse();
-  void shutdown_now(std::string_view reason);
-  void start_read();
-  void on_read(const boost::system::error_code& error, std::size_t bytes);
-  std::string_view read_more(std::size_t already);
-  void deliver(std::string_view chunk, bool eof);
-  void redeliver();
-  void handle_eof();
-  template <class Callback>
-  void dispatch(Callback&& callback);
-  void flush();
-  void wait_writable();
-  void finish(std::string_view reason, bool graceful);
-  void retire();
-  void arm_idle_timer(std::chrono::steady_clock::duration after);
-  void on_idle_timer();
-  bool reading_allowed() const;
-  std::size_t read_budget() const;
-  bool make_room(std::string_view bytes);
-  void watch_soft_limit();
-  void on_soft_timer();
-
-  Worker& worker_;
-  std::shared_ptr<Transport> transport_;  // the byte stream; may outlive the session while it lingers
-  std::uint64_t id_;
-  std::string peer_;
-  State state_ = State::open;
-  bool started_serving_ = false;    // start() ran: the worker counts this session until it retires
-  bool connected_ = false;          // on_connect ran: the handler knows this session
-  InputQueue input_;
-  std::string out_;                 // queued output; bytes before out_sent_ are already sent
-  std::size_t out_sent_ = 0;
-  bool reading_ = false;            // an async read is pending
-  bool waiting_writable_ = false;   // the one write in flight is waiting for the socket
-  bool flush_scheduled_ = false;    // queued in the worker's end-of-batch flush
-  bool in_dispatch_ = false;        // a handler callback for this session is running
-  bool peer_eof_ = false;           // the client sent FIN
-  bool input_paused_ = false;       // pause_input(): no reads, EOF held back
-  std::string end_reason_;
-  std::uint64_t bytes_in_ = 0;
-  std::uint64_t bytes_out_ = 0;
-  std::uint64_t writes_ = 0;
-  std::chrono::steady_clock::time_point started_;
-  std::chrono::steady_clock::time_point last_input_;
-  std::chrono::steady_clock::time_point last_output_;  // last write that made progress
-  std::unique_ptr<boost::asio::steady_timer> idle_timer_;  // idle (open) or close deadline (closing)
-  std::unique_ptr<boost::asio::steady_timer> user_timer_;
-  std::unique_ptr<boost::asio::steady_timer> soft_timer_;  // max_output_soft's grace period
-  bool above_soft_ = false;                                 // the queue is above max_output_soft ...
-  std::chrono::steady_clock::time_point above_soft_since_;  // ... since then
-  std::uint64_t user_timer_generation_ = 0;
-  std::size_t registry_index_ = 0;
   std::any user_state_;
-  std::function<void()> drained_;   // when_drained()
-  char inbox_[512];                 // where reads land (a line or two); larger bursts continue in the
-                                    // worker's scratch. Small: it is most of an idle session's memory
 };
 
 }  // namespace netserver

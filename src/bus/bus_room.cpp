@@ -127,10 +127,13 @@ void BusRoom::leave(Session& session) {
 
 // A member of this process holding the key answers without Redis; while the bus is down so does
 // everyone else (the fallback: unique in this process).
+// An error from Redis (out of memory at maxmemory, a read-only replica, NOSCRIPT...) refuses the
+// claim: the bus is up, so granting it here could give one key to two processes.
 void BusRoom::claim(Session& session, std::string label, std::string key, Claimed claimed) {
   RoomMembers::Entry* entry = members_.find(session);
   if (entry == nullptr || !session.is_open()) return;
-  if (const RoomMembers::Entry* holder = members_.holder_of(key, session)) return claimed(session, holder->label);
+  if (const RoomMembers::Entry* holder = members_.holder_of(key, session))
+    return claimed(session, ClaimOutcome{ClaimOutcome::Kind::taken, holder->label, {}});
   bus::RedisBus& bus = *hub_.bus();
   const double ttl = bus.settings().presence_ttl;
   const std::int64_t now = now_ms();
@@ -139,37 +142,52 @@ void BusRoom::claim(Session& session, std::string label, std::string key, Claime
       std::to_string(now), std::to_string(now + static_cast<std::int64_t>(ttl * 1000)),
       std::to_string(static_cast<std::int64_t>(ttl * 1000) + 1000), key, field_of(session), record_of(session, label),
       entry->key};
-  std::weak_ptr<Session> weak = session.weak_from_this();
-  auto answer = [this, weak, label, key, claimed](const redisReply& reply) {
-    auto asking = weak.lock();
+  // Kept until Redis answers: if the bus goes down first, the reply never comes (hiredis drops
+  // it), and the claim is decided as a down bus decides it (went_down).
+  const std::uint64_t ticket = ++claim_tickets_;
+  claims_.push_back(PendingClaim{ticket, session.weak_from_this(), label, key, claimed});
+  auto answer = [this, ticket, label, key, claimed](const redisReply& reply) {
+    auto pending = std::find_if(claims_.begin(), claims_.end(), [&](const PendingClaim& c) { return c.ticket == ticket; });
+    if (pending == claims_.end()) return;  // decided already
+    auto asking = pending->session.lock();
+    claims_.erase(pending);
     if (!asking || !asking->is_open()) return;
     if (reply.type == REDIS_REPLY_STRING) {
       auto record = bus::PresenceRecord::decode(text_of(reply));
-      return claimed(*asking, record ? record->label : key);
+      return claimed(*asking, ClaimOutcome{ClaimOutcome::Kind::taken, record ? record->label : key, {}});
     }
-    if (reply.type == REDIS_REPLY_ERROR) log::warning("bus: claiming a label in room {} refused: {}", name(), text_of(reply));
+    if (reply.type != REDIS_REPLY_INTEGER) {
+      const std::string why = reply.type == REDIS_REPLY_ERROR ? std::string(text_of(reply)) : "an unexpected reply";
+      log::warning("bus: claiming a label in room {} refused by Redis: {}", name(), why);
+      return claimed(*asking, ClaimOutcome{ClaimOutcome::Kind::refused, {}, why});
+    }
     take(*asking, label, key, claimed);
   };
-  if (!bus.command(argv, answer)) take(session, std::move(label), std::move(key), claimed);
+  if (bus.command(argv, answer)) return;
+  claims_.pop_back();
+  take(session, std::move(label), std::move(key), claimed);
 }
 
 // The label is this session's now (it won the claim, or the bus could not be asked).
 void BusRoom::take(Session& session, std::string label, std::string key, const Claimed& claimed) {
   RoomMembers::Entry* entry = members_.find(session);
   if (entry == nullptr) return;
-  if (const RoomMembers::Entry* holder = members_.holder_of(key, session)) return claimed(session, holder->label);
+  if (const RoomMembers::Entry* holder = members_.holder_of(key, session))
+    return claimed(session, ClaimOutcome{ClaimOutcome::Kind::taken, holder->label, {}});
   entry->label = std::move(label);
   entry->key = std::move(key);
   if (hub_.bus()->is_up() && !is_waiting(session)) write_presence({entry});
-  claimed(session, std::nullopt);
+  claimed(session, ClaimOutcome{});
 }
 
 bool BusRoom::is_waiting(const Session& session) const {
   return std::any_of(waiting_.begin(), waiting_.end(), [&](const auto& w) { return w.first.lock().get() == &session; });
 }
 
-std::string BusRoom::record_of(const Session& session, const std::string& label) const {
-  return bus::PresenceRecord{current_pid(), host_name(), session.peer(), label}.encode();
+std::string BusRoom::record_of(const Session& session, const std::string& label) {
+  bus::PresenceRecord record{current_pid(), host_name(), session.peer(), label, {}};
+  record.tag = hub_.bus()->presence_tag(field_of(session), record.signed_bytes());
+  return record.encode();
 }
 
 bool BusRoom::contains(const Session& session) const { return const_cast<RoomMembers&>(members_).find(session) != nullptr; }
@@ -211,15 +229,25 @@ void BusRoom::came_up() { write_presence(admitted()); }
 void BusRoom::went_down() {
   subscribed_ = false;
   admit_waiting();
+  auto claims = std::move(claims_);  // their replies will never come
+  claims_.clear();
+  for (PendingClaim& claim : claims)
+    if (auto session = claim.session.lock(); session && session->is_open()) take(*session, claim.label, claim.key, claim.claimed);
 }
 
 void BusRoom::heartbeat() {
   if (members_.size() > 0) write_presence(admitted());
 }
 
+// Bytes from Redis pass the room's receive filter (the application's own rules) first.
 void BusRoom::delivered(const bus::Envelope& envelope) {
-  const bool mine = envelope.origin == hub_.bus()->identity();
-  members_.deliver(envelope.payload, [&](const Session& member) { return mine && member.id() == envelope.session; });
+  bus::RedisBus& bus = *hub_.bus();
+  const bool mine = envelope.origin == bus.identity();
+  const auto skip = [&](const Session& member) { return mine && member.id() == envelope.session; };
+  if (!filter_) return members_.deliver(envelope.payload, skip);
+  const std::optional<std::string> checked = filter_(envelope.payload);
+  if (!checked) return bus.count_dropped(bus.key("room", name()), "refused by the room's receive filter");
+  members_.deliver(*checked, skip);
 }
 
 // --- publishing and presence -----------------------------------------------------------------
@@ -272,7 +300,7 @@ void BusRoom::who(Session& asking, Listing listing) {
     for (std::size_t i = 0; reply.type == REDIS_REPLY_ARRAY && i + 1 < reply.elements; i += 2) {
       const std::string_view field = text_of(*reply.element[i]);
       auto record = bus::PresenceRecord::decode(text_of(*reply.element[i + 1]));
-      if (!record) continue;
+      if (!record || !hub_.bus()->trusts(field, *record)) continue;  // damaged, or written without bus_secret
       Member member{record->label, record->peer, static_cast<pid_t>(record->pid), record->host, 0, nullptr};
       if (auto slash = field.rfind('/'); slash != std::string_view::npos)
         member.session_id = std::strtoull(std::string(field.substr(slash + 1)).c_str(), nullptr, 10);

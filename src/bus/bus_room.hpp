@@ -4,6 +4,7 @@
 // the identity in the envelope. Presence lives in Redis: a hash of members plus a sorted set of
 // their expiry times, refreshed by heartbeat and pruned on read.
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <utility>
@@ -30,6 +31,7 @@ class BusRoom : public Room, public bus::BusListener {
   bool contains(const Session& session) const override;
   void publish(std::string_view bytes, const Session* except) override;
   void who(Session& asking, Listing listing) override;
+  void receive_filter(ReceiveFilter filter) override { filter_ = std::move(filter); }
   bool spans_processes() const override { return true; }
 
   void subscribed() override;
@@ -42,7 +44,7 @@ class BusRoom : public Room, public bus::BusListener {
   void admit_waiting();
   void take(Session& session, std::string label, std::string key, const Claimed& claimed);
   bool is_waiting(const Session& session) const;
-  std::string record_of(const Session& session, const std::string& label) const;
+  std::string record_of(const Session& session, const std::string& label);
   void write_presence(const std::vector<const RoomMembers::Entry*>& entries);
   void remove_presence(const std::vector<std::string>& fields_and_keys);
   std::vector<const RoomMembers::Entry*> admitted() const;
@@ -52,6 +54,16 @@ class BusRoom : public Room, public bus::BusListener {
   RoomMembers members_;
   std::vector<std::pair<std::weak_ptr<Session>, Joined>> waiting_;  // joined, not yet subscribed
   bool subscribed_ = false;
+  ReceiveFilter filter_;
+  struct PendingClaim {
+    std::uint64_t ticket;
+    std::weak_ptr<Session> session;
+    std::string label;
+    std::string key;
+    Claimed claimed;
+  };
+  std::vector<PendingClaim> claims_;  // sent to Redis, not answered yet
+  std::uint64_t claim_tickets_ = 0;
 };
 
 }  // namespace netserver

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <random>
 
@@ -56,6 +57,7 @@ RedisBus::RedisBus(asio::io_context& io, BusSettings settings)
       retry_timer_(io),
       probe_timer_(io),
       heartbeat_timer_(io),
+      confirm_timer_(io),
       owner_(::getpid()) {
   down_since_ = Clock::now();
   connect();
@@ -125,21 +127,39 @@ void RedisBus::went_down(const std::string& why) {
   });
   probe_timer_.cancel();
   heartbeat_timer_.cancel();
+  confirm_timer_.cancel();
+  confirm_armed_ = false;
   for (auto& [name, channel] : channels_) channel.state = Subscription::none;
   if (was_up || state_ == State::starting) {
     down_since_ = Clock::now();
     local_only_ = 0;
     failures_ = 0;
+    maybe_lost_ = 0;
   }
+  // What Redis never confirmed may have reached nobody else: this process's members get it now,
+  // and the count is said (issue 19, defect 15).
+  std::deque<Unconfirmed> unconfirmed = std::move(unconfirmed_);
+  unconfirmed_.clear();
+  const std::uint64_t lost = unconfirmed.size() + unconfirmed_overflow_;
+  unconfirmed_overflow_ = 0;
+  stalled_ = false;
+  maybe_lost_ += lost;
+  const std::string lost_text =
+      lost == 0 ? std::string()
+                : fmt::format("; {} message(s) published since Redis last answered may not have reached the other processes "
+                              "(delivered to this process's members)",
+                              lost);
   ++failures_;
   if (is_refusal(why)) {
-    log::error("bus: {}; serving this process's clients only, retrying", why);
+    log::error("bus: {}; serving this process's clients only, retrying{}", why, lost_text);
   } else if (first_failure) {
-    log::warning("bus: {}; serving this process's clients only, retrying until Redis answers", why);
+    log::warning("bus: {}; serving this process's clients only, retrying until Redis answers{}", why, lost_text);
   } else {
     log::info("bus: still down (attempt {}): {}", failures_, why);
   }
   state_ = State::waiting;
+  for (Unconfirmed& message : unconfirmed)  // once down: what a delivery publishes stays here
+    if (!message.delivered_here) deliver_here(message);
   if (first_failure)
     for (auto& [name, channel] : channels_)
       if (channel.listener) channel.listener->went_down();
@@ -164,13 +184,15 @@ void RedisBus::became_up() {
   ever_up_ = true;
   const double outage = std::chrono::duration<double>(Clock::now() - down_since_).count();
   if (recovered)
-    log::notice("bus: reconnected to {} after {:.1f} s; {} message(s) reached only this process meanwhile",
-                settings_.address.display(), outage, local_only_);
+    log::notice("bus: reconnected to {} after {:.1f} s; {} message(s) reached only this process meanwhile, and {} "
+                "published before the outage was noticed may be lost",
+                settings_.address.display(), outage, local_only_, maybe_lost_);
   else
     log::notice("bus: connected to {} as {} (prefix \"{}\"; {} message(s) before reached only this process)",
                 settings_.address.display(), identity_, settings_.prefix, local_only_);
   failures_ = 0;
   local_only_ = 0;
+  maybe_lost_ = 0;
   for (auto& [name, channel] : channels_)
     if (channel.wanted) subscribe(channel);
   for (auto& [name, channel] : channels_)
@@ -240,24 +262,142 @@ void RedisBus::on_subscription(std::string_view kind, const std::string& name) {
 
 // The subscriber hands a message over and goes on reading: delivering only queues bytes on the
 // members' sessions (a slow client is cut at max_output), so Redis never waits on a client.
+// Bytes from Redis are input: a message in an unknown format or, with bus_secret, without a
+// valid tag is dropped and counted. An own message is delivered here when it comes back, unless
+// it was delivered here already (Redis was late: see publish()).
 void RedisBus::on_message(const std::string& name, std::string_view payload) {
   if (name == probe_channel_) {
     probe_outstanding_ = false;
+    std::uint64_t through = 0;
+    const auto [end, error] = std::from_chars(payload.data(), payload.data() + payload.size(), through);
+    if (error == std::errc() && end == payload.data() + payload.size()) confirmed_through(through);
     return;
   }
   auto it = channels_.find(name);
   if (it == channels_.end() || it->second.state != Subscription::subscribed || !it->second.listener) return;
   std::optional<Envelope> envelope = Envelope::decode(payload);
-  if (!envelope) return log::debug("bus: skipped a message on {} in an unknown format ({} bytes)", name, payload.size());
+  if (!envelope) return count_dropped(name, "in an unknown format");
+  if (!settings_.secret.empty() && !same_tag(envelope->tag, bus_tag(settings_.secret, name, envelope->signed_bytes())))
+    return count_dropped(name, "without a valid bus_secret tag");
+  if (envelope->origin == identity_ && !echoed(envelope->sequence)) return;
   it->second.listener->delivered(*envelope);
+}
+
+void RedisBus::count_dropped(const std::string& channel, std::string_view why) {
+  ++dropped_total_;
+  ++dropped_unlogged_;
+  const Clock::time_point now = Clock::now();
+  if (dropped_unlogged_ != dropped_total_ && now - dropped_logged_ < std::chrono::minutes(1)) return;
+  log::warning("bus: dropped {} message(s) from Redis since the last report ({} in all), the last on {} {}", dropped_unlogged_,
+               dropped_total_, channel, why);
+  dropped_unlogged_ = 0;
+  dropped_logged_ = now;
+}
+
+std::string RedisBus::presence_tag(std::string_view field, std::string_view record_bytes) const {
+  return settings_.secret.empty() ? std::string() : bus_tag(settings_.secret, field, record_bytes);
+}
+
+bool RedisBus::trusts(std::string_view field, const PresenceRecord& record) const {
+  return settings_.secret.empty() || same_tag(record.tag, presence_tag(field, record.signed_bytes()));
+}
+
+// --- own messages Redis has not confirmed ------------------------------------------------------
+
+// Redis answers: whatever it echoes, this process is no longer waiting on a stall.
+void RedisBus::redis_answered() {
+  stalled_ = false;
+  if (!unconfirmed_.empty()) arm_confirm_timer();
+}
+
+// An own message is back. Earlier ones still unconfirmed were published to a channel this
+// process is not subscribed to (yet): their echo will never come, so they are delivered here.
+// True when the echoed one is still to be delivered.
+bool RedisBus::echoed(std::uint64_t sequence) {
+  bool deliver = true;
+  while (!unconfirmed_.empty() && unconfirmed_.front().sequence <= sequence) {
+    Unconfirmed message = std::move(unconfirmed_.front());
+    unconfirmed_.pop_front();
+    if (message.sequence == sequence) {
+      deliver = !message.delivered_here;
+      break;
+    }
+    if (!message.delivered_here) deliver_here(message);
+  }
+  redis_answered();
+  return deliver;
+}
+
+// A probe published after `sequence` came back: Redis handled every message up to it, and those
+// not echoed went to channels this process does not hear.
+void RedisBus::confirmed_through(std::uint64_t sequence) {
+  while (!unconfirmed_.empty() && unconfirmed_.front().sequence <= sequence) {
+    Unconfirmed message = std::move(unconfirmed_.front());
+    unconfirmed_.pop_front();
+    if (!message.delivered_here) deliver_here(message);
+  }
+  redis_answered();
+}
+
+void RedisBus::deliver_here(Unconfirmed& message) {
+  message.delivered_here = true;
+  auto it = channels_.find(key("room", message.room));
+  if (it == channels_.end() || !it->second.listener) return;
+  it->second.listener->delivered(Envelope{identity_, message.session, message.sequence, {}, message.payload});
+}
+
+void RedisBus::arm_confirm_timer() {
+  if (confirm_armed_ || unconfirmed_.empty()) return;
+  confirm_armed_ = true;
+  confirm_timer_.expires_at(unconfirmed_.front().sent + after(settings_.confirm_grace()));
+  confirm_timer_.async_wait([this](const error_code& error) {
+    if (error) return;  // cancelled: whoever cancelled it cleared confirm_armed_
+    confirm_armed_ = false;
+    confirm_overdue();
+  });
+}
+
+// The oldest own message is not back within the grace: Redis may be stalled (SIGSTOP, a full
+// disk, a long command). What arrived meanwhile is read first (the loop may have been busy);
+// then this process's members get what is overdue, and everything published next, at once:
+// they do not wait for the probe to notice. Their order may then differ from other processes'.
+void RedisBus::confirm_overdue() {
+  if (state_ != State::up) return;
+  subscriber_->read_now();
+  if (state_ != State::up || unconfirmed_.empty()) return;
+  const Clock::time_point due = unconfirmed_.front().sent + after(settings_.confirm_grace());
+  if (Clock::now() < due) return arm_confirm_timer();
+  if (!stalled_)
+    log::warning("bus: Redis has not echoed this process's messages for {:.1f} s; delivering them to this process's members "
+                 "at once until it answers",
+                 settings_.confirm_grace());
+  stalled_ = true;
+  for (std::size_t i = 0; i < unconfirmed_.size(); ++i)  // by index: a delivery may publish (and append)
+    if (!unconfirmed_[i].delivered_here) deliver_here(unconfirmed_[i]);
 }
 
 // --- publishing --------------------------------------------------------------------------------
 
 bool RedisBus::publish(const std::string& room, std::uint64_t session, std::string_view payload) {
   if (state_ != State::up) return false;
-  Envelope envelope{identity_, session, std::string(payload)};
-  return publisher_->command({"PUBLISH", key("room", room), envelope.encode()});
+  const std::string channel = key("room", room);
+  Envelope envelope{identity_, session, publish_sequence_ + 1, {}, std::string(payload)};
+  if (!settings_.secret.empty()) envelope.tag = bus_tag(settings_.secret, channel, envelope.signed_bytes());
+  if (!publisher_->command({"PUBLISH", channel, envelope.encode()})) return false;
+  ++publish_sequence_;
+  // Only a message to a channel this process hears comes back; one to a room whose subscription
+  // is on its way (or going) never did reach this process's members, and is not waited for.
+  auto heard = channels_.find(channel);
+  if (heard == channels_.end() || heard->second.state != Subscription::subscribed) return true;
+  constexpr std::size_t kept = 10000;  // a bound on what a stall can hold here
+  if (unconfirmed_.size() >= kept) {
+    unconfirmed_.pop_front();
+    ++unconfirmed_overflow_;
+  }
+  unconfirmed_.push_back(Unconfirmed{room, envelope.sequence, session, std::move(envelope.payload), Clock::now(), false});
+  if (stalled_) deliver_here(unconfirmed_.back());
+  arm_confirm_timer();
+  return true;
 }
 
 void RedisBus::flush_now() {
@@ -301,7 +441,7 @@ void RedisBus::probe() {
     return went_down(fmt::format("subscriber {}: silent: a liveness probe published {:.1f} s ago never came back",
                                  settings_.address.display(), settings_.probe_interval));
   probe_outstanding_ = true;
-  publisher_->command({"PUBLISH", probe_channel_, std::to_string(++probe_sequence_)});
+  publisher_->command({"PUBLISH", probe_channel_, std::to_string(publish_sequence_)});  // confirms all before it
   start_probe();
 }
 

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <string>
@@ -33,6 +34,10 @@ struct BusSettings {
   double backoff_max = 10;       ///< ... up to this
   double presence_ttl = 60;      ///< seconds a member's presence entry lives without a heartbeat
   double heartbeat = 25;         ///< seconds between presence refreshes
+  std::string secret;            ///< bus_secret (or bus_secret_file's content); empty: none
+  /// Seconds an own message may stay un-echoed by Redis before this process delivers it (and
+  /// what it publishes next) to its own members at once: min(1, probe_interval).
+  double confirm_grace() const { return probe_interval < 1 ? probe_interval : 1.0; }
 };
 
 /// A room as the bus sees it. Calls come from the bus on the loop.
@@ -69,7 +74,11 @@ class RedisBus {
   /// True until the first connection attempt has succeeded or failed.
   bool is_starting() const { return state_ == State::starting; }
   /// Publishes `payload` to `room` in an envelope naming this process and `session` (the one
-  /// to leave out). False when the bus is down: the caller delivers locally.
+  /// to leave out), tagged with bus_secret if set. False when the bus is down: the caller
+  /// delivers locally. This process's own members get the message when Redis echoes it back
+  /// (one order for everyone); one Redis has not echoed within confirm_grace() is delivered
+  /// here at once, and so is what is published while such a message is overdue; messages never
+  /// confirmed when the bus goes down are delivered here then and counted as maybe lost.
   bool publish(const std::string& room, std::uint64_t session, std::string_view payload);
   /// A command on the publisher connection; false when the bus is down.
   bool command(const std::vector<std::string>& argv, RedisConnection::Reply reply = {});
@@ -77,6 +86,16 @@ class RedisBus {
   void flush_now();
   /// Counts a message that reached only this process; logged once per outage.
   void count_local_only();
+  /// Counts a message from Redis this process did not deliver (`why`: "without a valid
+  /// bus_secret tag", ...); the count is logged at once, then at most once a minute.
+  void count_dropped(const std::string& channel, std::string_view why);
+  /// What the bus dropped since it was made (every reason).
+  std::uint64_t dropped() const { return dropped_total_; }
+  /// The bus_secret tag of a presence record written under `field` (empty without a secret).
+  std::string presence_tag(std::string_view field, std::string_view record_bytes) const;
+  /// True when `record`, read from `field`, may be shown: always without a secret, else when it
+  /// carries a valid tag (a record written by a program without the key is skipped).
+  bool trusts(std::string_view field, const PresenceRecord& record) const;
   /// This process's identity on the bus: "host:pid:random", made when the bus is.
   const std::string& identity() const { return identity_; }
   /// The settings.
@@ -107,6 +126,21 @@ class RedisBus {
   void on_push(const redisReply& reply);
   void on_subscription(std::string_view kind, const std::string& channel);
   void on_message(const std::string& channel, std::string_view payload);
+  // Own messages not yet back from Redis (issue 19, defect 15): see publish().
+  struct Unconfirmed {
+    std::string room;
+    std::uint64_t sequence = 0;
+    std::uint64_t session = 0;
+    std::string payload;
+    std::chrono::steady_clock::time_point sent;
+    bool delivered_here = false;  // given to this process's members without waiting for Redis
+  };
+  bool echoed(std::uint64_t sequence);
+  void confirmed_through(std::uint64_t sequence);
+  void redis_answered();
+  void deliver_here(Unconfirmed& message);
+  void arm_confirm_timer();
+  void confirm_overdue();
   void subscribe(Channel& channel);
   void start_probe();
   void probe();
@@ -126,9 +160,18 @@ class RedisBus {
   boost::asio::steady_timer retry_timer_;
   boost::asio::steady_timer probe_timer_;
   boost::asio::steady_timer heartbeat_timer_;
+  boost::asio::steady_timer confirm_timer_;
+  bool confirm_armed_ = false;
+  std::deque<Unconfirmed> unconfirmed_;     // in publish order
+  std::uint64_t unconfirmed_overflow_ = 0;  // forgotten from unconfirmed_ (it is bounded), this outage
+  bool stalled_ = false;                    // own messages overdue: what is published is delivered here at once
+  std::uint64_t publish_sequence_ = 0;
+  std::uint64_t maybe_lost_ = 0;            // published before an outage was noticed, not confirmed
+  std::uint64_t dropped_total_ = 0;
+  std::uint64_t dropped_unlogged_ = 0;
+  std::chrono::steady_clock::time_point dropped_logged_;
   int failures_ = 0;                        // in this outage
   bool probe_outstanding_ = false;
-  std::uint64_t probe_sequence_ = 0;
   std::chrono::steady_clock::time_point probe_due_;
   std::chrono::steady_clock::time_point down_since_;
   std::uint64_t local_only_ = 0;            // messages that reached only this process, this outage

@@ -197,6 +197,10 @@ bool holds_listener(pid_t pid, int port);
 /// True when connecting to 127.0.0.1:`port` is refused at once.
 bool refuses_connections(int port);
 
+/// A TCP port of 127.0.0.1 free right now (bound and released: for a program that binds its
+/// own, such as redis-server or prometheus).
+int free_port();
+
 /// Polls `condition` every 20 ms until it holds (true) or `timeout` passes (false).
 bool eventually(const std::function<bool()>& condition, Seconds timeout = 10s);
 

@@ -6,9 +6,12 @@
 Connects to 127.0.0.1:PORT (or --unix PATH), completes the handshake, reads --read lines, sends
 each LINE with CRLF and reads one reply line per LINE, then prints one JSON object: the
 negotiated version, cipher, ALPN, the server certificate's serial, the lines read, and "error"
-when something failed. --resume connects twice and reports whether the second reused the session.
+when something failed. --resume connects twice and reports whether the second reused the session; each LINE is sent
+over the second.
 --until-close sends every LINE in one write, then reads until the server ends the stream and
-reports how ("closed": "close_notify", or "without close_notify" for a bare EOF).
+reports how ("closed": "close_notify", or "without close_notify" for a bare EOF). With --fin the
+last LINE goes without its CRLF and the client then ends its side with a bare TCP FIN
+(shutdown(SHUT_WR), no close_notify) before reading.
 --stream N sends N lines of up to --size bytes, each its own TLS record, without waiting for the
 replies, and reads nothing for --pause seconds (the server's output backs up meanwhile); then it
 reads every reply and reports how many came back intact ("intact") and in what order ("in_order").
@@ -87,7 +90,12 @@ def until_close(args, out):
     conn = connect(args, ctx)
     pending = [b""]
     out["lines"] = [read_line(conn, pending)]  # the banner
-    conn.sendall(b"".join(line.encode() + b"\r\n" for line in args.lines))
+    data = b"".join(line.encode() + b"\r\n" for line in args.lines)
+    if args.fin:
+        conn.sendall(data[:-2])
+        socket.socket.shutdown(conn, socket.SHUT_WR)  # the TCP socket's own: SSLSocket's drops the TLS state
+    else:
+        conn.sendall(data)
     received = pending[0]
     try:
         while chunk := conn.recv(65536):
@@ -162,7 +170,11 @@ def resume(args, out):
     first.close()
     second = connect(args, ctx, session)
     out["reused"] = second.session_reused
-    out["lines"] = [read_line(second, [b""])]
+    pending = [b""]
+    out["lines"] = [read_line(second, pending)]
+    for line in args.lines:  # sent over the resumed session
+        second.sendall(line.encode() + b"\r\n")
+        out["lines"].append(read_line(second, pending))
     second.close()
 
 
@@ -180,6 +192,7 @@ def main():
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--drop", action="store_true", help="end with a bare FIN, no close_notify")
     parser.add_argument("--until-close", action="store_true", help="send every LINE, read until the end")
+    parser.add_argument("--fin", action="store_true", help="with --until-close: end with a bare FIN after a partial line")
     parser.add_argument("--stream", type=int, default=0, help="lines to stream (see above)")
     parser.add_argument("--size", type=int, default=4096, help="longest streamed line")
     parser.add_argument("--pause", type=float, default=0.5, help="seconds of not reading while streaming")

@@ -1,0 +1,129 @@
+// metrics_probe: a test-only server whose protocol is the status listener's HTTP
+// (src/status_http.hpp), serving a metrics store with a known workload: before its loop the
+// parent counts, and helper children it forks count in their own slots -- one exits at once (its
+// counters stay in the totals, its gauges go), one stays until this image ends. After a HUP the
+// new image does the same again, so every counter is exactly doubled and none went backwards.
+//
+// Known values per image: accepted{listener="probe"} 5 (parent) + 10 per helper; refused
+// {probe,access} 2; sessions_closed{client} 3 + 1 per helper; sessions_open 1 + 2 (the live
+// helper); probe_events_total{kind="a"} 7, {kind="b\"c"} 1 per helper; probe_flag (min) 1.
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <memory>
+
+#include <netserver/netserver.hpp>
+
+#include "metrics_engine.hpp"
+#include "metrics_store.hpp"
+#include "observability_options.hpp"
+#include "server_runtime.hpp"
+#include "status_http.hpp"
+
+namespace {
+
+const std::vector<std::string> listener_names{"probe", "odd \"name\"\\ with\nnewline"};
+
+struct AppMetrics {
+  netserver::Counter events_a, events_b;
+  netserver::Gauge flag;
+};
+
+class ProbeServer : public netserver::Server {
+ public:
+  ProbeServer() : Server("metrics_probe", status_handler({}, {})) {
+    netserver::add_observability_options(options());
+    options().add(netserver::Option::duration("probe.request_timeout", 2, 0.1, 60, "the status handler's request_timeout"));
+    options().add(netserver::Option::integer("probe.live_helpers", 1, 1, 8, "helpers that stay (the bench asks for 8)"));
+    set_default("personality", std::string("multiplex"));
+  }
+
+ private:
+  std::shared_ptr<netserver::Handler> status_handler(const std::vector<std::string>& cidr_allow,
+                                                     netserver::StatusHttpLimits limits) {
+    auto input = [this] {
+      return netserver::StatusInput{*store_, netserver::engine_metrics(), "metrics_probe",
+                                    std::string(netserver::version()), personality_name(), processes()};
+    };
+    return std::make_shared<netserver::StatusHttpHandler>(netserver::status_pages(input), cidr_allow, limits);
+  }
+
+  void post_configure_hook() override {
+    netserver::MetricsStore::take_handover();  // what a restart kept; before post_bind closes the rest
+    netserver::StatusHttpLimits limits;
+    limits.request_timeout = config().duration("probe.request_timeout");
+    set_handler(status_handler(config().list("status.cidr_allow"), limits));
+  }
+
+  void pre_loop_hook() override {
+    netserver::register_engine_metrics(netserver::MetricsSchema::global(), listener_names);
+    app_.events_a = netserver::register_counter("probe_events_total", "events of the probe", {{"kind", "a"}});
+    app_.events_b = netserver::register_counter("probe_events_total", "events of the probe", {{"kind", "b\"c"}});
+    app_.flag = netserver::register_gauge("probe_flag", "1 when every process says so", {}, netserver::GaugeMerge::min);
+    store_ = netserver::MetricsStore::create(netserver::MetricsSchema::global(), 8);
+    const netserver::EngineMetrics& engine = netserver::engine_metrics();
+    if (store_->restarted()) engine.restarts.add();
+    engine.accepted[0].add(5);
+    engine.refused_on(0, netserver::RefusalReason::access).add(2);
+    engine.closed_by(netserver::CloseReason::client).add(3);
+    engine.sessions_open.add(1);
+    app_.events_a.add(7);
+    app_.flag.set(1);
+    run_helper(false);
+    for (std::int64_t i = 0; i < config().integer("probe.live_helpers"); ++i) live_helpers_.push_back(run_helper(true));
+  }
+
+  // A child that counts in its own slot; `stay`: it lives until this image ends (it reads EOF
+  // from a close-on-exec pipe), else it exits at once and is reaped here.
+  pid_t run_helper(bool stay) {
+    int ready[2], hold[2];
+    if (::pipe2(ready, O_CLOEXEC) != 0 || ::pipe2(hold, O_CLOEXEC) != 0) throw netserver::Error("pipe2");
+    const netserver::MetricsStore::Slot slot = store_->claim();
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      store_->bind_child(slot);
+      for (const netserver::Listener& listener : listeners()) ::close(listener.fd());  // it serves nobody
+      const netserver::EngineMetrics& engine = netserver::engine_metrics();
+      engine.accepted[0].add(10);
+      engine.closed_by(netserver::CloseReason::client).add(1);
+      engine.sessions_open.add(2);
+      app_.events_b.add(1);
+      app_.flag.set(stay ? 1 : 0);  // the one that exits says 0: a dead process's gauge must not count
+      char byte = 'r';
+      (void)!::write(ready[1], &byte, 1);
+      ::close(hold[1]);
+      if (stay) (void)!::read(hold[0], &byte, 1);
+      ::_exit(0);
+    }
+    store_->assign(slot, pid);
+    ::close(ready[1]);
+    ::close(hold[0]);
+    char byte;
+    (void)!::read(ready[0], &byte, 1);
+    ::close(ready[0]);
+    if (!stay) {
+      ::waitpid(pid, nullptr, 0);
+      store_->child_exited(pid);
+      ::close(hold[1]);
+    }  // else hold[1] stays open until exec (HUP) or exit: the helper then leaves
+    return pid;
+  }
+
+  std::vector<netserver::ProcessEntry> processes() const {
+    std::vector<netserver::ProcessEntry> table{{::getpid(), "parent", netserver::ProcessState::busy}};
+    for (pid_t pid : live_helpers_) table.push_back({pid, "helper \"child\"", netserver::ProcessState::idle});
+    return table;
+  }
+
+  std::unique_ptr<netserver::MetricsStore> store_;
+  AppMetrics app_;
+  std::vector<pid_t> live_helpers_;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  ProbeServer server;
+  return server.main(argc, argv);
+}
