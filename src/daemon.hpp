@@ -40,10 +40,12 @@ class PidFile {
   /// "" when a restarted image of this process could take over `path` (it names this process,
   /// or its directory is writable), else why not.
   static std::string restart_problem(const std::string& path);
+  /// What write() will need, without touching the file: an existing directory, no directory
+  /// where the file goes. --check-config runs it (never check(): the server may be running).
+  void check_place() const;
 
  private:
   long read_pid() const;  // 0 when missing, unreadable or not a pid
-  void check_place() const;
   void check_unlocked() const;
   [[noreturn]] void throw_locked() const;
   std::string path_;

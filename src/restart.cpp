@@ -80,7 +80,7 @@ std::vector<Listener> open_listeners(const std::vector<ListenAddress>& addresses
   std::vector<Listener> listeners;
   const bool from_systemd = std::any_of(inherited.sockets.begin(), inherited.sockets.end(),
                                         [](const Inheritance::Socket& s) { return s.address == "systemd"; });
-  if (from_systemd) log::notice("listening on the sockets systemd passed; listen, host and port are not used");
+  if (from_systemd) log::notice("serving the sockets systemd passed; listen, host and port are not used");
   std::set<std::string> seen;
   for (const ListenAddress& where : addresses) {
     if (from_systemd) break;

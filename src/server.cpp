@@ -268,10 +268,30 @@ void ServerRuntime::configure(int argc, char** argv) {
   personality = personalities.find(config_->string("personality"))->create(*config_);
   check_combinations(*config_);
   if (command_line.check_config) {
-    TransportSchemes::load(*config_, addresses(*config_));  // the certificates, keys and TLS settings, as the start loads them
+    try {
+      check_startable(*config_);
+    } catch (const ConfigError&) {
+      throw;
+    } catch (const Error& error) {  // a configuration the start would refuse is a configuration error here
+      throw ConfigError(error.what());
+    }
     fmt::print("{}# configuration OK\n", config_->dump());
     throw Exit(exit_status::ok);
   }
+}
+
+// What the start checks before it binds, without binding or changing the process: the
+// certificates, keys and TLS settings as the start loads them, the user and group, the log
+// target (opened as the start opens it) and the pid file's place. --check-config runs exactly this.
+void ServerRuntime::check_startable(const Config& config) const {
+  TransportSchemes::load(config, addresses(config));
+  Identity::resolve(config.string("user"), config.string("group"));
+  std::string target = config.string("log_file");
+  if (is_file_target(target)) target = std::filesystem::absolute(target).string();
+  const std::string log_problem =
+      log::probe(target, {config.string("syslog_ident"), config.string("syslog_facility"), config.string("syslog_socket")});
+  if (!log_problem.empty()) throw ConfigError(log_problem);
+  if (const std::string& pid_file = config.string("pid_file"); !pid_file.empty()) PidFile(pid_file).check_place();
 }
 
 // Settings that are fine alone but not together.

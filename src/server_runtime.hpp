@@ -121,6 +121,7 @@ class ServerRuntime {
   std::string help_text() const;
   void check_combinations(const Config& config) const;
   void check_restartable(const Config& fresh) const;
+  void check_startable(const Config& config) const;
   std::vector<Binding> bindings(const Config& config) const;
   std::vector<ListenAddress> addresses(const Config& config) const;
   void make_endpoints();

@@ -180,6 +180,7 @@ std::size_t SessionImpl::read_budget() const {
 
 void SessionImpl::start_read() {
   if (!may_read()) return;
+  stop_watching_for_reset();
   input_.reading = true;
   const std::size_t size = std::min(read_budget(), sizeof inbox_);
   transport_->async_read_some({inbox_, size}, [self = std::static_pointer_cast<SessionImpl>(shared_from_this())](
@@ -233,7 +234,47 @@ void SessionImpl::deliver(std::string_view chunk, bool eof) {
   if (!fits && !input_.paused) close_with_error("line too long");
 }
 
-void SessionImpl::pause_input() { input_.paused = true; }
+void SessionImpl::pause_input() {
+  input_.paused = true;
+  watch_for_reset();
+}
+
+// A paused session reads nothing, so a client that resets its connection would go unnoticed
+// until the handler reads again (a sequential handler may be asleep for minutes). The reset is
+// watched for meanwhile: it ends the session now, as a failed read would, and a Conversation's
+// pending awaits end with operation_aborted. A FIN is left to the next read: the client may
+// only have finished sending, and what it sent is still to be handled. The watch starts after
+// the current callback: a pause undone in the same turn (a read_line after each line) costs no
+// system call.
+void SessionImpl::watch_for_reset() {
+  if (input_.reset_watch != Input::ResetWatch::off || input_.reading || phase_ != Phase::open) return;
+  input_.reset_watch = Input::ResetWatch::scheduled;
+  asio::post(engine_.io(), [self = std::static_pointer_cast<SessionImpl>(shared_from_this())] { self->arm_reset_watch(); });
+}
+
+void SessionImpl::arm_reset_watch() {
+  if (input_.reset_watch != Input::ResetWatch::scheduled) return;  // read again meanwhile, or armed already
+  if (!input_.paused || input_.reading || phase_ != Phase::open) {
+    input_.reset_watch = Input::ResetWatch::off;
+    return;
+  }
+  if (!reset_watch_) reset_watch_ = std::make_unique<asio::cancellation_signal>();
+  input_.reset_watch = Input::ResetWatch::armed;
+  transport_->async_wait_reset(
+      [self = std::static_pointer_cast<SessionImpl>(shared_from_this())](const boost::system::error_code& error) {
+        if (error == asio::error::operation_aborted) return;  // cancelled for a read, or closed
+        self->input_.reset_watch = Input::ResetWatch::off;
+        if (error && !self->input_.reading && (self->phase_ == Phase::open || self->phase_ == Phase::closing))
+          self->finish(error.message(), false);
+      },
+      reset_watch_->slot());
+}
+
+void SessionImpl::stop_watching_for_reset() {
+  const bool armed = input_.reset_watch == Input::ResetWatch::armed;
+  input_.reset_watch = Input::ResetWatch::off;
+  if (armed) reset_watch_->emit(asio::cancellation_type::all);
+}
 
 void SessionImpl::resume_input() {
   if (!input_.paused) return;

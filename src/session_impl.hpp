@@ -27,6 +27,7 @@
 #include <string>
 #include <string_view>
 
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/steady_timer.hpp>
 
 #include "address_limits.hpp"
@@ -118,6 +119,9 @@ class SessionImpl final : public Session {
   void deliver(std::string_view chunk, bool eof);
   void redeliver();
   void on_client_finished();
+  void watch_for_reset();
+  void arm_reset_watch();
+  void stop_watching_for_reset();
 
   // --- output ---
   bool make_room(std::string_view bytes);
@@ -142,6 +146,7 @@ class SessionImpl final : public Session {
     bool reading = false;      // a read is in flight
     bool paused = false;       // pause_input(): no reads, the client's EOF held back
     bool client_done = false;  // the client sent FIN (or close_notify)
+    enum class ResetWatch : std::uint8_t { off, scheduled, armed } reset_watch = ResetWatch::off;  // while paused
     explicit Input(std::size_t limit) : pending(limit) {}
   } input_;
 
@@ -162,6 +167,7 @@ class SessionImpl final : public Session {
   std::unique_ptr<boost::asio::steady_timer> deadline_;    // idle (open) or close deadline (closing)
   std::unique_ptr<boost::asio::steady_timer> user_timer_;  // set_timeout()
   std::unique_ptr<boost::asio::steady_timer> soft_timer_;  // max_output_soft's grace period
+  std::unique_ptr<boost::asio::cancellation_signal> reset_watch_;  // ends watch_for_reset() before a read
   std::uint64_t user_timer_generation_ = 0;
   char inbox_[512];  // where reads land (a line or two); larger bursts continue in the engine's
                      // scratch. Small: it is most of an idle session's memory

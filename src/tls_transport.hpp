@@ -35,6 +35,9 @@ class TlsTransport final : public Transport {
   std::size_t write_now(std::string_view bytes, boost::system::error_code& error) override;
   /// Waits until the last write_now's retry can go on (before the handshake ends: for its end).
   void async_wait_writable(Ready ready) override;
+  void async_wait_reset(Ready reset, boost::asio::cancellation_slot cancel) override {
+    wait_for_reset(socket_, shared_from_this(), std::move(reset), cancel);
+  }
   /// close_notify, then the client's (its remaining data is read and dropped), bounded by
   /// `linger`; before the handshake ended, a TCP half-close and a drain as for plaintext.
   bool shutdown(Duration linger, bool peer_closed, std::function<void()> done) override;

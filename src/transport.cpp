@@ -1,15 +1,56 @@
 #include "transport.hpp"
 
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <cerrno>
 
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 
 namespace netserver {
 
 namespace asio = boost::asio;
 using boost::system::error_code;
+
+namespace {
+
+// The error a reset left on the socket (reading SO_ERROR clears it), or none.
+error_code pending_error(int fd) {
+  int error = 0;
+  socklen_t size = sizeof error;
+  if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &size) != 0) error = errno;
+  return error ? error_code(error, boost::system::system_category()) : error_code();
+}
+
+// POLLERR or POLLHUP now: the kernel reports them whether or not anyone asked.
+bool hung_up(int fd) {
+  pollfd polled{fd, 0, 0};
+  return ::poll(&polled, 1, 0) == 1 && (polled.revents & (POLLERR | POLLHUP)) != 0;
+}
+
+}  // namespace
+
+// asio's "wait for an error" completes on EPOLLERR, EPOLLHUP or EPOLLPRI (urgent data), never on
+// plain input or a FIN. Its epoll registration is edge-triggered, so a reset that came before the
+// wait is looked for first, and urgent data (no error, no hang-up) only re-arms the wait.
+void wait_for_reset(Transport::Socket& socket, std::shared_ptr<Transport> keep, Transport::Ready reset,
+                    asio::cancellation_slot cancel) {
+  const int fd = socket.native_handle();
+  if (hung_up(fd)) {
+    asio::post(socket.get_executor(), [error = pending_error(fd), reset = std::move(reset)] { reset(error); });
+    return;
+  }
+  socket.async_wait(asio::socket_base::wait_error,
+                    asio::bind_cancellation_slot(cancel, [&socket, keep, reset = std::move(reset), cancel](
+                                                             const error_code& error) mutable {
+                      if (error || !socket.is_open()) return reset(error ? error : asio::error::operation_aborted);
+                      if (const error_code failure = pending_error(socket.native_handle())) return reset(failure);
+                      if (hung_up(socket.native_handle())) return reset(error_code());
+                      wait_for_reset(socket, std::move(keep), std::move(reset), cancel);
+                    }));
+}
 
 namespace {
 
@@ -46,6 +87,10 @@ class PlainTransport final : public Transport {
   }
 
   void async_wait_writable(Ready ready) override { socket_.async_wait(asio::socket_base::wait_write, std::move(ready)); }
+
+  void async_wait_reset(Ready reset, asio::cancellation_slot cancel) override {
+    wait_for_reset(socket_, shared_from_this(), std::move(reset), cancel);
+  }
 
   bool shutdown(Duration linger, bool peer_closed, std::function<void()> done) override {
     if (peer_closed || !socket_.is_open()) {

@@ -10,6 +10,7 @@
 #include <span>
 #include <string_view>
 
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/generic/stream_protocol.hpp>
 #include <boost/system/error_code.hpp>
 
@@ -41,6 +42,12 @@ class Transport : public std::enable_shared_from_this<Transport> {
   virtual std::size_t write_now(std::string_view bytes, boost::system::error_code& error) = 0;
   /// Runs `ready` once write_now can take bytes again (the one wait in flight).
   virtual void async_wait_writable(Ready ready) = 0;
+  /// Runs `reset` once, when the client resets the connection (the error: ECONNRESET...), for a
+  /// session that reads nothing meanwhile. A FIN is not reported: what the client sent before it
+  /// is still to be read. Without an error (a hang-up with nothing pending) the watch just ends;
+  /// operation_aborted after close() or when `cancel` is emitted: a read must not be started
+  /// while this waits (asio then stops reading speculatively), so cancel it first.
+  virtual void async_wait_reset(Ready reset, boost::asio::cancellation_slot cancel) = 0;
   /// Ends the stream gracefully once everything taken is sent: a half-close (TLS: close_notify),
   /// then waiting up to `linger` seconds for the client to close too, so that unread input never
   /// turns our close into a reset that destroys the last reply. Returns false when the stream was
@@ -54,6 +61,10 @@ class Transport : public std::enable_shared_from_this<Transport> {
   /// What was negotiated on a TLS stream; null on plaintext.
   virtual const TlsInfo* tls() const { return nullptr; }
 };
+
+/// async_wait_reset for a transport over `socket`; `keep` holds the transport while it waits.
+void wait_for_reset(Transport::Socket& socket, std::shared_ptr<Transport> keep, Transport::Ready reset,
+                    boost::asio::cancellation_slot cancel);
 
 /// The plaintext transport over an accepted socket.
 std::shared_ptr<Transport> make_plain_transport(Transport::Socket socket);

@@ -139,3 +139,31 @@ TEST_CASE("a newline in a command-line value cannot forge a line of the check-co
   CHECK(again.status == 0);
   CHECK_THAT(again.output, Contains("pid_file: \"/x\\x0abackground: true\""));
 }
+
+// --check-config runs every check the start runs before binding (item 11 of the second hardening
+// round): a pid file or log file in a missing directory and an unknown user or group are refused
+// with exit status 2 and the message the start gives; nothing is written.
+TEST_CASE("check-config refuses the process settings the start refuses with the same message", "[cli][hardening]") {
+  TempDir dir;
+  const std::string missing = (dir.path() / "no-such-directory").string();
+  const std::vector<std::pair<std::string, std::string>> cases{
+      {"--pid_file=" + missing + "/server.pid", "pid_file: cannot open the directory of " + missing + "/server.pid"},
+      {"--log_file=" + missing + "/server.log", missing + "/server.log"},
+      {"--user=no-such-user-netserver", "user: there is no user 'no-such-user-netserver' on this system"},
+      {"--group=no-such-group-netserver", "group: there is no group 'no-such-group-netserver' on this system"},
+  };
+  for (const auto& [argument, expected] : cases) {
+    INFO(argument);
+    const Outcome started = run(binary("echo_server"), {"--port=0", argument});
+    const Outcome checked = run(binary("echo_server"), {"--port=0", argument, "--check-config"});
+    CHECK(started.status != 0);
+    CHECK_THAT(started.output, Contains(expected));
+    CHECK(checked.status == 2);
+    CHECK_THAT(checked.output, Contains(expected) && !Contains("configuration OK"));
+  }
+  CHECK_FALSE(std::filesystem::exists(missing));
+  const std::string pid_file = (dir.path() / "server.pid").string();
+  const Outcome good = run(binary("echo_server"), {"--port=0", "--pid_file=" + pid_file, "--check-config"});
+  CHECK(good.status == 0);
+  CHECK_FALSE(std::filesystem::exists(pid_file));  // checked, never written
+}

@@ -217,6 +217,36 @@ TEST_CASE("a client that disconnects mid-dialogue ends its waiting coroutine and
   CHECK(server.count_in_log("freed") == 4);
 }
 
+// Second hardening round, item 10: a client that resets its connection while the coroutine awaits
+// something else (a timer of its own) ends the session at once, under every personality, and
+// the pending await is cancelled; a FIN meanwhile is only an end of input: the coroutine finishes
+// its sleep, its reply arrives, and its next read sees the end.
+TEST_CASE("a reset during a sequential sleep ends the session at once and a FIN waits for the reply",
+          "[conversation][cancel][hardening]") {
+  for (const std::string personality : {"multiplex", "prefork", "fork", "single"}) {
+    INFO(personality);
+    ServerProcess server(binary("sequential_probe"), personality_yaml(personality));
+    {
+      Client client(server.port());
+      REQUIRE(client.read_line());
+      client.send("sleep 30\r\n");
+      std::this_thread::sleep_for(100ms);
+      client.reset();
+    }
+    CHECK(eventually([&] { return server.count_in_log("freed") == 1; }, 3s));  // session ids are per process
+    CHECK(server.count_in_log("slept") == 0);
+    Client finishing(server.port());
+    REQUIRE(finishing.read_line());
+    finishing.send("sleep 0.5\r\necho after\r\n");
+    std::this_thread::sleep_for(100ms);
+    ::shutdown(finishing.fd(), SHUT_WR);
+    CHECK(finishing.read_line(5s) == "slept");
+    CHECK(finishing.read_line(5s) == "after");
+    CHECK(finishing.read_line(5s) == "no more input");
+    CHECK(eventually([&] { return server.count_in_log("freed") == 2; }, 3s));
+  }
+}
+
 TEST_CASE("an exception in the middle of a dialogue ends that session only", "[conversation][errors]") {
   ServerProcess server(binary("sequential_probe"), personality_yaml("multiplex"));
   server.expect_errors();

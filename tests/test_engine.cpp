@@ -36,6 +36,7 @@ class FakeTransport final : public Transport {
   bool shut_down = false;  // a graceful end
   bool closed = false;     // closed at once (or after the graceful end)
   bool reading() const { return static_cast<bool>(read_done_); }
+  bool watching_reset() const { return static_cast<bool>(reset_); }
   bool waiting_writable() const { return static_cast<bool>(writable_); }
 
   // --- the test's side ---
@@ -47,6 +48,11 @@ class FakeTransport final : public Transport {
     client_finished = true;
     pump();
   }
+  void reset_by_client() {  // an RST: a read in flight fails, a reset watch reports it
+    if (auto done = std::exchange(read_done_, nullptr))
+      asio::post(io_, [done] { done(asio::error::connection_reset, 0); });
+    if (auto reset = std::exchange(reset_, nullptr)) asio::post(io_, [reset] { reset(asio::error::connection_reset); });
+  }
   void drain(std::size_t more = SIZE_MAX) {  // the client reads: the socket takes more
     room = more;
     if (auto ready = std::exchange(writable_, nullptr)) asio::post(io_, [ready] { ready({}); });
@@ -55,6 +61,7 @@ class FakeTransport final : public Transport {
   // --- Transport ---
   void start(Ready ready) override { ready({}); }
   void async_read_some(std::span<char> into, ReadDone done) override {
+    REQUIRE_FALSE(reset_);  // a reset watch is cancelled before any read
     into_ = into;
     read_done_ = std::move(done);
     pump();
@@ -73,6 +80,13 @@ class FakeTransport final : public Transport {
     return n;
   }
   void async_wait_writable(Ready ready) override { writable_ = std::move(ready); }
+  void async_wait_reset(Ready reset, asio::cancellation_slot cancel) override {
+    REQUIRE_FALSE(read_done_);  // never while a read is in flight: asio would stop reading speculatively
+    reset_ = std::move(reset);
+    cancel.assign([this](asio::cancellation_type) {
+      if (auto reset = std::exchange(reset_, nullptr)) asio::post(io_, [reset] { reset(asio::error::operation_aborted); });
+    });
+  }
   bool shutdown(Duration, bool, std::function<void()>) override {
     shut_down = closed = true;
     return false;
@@ -83,6 +97,7 @@ class FakeTransport final : public Transport {
       asio::post(io_, [done] { done(asio::error::operation_aborted, 0); });
     if (auto ready = std::exchange(writable_, nullptr))
       asio::post(io_, [ready] { ready(asio::error::operation_aborted); });
+    if (auto reset = std::exchange(reset_, nullptr)) asio::post(io_, [reset] { reset(asio::error::operation_aborted); });
   }
   bool is_open() const override { return !closed; }
 
@@ -107,6 +122,7 @@ class FakeTransport final : public Transport {
   std::span<char> into_;
   ReadDone read_done_;
   Ready writable_;
+  Ready reset_;
 };
 
 class FakeFactory final : public TransportFactory {
@@ -338,6 +354,25 @@ TEST_CASE("paused input stays pending and is handed over after resume_input", "[
   rig.session().resume_input();
   rig.run();
   CHECK(rig.journal.joined() == "connect;line pause;line kept;line later;");
+}
+
+TEST_CASE("a reset while input is paused ends the session and resuming first cancels the watch", "[engine][session]") {
+  Rig rig;
+  auto client = rig.connect();
+  client->send("pause\n");
+  rig.run();
+  CHECK(client->watching_reset());
+  rig.session().resume_input();  // the watch ends before the read starts (the fake checks)
+  rig.run();
+  CHECK_FALSE(client->watching_reset());
+  CHECK(client->reading());
+  client->send("pause\n");
+  rig.run();
+  CHECK(client->watching_reset());
+  client->reset_by_client();
+  rig.run();
+  CHECK(client->closed);
+  CHECK(rig.journal.joined() == "connect;line pause;line pause;close;");
 }
 
 TEST_CASE("an EOF held back while paused comes after the pending input once resumed", "[engine][session]") {

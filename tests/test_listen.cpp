@@ -122,7 +122,7 @@ TEST_CASE("systemd socket activation: the passed socket is served instead of the
           "[listen][systemd]") {
   ServerProcess server(binary("echo_server"), multiplex("listen: [\"127.0.0.1:1\"]\n"),
                        Launch().with_wrapper({binary("socket_activate"), "127.0.0.1:0"}));
-  CHECK(server.wait_for_log("listening on the sockets systemd passed"));
+  CHECK(server.wait_for_log("serving the sockets systemd passed"));
   CHECK(server.log().find("127.0.0.1:1\n") == std::string::npos);  // the configured address was not bound
   Client client(server.port());
   CHECK(client.read_line());
@@ -202,7 +202,7 @@ TEST_CASE("a relative unix socket path is made absolute before its length is che
 TEST_CASE("a socket-activated first start is not logged as a restart and a HUP is", "[listen][systemd][hardening]") {
   ServerProcess server(binary("echo_server"), multiplex("listen: [\"127.0.0.1:1\"]\n"),
                        Launch().with_wrapper({binary("socket_activate"), "127.0.0.1:0"}));
-  CHECK(server.wait_for_log("listening on the sockets systemd passed"));
+  CHECK(server.wait_for_log("serving the sockets systemd passed"));
   CHECK(server.count_in_log(" starting: ") == 1);
   CHECK(server.count_in_log("(restarted)") == 0);
   server.signal(SIGHUP);
