@@ -51,8 +51,9 @@ my @servers = (
     [ 'raw-prefork',    'raw prefork (C++, the process-per-client limit)' ],
     [ 'ns-multiplex',   'netserver multiplex' ],
     [ 'ns-workers',     'netserver multiplex, 2 workers' ],
-    [ 'ns-before',      'netserver multiplex before the big-room engine (baseline)' ],
+    [ 'ns-before',      'netserver multiplex at the baseline revision' ],
     [ 'ns-prefork',     'netserver prefork' ],
+    [ 'ns-prefork-before', 'netserver prefork at the baseline revision' ],
     [ 'ns-fork',        'netserver fork' ],
     [ 'ns-single',      'netserver single' ],
     [ 'perl-multiplex', 'Perl Net::Server::Multiplex' ],
@@ -193,16 +194,20 @@ for my $load (loads_of('idlelimit')) {
                    group($r->{connections}), ($r->{answers} // '') eq 'yes' ? 'was' : 'was not');
 }
 if (grep { $runs{$_}{'ns-before'} } keys %runs) {
-    $md .= "## Before and after the big-room engine (same run)\n\n| load | metric | before | after | after / before |\n|---|---|---|---|---|\n";
+    $md .= "## Before and after (the baseline revision built the same way, same run)\n\n"
+         . "| load | server | metric | before | after | after / before |\n|---|---|---|---|---|---|\n";
     for my $load (@echo, @chat, @joins) {
-        next unless $runs{$load}{'ns-before'} && $runs{$load}{'ns-multiplex'};
         my @metrics = $load =~ /^echo/ ? (['rps', 'round trips/s'], ['server_cpu_us_per_request', 'server CPU us per request'])
                     : $load =~ /^chat/ ? (['deliveries_per_s', 'deliveries/s'], ['round_p99_us', 'round p99 us'], ['server_cpu_us_per_message', 'server CPU us per message'])
                     : (['server_cpu_s', 'server CPU s'], ['quiet_s', 'seconds until quiet']);
-        for my $m (@metrics) {
-            my ($b, $a) = (stat_of($load, 'ns-before', $m->[0]), stat_of($load, 'ns-multiplex', $m->[0]));
-            $md .= sprintf("| %s | %s | %s | %s | %s |\n", $load, $m->[1], defined $b ? sprintf('%.2f', $b) : '-',
-                defined $a ? sprintf('%.2f', $a) : '-', show_ratio(ratio($a, $b)));
+        for my $pair (['ns-multiplex', 'ns-before', 'multiplex'], ['ns-prefork', 'ns-prefork-before', 'prefork']) {
+            my ($after_name, $before_name, $shown) = @$pair;
+            next unless $runs{$load}{$before_name} && $runs{$load}{$after_name};
+            for my $m (@metrics) {
+                my ($b, $a) = (stat_of($load, $before_name, $m->[0]), stat_of($load, $after_name, $m->[0]));
+                $md .= sprintf("| %s | %s | %s | %s | %s | %s |\n", $load, $shown, $m->[1], defined $b ? sprintf('%.2f', $b) : '-',
+                    defined $a ? sprintf('%.2f', $a) : '-', show_ratio(ratio($a, $b)));
+            }
         }
     }
     $md .= "\n";

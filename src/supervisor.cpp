@@ -276,14 +276,19 @@ void Supervisor::read_reports(pid_t pid, std::shared_ptr<Channel> channel) {
 
 // A child's last reports may still wait in its channel when its SIGCHLD is handled first (both
 // ready in one turn of the loop): read them before judging how it ended -- a child that said it
-// was ready and then crashed was ready.
+// was ready and then crashed was ready. Only the table hears them: the policy decides once, on
+// the exit, not on the idle report of a child that is already gone.
 void Supervisor::take_last_reports(pid_t pid) {
   const auto it = channels_.find(pid);
   if (it == channels_.end()) return;
   const int fd = it->second->stream.native_handle();
   char reports[64];
   for (ssize_t got; (got = ::recv(fd, reports, sizeof reports, MSG_DONTWAIT)) > 0;)
-    for (ssize_t i = 0; i < got; ++i) on_report(pid, reports[i]);
+    for (ssize_t i = 0; i < got; ++i) {
+      bool became_ready = false;
+      table_.note_report(pid, reports[i], became_ready);
+      if (became_ready) Succession::announce_serving();
+    }
 }
 
 // idle/busy: the table changes and the policy decides; a retiring child stays retiring.
