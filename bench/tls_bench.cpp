@@ -4,6 +4,8 @@
 //
 //   tls_bench echo      --port P --connections N --duration D [--plain]   closed-loop round trips
 //   tls_bench handshake --port P --connections N --duration D             full handshakes (no resumption)
+//   tls_bench resume    --port P --connections N --duration D             resumed handshakes (the ticket of
+//                                                                         each connection resumes the next)
 //   tls_bench idle      --port P --connections N --server-pid PID         server memory per idle connection
 //
 // Each prints one line of key=value pairs.
@@ -45,7 +47,7 @@ struct Options {
 }
 
 Options parse(int argc, char** argv) {
-  if (argc < 2) die("usage: tls_bench echo|handshake|idle --port P [--connections N] [--duration S] [--server-pid PID] [--plain]");
+  if (argc < 2) die("usage: tls_bench echo|handshake|resume|idle --port P [--connections N] [--duration S] [--server-pid PID] [--plain]");
   Options options;
   options.mode = argv[1];
   for (int i = 2; i < argc; ++i) {
@@ -68,7 +70,7 @@ Options parse(int argc, char** argv) {
 // One client connection, plaintext or TLS, with blocking reads of whole lines.
 class Connection {
  public:
-  Connection(int port, SSL_CTX* context) {
+  Connection(int port, SSL_CTX* context, SSL_SESSION* resume = nullptr) {
     fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in address{};
     address.sin_family = AF_INET;
@@ -80,8 +82,16 @@ class Connection {
     if (!context) return;
     ssl_ = SSL_new(context);
     SSL_set_fd(ssl_, fd_);
+    if (resume) SSL_set_session(ssl_, resume);
     if (SSL_connect(ssl_) != 1) die("TLS handshake failed");
   }
+  bool resumed() const { return ssl_ && SSL_session_reused(ssl_) == 1; }
+  /// Sends close_notify: OpenSSL marks the session of a connection freed without it unresumable.
+  void close_notify() {
+    if (ssl_) SSL_shutdown(ssl_);
+  }
+  /// The session to resume next time (TLS 1.3: its ticket came after the handshake, with the banner).
+  SSL_SESSION* session() const { return ssl_ ? SSL_get1_session(ssl_) : nullptr; }
   ~Connection() {
     if (ssl_) SSL_free(ssl_);  // no close_notify: the bench measures the server, not goodbyes
     if (fd_ >= 0) ::close(fd_);
@@ -113,11 +123,13 @@ class Connection {
   std::string buffer_;
 };
 
-SSL_CTX* client_context(bool plain) {
+SSL_CTX* client_context(bool plain, bool resumable = false) {
   if (plain) return nullptr;
   SSL_CTX* context = SSL_CTX_new(TLS_client_method());
   SSL_CTX_set_min_proto_version(context, TLS1_3_VERSION);
-  SSL_CTX_set_session_cache_mode(context, SSL_SESS_CACHE_OFF);  // every handshake a full one
+  // Every handshake a full one, unless resuming: then the tickets are kept in each connection's
+  // session (handed on by hand, never in OpenSSL's cache).
+  SSL_CTX_set_session_cache_mode(context, resumable ? SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE : SSL_SESS_CACHE_OFF);
   SSL_CTX_set_mode(context, SSL_MODE_RELEASE_BUFFERS);          // 10,000 idle clients stay small here too
   return context;
 }
@@ -175,6 +187,38 @@ void handshake(const Options& options) {
               static_cast<double>(count) / (now() - start));
 }
 
+// Resumed handshakes: each loop resumes with the ticket its previous connection got (the first
+// one is a full handshake), banner read, close. Prints how many resumed: a server that refuses
+// tickets shows resumed=0.
+void resume(const Options& options) {
+  SSL_CTX* context = client_context(false, true);
+  std::atomic<bool> stop{false};
+  std::atomic<std::uint64_t> count{0}, resumed{0};
+  std::vector<std::thread> threads;
+  for (std::size_t i = 0; i < options.connections; ++i) {
+    threads.emplace_back([&] {
+      SSL_SESSION* last = nullptr;
+      while (!stop) {
+        Connection connection(options.port, context, last);
+        connection.read_line();
+        ++count;
+        if (connection.resumed()) ++resumed;
+        if (last) SSL_SESSION_free(last);
+        last = connection.session();
+        connection.close_notify();
+      }
+      if (last) SSL_SESSION_free(last);
+    });
+  }
+  const double start = now();
+  std::this_thread::sleep_for(std::chrono::duration<double>(options.duration));
+  stop = true;
+  for (auto& thread : threads) thread.join();
+  std::printf("mode=resume handshakes=%llu resumed=%llu handshakes_per_s=%.0f\n",
+              static_cast<unsigned long long>(count.load()), static_cast<unsigned long long>(resumed.load()),
+              static_cast<double>(count) / (now() - start));
+}
+
 long rss_kib(int pid) {
   std::ifstream status("/proc/" + std::to_string(pid) + "/status");
   std::string word;
@@ -214,6 +258,7 @@ int main(int argc, char** argv) {
   const Options options = parse(argc, argv);
   if (options.mode == "echo") echo(options);
   else if (options.mode == "handshake") handshake(options);
+  else if (options.mode == "resume") resume(options);
   else if (options.mode == "idle") idle(options);
   else die("unknown mode " + options.mode);
 }

@@ -163,7 +163,11 @@ long long epoch_seconds(const ASN1_TIME* time) {
 int ticket_key_callback(SSL* ssl, unsigned char* name, unsigned char* iv, EVP_CIPHER_CTX* cipher, EVP_MAC_CTX* mac,
                         int encrypt) {
   auto* context = static_cast<TlsContext*>(SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), context_index()));
-  return context ? context->ticket_key(name, iv, cipher, mac, encrypt) : -1;
+  const int result = context ? context->ticket_key(name, iv, cipher, mac, encrypt) : -1;
+  // TLS 1.3 clients use a ticket once (RFC 8446, C.4): a resumption that sends no new ticket
+  // leaves the client none, and its next connection is a full handshake. So always renew there.
+  if (result == 1 && !encrypt && SSL_version(ssl) == TLS1_3_VERSION) return 2;
+  return result;
 }
 
 }  // namespace
@@ -390,10 +394,14 @@ TlsContext::TicketKey TlsContext::derived_key(long long period) const {
 }
 
 int TlsContext::ticket_key(unsigned char* name, unsigned char* iv, EVP_CIPHER_CTX* cipher, EVP_MAC_CTX* mac, int encrypt) {
-  std::vector<TicketKey> keys = ticket_files_;  // the first encrypts
+  std::span<const TicketKey> keys = ticket_files_;  // the first encrypts
   if (keys.empty()) {
     const auto period = static_cast<long long>(std::floor(static_cast<double>(std::time(nullptr)) / ticket_lifetime_));
-    keys = {derived_key(period), derived_key(period - 1)};
+    if (period != derived_period_) {
+      derived_ = {derived_key(period), derived_key(period - 1)};
+      derived_period_ = period;
+    }
+    keys = derived_;
   }
   const TicketKey* key = &keys.front();
   if (!encrypt) {

@@ -6,6 +6,8 @@
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 
+#include <array>
+#include <limits>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -85,6 +87,10 @@ class TlsContext {
   std::vector<TicketKey> ticket_files_;  // tls.ticket_key_files: the first encrypts, all decrypt
   unsigned char ticket_secret_[32];      // without files: the keys derive from it, a key per lifetime
   double ticket_lifetime_ = 43200;
+  // The derived keys of the current period and the one before, made once per period (six HMACs
+  // per ticket otherwise: a measurable part of a resumed handshake).
+  std::array<TicketKey, 2> derived_{};
+  long long derived_period_ = std::numeric_limits<long long>::min();
   std::string ocsp_response_;      // DER, stapled while valid ("" when none or no longer)
   long long ocsp_next_update_ = 0;  // when it goes stale (0: the response names no next update)
   std::string ocsp_file_;          // tls.ocsp_file, as described for the log

@@ -265,6 +265,24 @@ TEST_CASE("sessions resume with tickets under multiplex and prefork", "[tls]") {
   }
 }
 
+// A TLS 1.3 client uses each ticket once (RFC 8446, C.4), taking the next one from the resumed
+// connection: a resumption must bring a new ticket, or every second connection is a full handshake.
+TEST_CASE("a resumed TLS 1.3 session brings a new ticket so a chain of resumptions never falls back", "[tls]") {
+  for (const std::string personality : {"multiplex", "prefork"}) {
+    INFO(personality);
+    ServerProcess server(binary("echo_server"), config(personality));
+    TempDir dir;
+    const auto session = [&](int i) { return (dir.path() / ("session" + std::to_string(i) + ".pem")).string(); };
+    CHECK_THAT(s_client_once(tls_port(server), "-sess_out " + session(0)), Contains("New, TLSv1.3"));
+    for (int i = 1; i <= 4; ++i) {
+      INFO("connection " << i << ", resuming with the ticket of connection " << i - 1);
+      CHECK_THAT(s_client_once(tls_port(server), "-sess_in " + session(i - 1) + " -sess_out " + session(i)),
+                 Contains("Reused, TLSv1.3"));
+      REQUIRE(std::filesystem::exists(session(i)));  // the resumed connection brought a ticket
+    }
+  }
+}
+
 // The handler sees the SNI name on a resumed session too (TLS 1.2 keeps it in the session, 1.3
 // sends it again), and never a name that is not a host name: that one is logged, escaped.
 TEST_CASE("SNI: the name survives resumption and only host names reach the handler", "[tls][hardening]") {
