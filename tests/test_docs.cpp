@@ -29,6 +29,7 @@
 #include <regex>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include <catch2/catch.hpp>
 
@@ -1058,4 +1059,102 @@ TEST_CASE("operations.md's signal table names every signal the server blocks or 
   CHECK(server.stop() == 0);
   CHECK(documented.size() >= 5);
   CHECK(documented == handled);
+}
+
+namespace {
+
+// The shell lines of a block: `\` continuations joined, `# comments` dropped, empty lines skipped.
+std::vector<std::string> shell_lines(std::string text) {
+  replace_all(text, "\\\n", " ");
+  std::vector<std::string> out;
+  for (const std::string& line : lines_of(text))
+    if (const std::string command = trim(line.substr(0, line.find(" #"))); !command.empty()) out.push_back(command);
+  return out;
+}
+
+// Each 127.0.0.1:PORT of the docs gets a free port of its own.
+std::string with_free_ports(std::string text, std::map<std::string, int>& ports) {
+  static const std::regex address(R"(127\.0\.0\.1([: ])(\d+))");
+  std::string out;
+  std::smatch match;
+  while (std::regex_search(text, match, address)) {
+    int& port = ports[match[2].str()];
+    if (port == 0) port = free_port();
+    out += match.prefix().str() + "127.0.0.1" + match[1].str() + std::to_string(port);
+    text = match.suffix().str();
+  }
+  return out + text;
+}
+
+}  // namespace
+
+TEST_CASE("tls.md's try-it commands serve the chat over TLS and plaintext in one room", "[docs]") {
+  const fs::path page = source_dir / "docs/tls.md";
+  const std::vector<Block> blocks = blocks_of(page);
+  const auto found = std::find_if(blocks.begin(), blocks.end(),
+                                  [](const Block& block) { return block.text.find("openssl req") != std::string::npos; });
+  REQUIRE(found != blocks.end());
+  INFO("the commands at " << found->where() << ":\n" << found->text);
+  TempDir dir;
+  std::string text = found->text;
+  replace_all(text, "/tmp/netserver-tls", dir.path().string());
+  std::map<std::string, int> ports;
+  std::optional<ServerProcess> server;
+  std::string tls_output;
+  std::thread tls_client;
+  std::size_t commands = 0;
+  for (const std::string& line : shell_lines(with_free_ports(text, ports))) {
+    INFO("the command: " << line);
+    std::vector<std::string> words = words_of(line);
+    const std::vector<std::string> rest(words.begin() + 1, words.end());
+    ++commands;
+    if (words[0] == "mkdir") {
+      CHECK(fs::is_directory(words.back()));  // the TempDir
+    } else if (words[0] == "openssl" && words[1] == "req") {
+      const Outcome outcome = run("/usr/bin/openssl", rest, 30s);
+      INFO("openssl said:\n" << outcome.output);
+      REQUIRE(outcome.status == 0);
+    } else if (words[0].starts_with("build/examples/")) {
+      // log_level 3 from the file (one line per connection) tells when the TLS client is in.
+      server.emplace(binary(fs::path(words[0]).filename().string()), "log_level: 3\n", Launch().with_args(rest));
+    } else if (words[0] == "openssl" && words[1] == "s_client") {
+      REQUIRE(server.has_value());
+      // -quiet ignores the end of its input: it reads until the run is cut, after the message below.
+      tls_client = std::thread([&tls_output, rest] { tls_output = run("/usr/bin/openssl", rest, 4s).output; });
+      REQUIRE(server->wait_for_log("connection from 127.0.0.1:"));
+    } else if (words[0] == "nc") {
+      REQUIRE(tls_client.joinable());
+      Client plaintext(std::stoi(words[2]));
+      // Once /who lists both, the TLS client is a member of the room (its handshake done).
+      bool both = false;
+      for (int attempt = 0; attempt < 50 && !both; ++attempt) {
+        plaintext.send("/who\r\n");
+        while (const std::optional<std::string> line = plaintext.read_line()) {
+          if (line->find(" client(s) in this process") == std::string::npos) continue;
+          both = line->starts_with("2 ");
+          break;
+        }
+        if (!both) std::this_thread::sleep_for(50ms);
+      }
+      REQUIRE(both);
+      plaintext.send("hello from the plaintext port\r\n");
+      tls_client.join();
+    } else {
+      FAIL("a command this test does not know: " << line);
+    }
+  }
+  if (tls_client.joinable()) tls_client.join();
+  CHECK(commands >= 5);
+  INFO("the TLS client printed:\n" << tls_output);
+  CHECK_THAT(tls_output, Contains(" said: hello from the plaintext port"));
+  // The banner the page says the TLS client reads.
+  std::size_t banners = 0;
+  for (const Span& span : spans_of(page))
+    if (span.text.starts_with("(personality multiplex, pid N, tls ")) {
+      CHECK(std::regex_search(tls_output, std::regex(pattern_of(span.text))));
+      ++banners;
+    }
+  CHECK(banners == 1);
+  REQUIRE(server.has_value());
+  CHECK(server->stop() == 0);
 }
