@@ -715,8 +715,8 @@ std::string pattern_of(const std::string& quoted) {
 const std::regex log_line(R"(^\[[^\]]*\] \[(error|warning|notice|info|debug)\] \[\d+\] (.*)$)");
 
 // What the docs quote as the binaries' words: the log lines in their blocks, and in the prose the
-// errors a client reads (`error: line too long`), the pool's signal lines (`TTIN: ...`) and a
-// failed bind's message.
+// errors a client reads (`error: line too long`), the pool's lines (`TTIN: ...`, `child N
+// killed ...`) and a failed bind's message.
 struct Quote {
   std::string where;
   std::string text;
@@ -732,7 +732,7 @@ std::vector<Quote> quoted_output() {
         quotes.push_back({shown(block.page) + ":" + std::to_string(block.line + 1 + static_cast<int>(i)), lines[i], true});
   }
   for (const Span& span : all_spans())
-    for (const char* opening : {"error: ", "TTIN: ", "TTOU: ", "cannot bind "})
+    for (const char* opening : {"error: ", "TTIN: ", "TTOU: ", "cannot bind ", "child "})
       if (span.text.starts_with(opening)) quotes.push_back({span.where(), span.text, false});
   return quotes;
 }
@@ -791,6 +791,11 @@ std::string output_of_the_binaries() {
     REQUIRE(pool.wait_for_log("TTIN: "));
     pool.signal(SIGTTOU);
     REQUIRE(pool.wait_for_log("TTOU: "));
+    const std::vector<pid_t> children = children_of(pool.pid());
+    REQUIRE(!children.empty());
+    ::kill(children.front(), SIGKILL);  // child N killed by signal 9 (KILL); replacing it
+    REQUIRE(pool.wait_for_log("killed by signal"));
+    pool.expect_errors();  // a killed child is an [error] line
     CHECK(pool.stop() == 0);
     corpus += pool.log();
   }
