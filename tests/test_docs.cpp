@@ -20,6 +20,7 @@
 // and its arguments load, `netbench pids` prints the table and summary fields shown.
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <csignal>
@@ -1162,4 +1163,52 @@ TEST_CASE("tls.md's try-it commands serve the chat over TLS and plaintext in one
   CHECK(banners == 1);
   REQUIRE(server.has_value());
   CHECK(server->stop() == 0);
+}
+
+namespace {
+
+// The targets the project's CMakeLists.txt files define.
+std::set<std::string> build_targets() {
+  static const std::regex definition(R"(add_(executable|library|custom_target)\(\s*([A-Za-z0-9_.+-]+))");
+  std::set<std::string> targets;
+  for (const auto& entry : fs::recursive_directory_iterator(source_dir)) {
+    const std::string top = fs::relative(entry.path(), source_dir).begin()->string();
+    if (top.starts_with("build") || top.starts_with(".")) continue;  // build trees, .git
+    if (entry.path().filename() != "CMakeLists.txt") continue;
+    const std::string text = read_text(entry.path());
+    for (auto it = std::sregex_iterator(text.begin(), text.end(), definition); it != std::sregex_iterator(); ++it)
+      targets.insert((*it)[2].str());
+  }
+  return targets;
+}
+
+}  // namespace
+
+TEST_CASE("every script and build target the docs name exists", "[docs]") {
+  static const std::regex script(R"(\bscripts/([A-Za-z0-9_-]+))");
+  static const std::regex target(R"(--target((\s+[A-Za-z0-9_-]+)+))");
+  const std::set<std::string> targets = build_targets();
+  REQUIRE(targets.count("netserver") == 1);
+  std::size_t scripts = 0, named = 0;
+  for (const fs::path& page : pages()) {
+    int number = 0;
+    for (const std::string& line : lines_of(read_text(page))) {
+      ++number;
+      INFO(shown(page) << ":" << number << ": " << line);
+      for (auto it = std::sregex_iterator(line.begin(), line.end(), script); it != std::sregex_iterator(); ++it) {
+        const fs::path file = source_dir / "scripts" / (*it)[1].str();
+        CHECK(fs::is_regular_file(file));
+        CHECK(::access(file.c_str(), X_OK) == 0);
+        ++scripts;
+      }
+      for (auto it = std::sregex_iterator(line.begin(), line.end(), target); it != std::sregex_iterator(); ++it)
+        for (const std::string& name : words_of((*it)[1].str())) {
+          INFO("the build target " << name);
+          CHECK(targets.count(name) == 1);
+          ++named;
+        }
+    }
+  }
+  CHECK(scripts >= 20);
+  CHECK(named >= 5);
 }
