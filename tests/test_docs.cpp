@@ -925,8 +925,11 @@ std::vector<std::pair<std::string, std::string>> summary_of(const std::string& l
   return out;
 }
 
-// A table row with its numbers (client, pid, "after client N") blanked.
-std::string shape_of(const std::string& row) { return std::regex_replace(row, std::regex(R"(\d+)"), "#"); }
+// A table row with its numbers (client, pid, "after client N") blanked, and its spacing (the
+// columns are as wide as the numbers).
+std::string shape_of(const std::string& row) {
+  return trim(std::regex_replace(std::regex_replace(row, std::regex(R"(\d+)"), "#"), std::regex(R"(\s+)"), " "));
+}
 
 }  // namespace
 
