@@ -1097,6 +1097,19 @@ std::string with_free_ports(std::string text, std::map<std::string, int>& ports)
 
 }  // namespace
 
+namespace {
+
+// Ends the openssl s_client this test started (its child named openssl; the server is another).
+void stop_tls_client(pid_t server) {
+  for (const pid_t pid : children_of(::getpid())) {
+    if (pid == server) continue;
+    std::string name = read_text("/proc/" + std::to_string(pid) + "/comm");
+    if (trim(name) == "openssl") ::kill(pid, SIGTERM);
+  }
+}
+
+}  // namespace
+
 TEST_CASE("tls.md's try-it commands serve the chat over TLS and plaintext in one room", "[docs]") {
   const fs::path page = source_dir / "docs/tls.md";
   const std::vector<Block> blocks = blocks_of(page);
@@ -1111,6 +1124,12 @@ TEST_CASE("tls.md's try-it commands serve the chat over TLS and plaintext in one
   std::optional<ServerProcess> server;
   std::string tls_output;
   std::thread tls_client;
+  struct JoinAtExit {  // a failed REQUIRE must not leave the thread joinable (std::terminate)
+    std::thread& thread;
+    ~JoinAtExit() {
+      if (thread.joinable()) thread.join();
+    }
+  } join_at_exit{tls_client};
   std::size_t commands = 0;
   for (const std::string& line : shell_lines(with_free_ports(text, ports))) {
     INFO("the command: " << line);
@@ -1128,8 +1147,8 @@ TEST_CASE("tls.md's try-it commands serve the chat over TLS and plaintext in one
       server.emplace(binary(fs::path(words[0]).filename().string()), "log_level: 3\n", Launch().with_args(rest));
     } else if (words[0] == "openssl" && words[1] == "s_client") {
       REQUIRE(server.has_value());
-      // -quiet ignores the end of its input: it reads until the run is cut, after the message below.
-      tls_client = std::thread([&tls_output, rest] { tls_output = run("/usr/bin/openssl", rest, 4s).output; });
+      // -quiet ignores the end of its input: it reads until it is stopped, after the message below.
+      tls_client = std::thread([&tls_output, rest] { tls_output = run("/usr/bin/openssl", rest, 20s).output; });
       REQUIRE(server->wait_for_log("connection from 127.0.0.1:"));
     } else if (words[0] == "nc") {
       REQUIRE(tls_client.joinable());
@@ -1146,7 +1165,11 @@ TEST_CASE("tls.md's try-it commands serve the chat over TLS and plaintext in one
         if (!both) std::this_thread::sleep_for(50ms);
       }
       REQUIRE(both);
+      while (plaintext.read_line(300ms)) {  // the rest of /who's answer
+      }
       plaintext.send("hello from the plaintext port\r\n");
+      CHECK(plaintext.silent_for(1s));  // the sender's line goes to the others only
+      stop_tls_client(server->pid());
       tls_client.join();
     } else {
       FAIL("a command this test does not know: " << line);
