@@ -715,7 +715,8 @@ std::string pattern_of(const std::string& quoted) {
 // A log line: [time] [level] [pid] message.
 const std::regex log_line(R"(^\[[^\]]*\] \[(error|warning|notice|info|debug)\] \[\d+\] (.*)$)");
 
-// What the docs quote as the binaries' words: the log lines in their blocks, and in the prose the
+// What the docs quote as the binaries' words: the log lines in their blocks (and the echo demo's
+// banner in its transcript), and in the prose the
 // errors a client reads (`error: line too long`), the pool's lines (`TTIN: ...`, `child N
 // killed ...`) and a failed bind's message.
 struct Quote {
@@ -729,8 +730,9 @@ std::vector<Quote> quoted_output() {
   for (const Block& block : all_blocks()) {
     const std::vector<std::string> lines = lines_of(block.text);
     for (std::size_t i = 0; i < lines.size(); ++i)
-      if (std::regex_match(lines[i], log_line))
-        quotes.push_back({shown(block.page) + ":" + std::to_string(block.line + 1 + static_cast<int>(i)), lines[i], true});
+      if (std::regex_match(lines[i], log_line) || lines[i].starts_with("Welcome to \"echo\" (personality "))
+        quotes.push_back({shown(block.page) + ":" + std::to_string(block.line + 1 + static_cast<int>(i)), lines[i],
+                          std::regex_match(lines[i], log_line)});
   }
   for (const Span& span : all_spans())
     for (const char* opening : {"error: ", "TTIN: ", "TTOU: ", "cannot bind ", "child "})
@@ -1237,4 +1239,24 @@ TEST_CASE("every script and build target the docs name exists", "[docs]") {
   }
   CHECK(scripts >= 20);
   CHECK(named >= 5);
+}
+
+TEST_CASE("every configuration sample is marked yaml so that it is loaded", "[docs]") {
+  // A block of configuration keys in an unmarked (or otherwise marked) fence is never checked.
+  const std::set<std::string> keys = reference_keys();
+  static const std::regex setting(R"(^([a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)?):( |$))");
+  std::size_t blocks = 0;
+  for (const Block& block : all_blocks()) {
+    if (block.kind() == "yaml") continue;
+    std::size_t settings = 0;
+    for (const std::string& line : lines_of(block.text)) {
+      std::smatch match;
+      if (std::regex_search(line, match, setting) && keys.count(match[1].str()) == 1) ++settings;
+    }
+    INFO("the block at " << block.where() << " (" << block.kind() << ") holds " << settings << " configuration lines:\n"
+                         << block.text);
+    CHECK(settings == 0);
+    ++blocks;
+  }
+  CHECK(blocks >= 30);
 }
