@@ -417,10 +417,12 @@ std::vector<Link> links_of(const fs::path& page) {
 
 }  // namespace
 
-TEST_CASE("every relative link and anchor in the README and docs resolves inside the repository", "[docs]") {
+TEST_CASE("every relative link and anchor in the README and docs and CHANGELOG resolves inside the repository", "[docs]") {
   const fs::path root = fs::weakly_canonical(source_dir);
   std::size_t checked = 0;
-  for (const fs::path& page : pages()) {
+  std::vector<fs::path> linking = pages();
+  linking.push_back(source_dir / "CHANGELOG.md");  // its entries link the guides too
+  for (const fs::path& page : linking) {
     for (const Link& link : links_of(page)) {
       if (link.target.starts_with("https://") || link.target.starts_with("http://") ||
           link.target.starts_with("mailto:"))
