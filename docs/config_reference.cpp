@@ -57,8 +57,9 @@ prints this table as text; `--version` the program's and netserver's version. Si
 `--check-config` checks the configuration and prints the effective one, each key commented with
 where its value came from (a default, the file and line, the command line), then exits. It checks
 what the *configure* step checks: the syntax, the keys, every value, the personality's block and
-the settings that must agree; it does not load TLS certificates, open the log, look up the user
-or bind. What it does and does not check: [operations.md](operations.md#starting).
+the settings that must agree; then what the start checks before binding: the TLS certificates
+and keys of `tls://` listeners, the user and group, the log target, the pid file's directory. It
+does not bind. What it does and does not check: [operations.md](operations.md#starting).
 
 ## Writing values
 
