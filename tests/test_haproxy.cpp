@@ -21,6 +21,7 @@
 
 #include "harness.hpp"
 #include "haproxy.hpp"
+#include "tls_client.hpp"
 #include "proxy_protocol.hpp"
 
 using namespace harness;
@@ -113,38 +114,6 @@ Received relay_from(const std::string& source, const Haproxy& haproxy, Backend& 
   REQUIRE(client.send("hello\r\n"));
   return backend.receive(7);
 }
-
-// A TLS client from 127.0.0.2 (OpenSSL), with or without the tests' client certificate (CN=alice).
-class TlsClient {
- public:
-  TlsClient(int port, const std::string& certs, bool with_certificate) : tcp_(port, "127.0.0.1", "127.0.0.2") {
-    context_ = SSL_CTX_new(TLS_client_method());
-    REQUIRE(context_);
-    REQUIRE(SSL_CTX_load_verify_locations(context_, (certs + "/ca.pem").c_str(), nullptr) == 1);
-    SSL_CTX_set_verify(context_, SSL_VERIFY_PEER, nullptr);
-    if (with_certificate) {
-      REQUIRE(SSL_CTX_use_certificate_file(context_, (certs + "/client.pem").c_str(), SSL_FILETYPE_PEM) == 1);
-      REQUIRE(SSL_CTX_use_PrivateKey_file(context_, (certs + "/client.key").c_str(), SSL_FILETYPE_PEM) == 1);
-    }
-    ssl_ = SSL_new(context_);
-    SSL_set_fd(ssl_, tcp_.fd());
-    INFO("OpenSSL: " << ERR_error_string(ERR_peek_error(), nullptr));
-    REQUIRE(SSL_connect(ssl_) == 1);
-  }
-  ~TlsClient() {
-    SSL_free(ssl_);
-    SSL_CTX_free(context_);
-  }
-  TlsClient(const TlsClient&) = delete;
-  TlsClient& operator=(const TlsClient&) = delete;
-  bool send(const std::string& text) { return SSL_write(ssl_, text.data(), static_cast<int>(text.size())) > 0; }
-  int local_port() const { return tcp_.local_port(); }
-
- private:
-  Client tcp_;
-  SSL_CTX* context_ = nullptr;
-  SSL* ssl_ = nullptr;
-};
 
 }  // namespace
 
@@ -254,7 +223,7 @@ TEST_CASE("HAProxy terminating TLS: the SSL TLV says whether the client certific
   setup.bind_options = "ssl crt " + pem + " ca-file " + (certs.path() / "ca.pem").string() + " verify optional";
   const Haproxy haproxy(setup);
 
-  TlsClient alice(haproxy.port(), certs.path().string(), true);
+  TlsClient alice(haproxy.port(), certs.path().string(), "127.0.0.2", "", true);
   REQUIRE(alice.send("hello\r\n"));
   Received received = backend.receive(7);
   CHECK(received.header.source_text() == "127.0.0.2:" + std::to_string(alice.local_port()));
@@ -267,7 +236,7 @@ TEST_CASE("HAProxy terminating TLS: the SSL TLV says whether the client certific
   CHECK(received.header.ssl.version.starts_with("TLSv1."));
   CHECK(received.header.ssl_verified());
 
-  TlsClient anonymous(haproxy.port(), certs.path().string(), false);
+  TlsClient anonymous(haproxy.port(), certs.path().string(), "127.0.0.2", "", false);
   REQUIRE(anonymous.send("hello\r\n"));
   received = backend.receive(7);
   REQUIRE(received.header.ssl.present);
