@@ -61,10 +61,9 @@ void Observatory::open(const std::vector<std::string>& listeners, const std::vec
 StatusInput Observatory::input() const {
   StatusInput input{*store_, engine_metrics(), runtime_.name, std::string(version()), personality_, {}};
   ProcessEntry self{::getpid(), role_, ProcessState::idle};
-  if (children_.empty()) {  // a process that serves itself: busy while it has sessions
-    const auto cells = store_->cells_of(self.pid);
-    if (cells && (*cells)[engine_metrics().sessions_open_cell] > 0) self.state = ProcessState::busy;
-  }
+  // Busy while it has sessions (a process that serves itself; a parent never has any).
+  const auto cells = store_->cells_of(self.pid);
+  if (cells && (*cells)[engine_metrics().sessions_open_cell] > 0) self.state = ProcessState::busy;
   input.processes.push_back(std::move(self));
   for (const ProcessEntry& child : children_) input.processes.push_back(child);
   return input;
