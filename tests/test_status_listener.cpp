@@ -274,3 +274,23 @@ TEST_CASE("watchdog: a supervised process stuck past worker_timeout is logged wi
   Client after(server.port());  // replaced
   REQUIRE(after.read_line());
 }
+
+TEST_CASE("engine metrics: counts stay exact across max_requests recycling", "[metrics][status]") {
+  const std::string personality = GENERATE("prefork", "workers");
+  INFO(personality);
+  const std::string yaml =
+      personality == "prefork"
+          ? status_yaml() + "personality: prefork\nprefork:\n  min_servers: 2\n  min_spare_servers: 1\n"
+                            "  max_spare_servers: 2\n  max_requests: 2\n  max_requests_jitter: 1\n"
+          : status_yaml() + "personality: multiplex\nmultiplex:\n  workers: 2\n  max_requests: 2\n";
+  ServerProcess server(binary("probe_server"), yaml);
+  for (int i = 0; i < 7; ++i) {  // every child or worker serves 2 or 3 of them, then is replaced
+    Client client(server.port());
+    REQUIRE(client.read_line());
+    REQUIRE(client.send("echo hi\r\n"));
+    REQUIRE(client.read_line() == "hi");
+  }
+  if (personality == "workers") CHECK(server.wait_for_log("served multiplex.max_requests (2) sessions"));
+  scrape_until(server, {{accepted, 7}, {closed_client, 7}, {"netserver_sessions_open", 0},
+                        {"netserver_received_bytes_total", 7 * 9}});
+}
