@@ -185,7 +185,8 @@ void bench_scrape(int runs, const std::string& probe) {
     log.append(chunk, static_cast<std::size_t>(n));
     const std::string_view line = "status listener on 127.0.0.1:";
     const std::size_t at = log.find(line);
-    if (at != std::string::npos && log.find('\n', at) != std::string::npos) port = std::stoi(log.substr(at + line.size()));
+    if (at != std::string::npos && log.find('\n', at) != std::string::npos)
+      port = std::stoi(log.substr(at + line.size()));
   }
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in address{};

@@ -43,9 +43,10 @@ class Observatory {
   const ObservabilitySettings& settings() const { return settings_; }
 
   /// At the end of the post_bind step (after post_bind_hook, the last moment an application may
-  /// register metrics; after detaching; before pre_loop_hook and anything that forks): registers the toolkit's series for `listeners` (label values),
-  /// lays out the table (adopting a previous image's after a HUP: netserver_restarts_total + 1)
-  /// and starts the status listener on `status_endpoints` when there are any.
+  /// register metrics; after detaching; before pre_loop_hook and anything that forks): registers
+  /// the toolkit's series for `listeners` (label values), lays out the table (adopting a previous
+  /// image's after a HUP: netserver_restarts_total + 1) and starts the status listener on
+  /// `status_endpoints` when there are any.
   void open(const std::vector<std::string>& listeners, const std::vector<Endpoint>& status_endpoints);
   /// Stops the status listener (its thread joined); the table stays. Idempotent.
   void stop_status();

@@ -168,7 +168,8 @@ TEST_CASE("engine metrics: counters carry over a HUP and restarts_total counts i
   scrape_until(server, want);
 }
 
-TEST_CASE("engine metrics: a real Prometheus scrapes the status listener every second and its query API returns the values",
+TEST_CASE("engine metrics: a real Prometheus scrapes the status listener every second and its query API returns "
+          "the values",
           "[metrics][status]") {
   ServerProcess server(binary("probe_server"), yaml_for("prefork", workload_rules));
   server.expect_errors();
