@@ -295,3 +295,19 @@ TEST_CASE("engine metrics: counts stay exact across max_requests recycling", "[m
   scrape_until(server, {{accepted, 7}, {closed_client, 7}, {"netserver_sessions_open", 0},
                         {"netserver_received_bytes_total", 7 * 9}});
 }
+
+TEST_CASE("engine metrics: the chat demo's own counter and gauge beside the toolkit's", "[metrics][status]") {
+  ServerProcess server(binary("chat_server"), status_yaml());
+  Client alice(server.port());
+  Client bob(server.port());
+  REQUIRE(alice.read_line());
+  REQUIRE(bob.read_line());
+  scrape_until(server, {{R"(chat_room_members{room="chat"})", 2}, {"chat_messages_relayed_total", 0}});
+  REQUIRE(alice.send("hello\r\n"));
+  REQUIRE(eventually([&] {
+    const auto line = bob.read_line(1s);
+    return line && line->find("said: hello") != std::string::npos;
+  }));
+  alice.close();
+  scrape_until(server, {{R"(chat_room_members{room="chat"})", 1}, {"chat_messages_relayed_total", 1}});
+}
