@@ -364,6 +364,13 @@ std::vector<Binding> ServerRuntime::bindings(const Config& config) const {
       if (std::any_of(out.begin(), out.end(), same_text)) continue;
       // Port 0 asks for a free port: two of them are two sockets.
       const bool fixed = binding.address.kind == ListenAddress::Kind::unix_socket || binding.address.port != 0;
+      // One text is one listener: a port-0 address in two services could not tell which protocol
+      // its socket serves.
+      const auto other_service = [&](const Binding& other) { return other.address.text() == binding.address.text(); };
+      if (const auto clash = std::find_if(out.begin(), out.end(), other_service); !fixed && clash != out.end())
+        throw ConfigError(fmt::format("{}: \"{}\" is also in {}: each service needs addresses of its own (for any "
+                                      "free port, give each its own port or host) ({})",
+                                      key, text, services[clash->service].listen_key, config.describe(key)));
       const auto same_place = [&](const Binding& other) { return place_of(other.address) == place_of(binding.address); };
       const auto earlier = fixed ? std::find_if(out.begin(), out.end(), same_place) : out.end();
       if (earlier == out.end()) {

@@ -311,3 +311,13 @@ TEST_CASE("engine metrics: the chat demo's own counter and gauge beside the tool
   alice.close();
   scrape_until(server, {{R"(chat_room_members{room="chat"})", 1}, {"chat_messages_relayed_total", 1}});
 }
+
+TEST_CASE("status listener: an address also in listen is a configuration error - port 0 included",
+          "[metrics][status]") {
+  const Outcome same = run(binary("echo_server"), {"--listen=127.0.0.1:0", "--status.listen=127.0.0.1:0", "--check-config"});
+  CHECK(same.status == 2);
+  CHECK_THAT(same.output, Contains("status.listen: \"127.0.0.1:0\" is also in listen"));
+  const Outcome tls = run(binary("echo_server"), {"--status.listen=tls://127.0.0.1:9100", "--check-config"});
+  CHECK(tls.status == 2);
+  CHECK_THAT(tls.output, Contains("the status listener speaks plain HTTP"));
+}
