@@ -270,6 +270,10 @@ TEST_CASE("watchdog: a supervised process stuck past worker_timeout is logged wi
   const std::string log = server.log();
   CHECK(std::regex_search(log, std::regex(" " + *child + R"( \((busy|idle)\) has not turned its event loop)")));
   CHECK_THAT(log, Contains("in on_input of session"));
+  // The child's own last words: what its loop was doing, then its stack.
+  CHECK(server.wait_for_log(" child " + *child +
+                            " got SIGABRT (the watchdog's, or abort()): its loop was in on_input of session"));
+  CHECK(server.wait_for_log("its stack:"));
   CHECK(stuck.closed_by_peer(10s));
   CHECK(eventually([&] { return !alive(std::stoi(*child)); }, 10s));
   Client after(server.port());  // replaced
@@ -314,7 +318,8 @@ TEST_CASE("engine metrics: the chat demo's own counter and gauge beside the tool
 
 TEST_CASE("status listener: an address also in listen is a configuration error - port 0 included",
           "[metrics][status]") {
-  const Outcome same = run(binary("echo_server"), {"--listen=127.0.0.1:0", "--status.listen=127.0.0.1:0", "--check-config"});
+  const Outcome same =
+      run(binary("echo_server"), {"--listen=127.0.0.1:0", "--status.listen=127.0.0.1:0", "--check-config"});
   CHECK(same.status == 2);
   CHECK_THAT(same.output, Contains("status.listen: \"127.0.0.1:0\" is also in listen"));
   const Outcome tls = run(binary("echo_server"), {"--status.listen=tls://127.0.0.1:9100", "--check-config"});
