@@ -166,7 +166,7 @@ void bench_scrape(int runs, const std::string& probe) {
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_adddup2(&actions, output[1], STDERR_FILENO);
-  std::vector<std::string> args{probe, "--listen=127.0.0.1:0", "--probe.live_helpers=8"};
+  std::vector<std::string> args{probe, "--listen=127.0.0.1:0", "--status.listen=127.0.0.1:0", "--probe.live_helpers=8"};
   std::vector<char*> argv;
   for (std::string& arg : args) argv.push_back(arg.data());
   argv.push_back(nullptr);
@@ -183,8 +183,10 @@ void bench_scrape(int runs, const std::string& probe) {
     const ssize_t n = ::read(output[0], chunk, sizeof chunk);
     if (n <= 0) break;
     log.append(chunk, static_cast<std::size_t>(n));
-    const std::size_t at = log.find("listening on 127.0.0.1:");
-    if (at != std::string::npos && log.find('\n', at) != std::string::npos) port = std::stoi(log.substr(at + 23));
+    const std::string_view line = "status listener on 127.0.0.1:";
+    const std::size_t at = log.find(line);
+    if (at != std::string::npos && log.find('\n', at) != std::string::npos)
+      port = std::stoi(log.substr(at + line.size()));
   }
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in address{};

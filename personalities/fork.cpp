@@ -59,7 +59,9 @@ int serve_client(Server& server, const std::vector<int>& parent_descriptors, Acc
 class Parent final : public ChildPolicy {
  public:
   Parent(Server& server, const Fork::Settings& settings)
-      : server_(server), settings_(settings), supervisor_(server, {.stop_signal = 0, .finish_signal = 0}) {
+      : server_(server),
+        settings_(settings),
+        supervisor_(server, {.stop_signal = 0, .finish_signal = 0, .child_role = "fork child"}) {
     supervisor_.on_stop([this](int) {  // a stop, or the new image serves
       acceptor_->close();
       if (intake_) intake_->close();

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstring>
+#include <random>
 
 #include <boost/asio/steady_timer.hpp>
 #include <fmt/format.h>
@@ -34,6 +35,14 @@ constexpr std::chrono::milliseconds queue_check{500};
 
 // --- the child ---------------------------------------------------------------------------------
 
+// prefork.max_requests_jitter (gunicorn's): each child's max_requests plus a random 0..jitter, so
+// that children started together do not all recycle at once.
+std::uint64_t with_jitter(std::uint64_t max_requests, std::int64_t jitter) {
+  if (max_requests == 0 || jitter <= 0) return max_requests;
+  std::minstd_rand random(static_cast<unsigned>(::getpid()) ^ static_cast<unsigned>(std::random_device{}()));
+  return max_requests + std::uniform_int_distribution<std::uint64_t>(0, static_cast<std::uint64_t>(jitter))(random);
+}
+
 // A child process: one session at a time on its engine, the listeners waited on with
 // EPOLLEXCLUSIVE so that one idle child wakes per connection. It tells the parent when it is idle
 // and busy, and leaves -- always after the session it is serving -- when the parent asks (TERM,
@@ -48,7 +57,9 @@ class Child {
                 EngineOptions{.max_sessions = 1,
                               .watch = settings.exclusive_accept ? Acceptor::Watch::exclusive : Acceptor::Watch::each}),
         parent_(io_, channel),
-        signals_(io_) {}
+        signals_(io_),
+        max_requests_(with_jitter(settings.max_requests,
+                                  server.runtime().observatory().settings().max_requests_jitter)) {}
 
   int run() {
     signals_.on({SIGTERM}, [this](int) { leave("TERM"); });
@@ -66,7 +77,7 @@ class Child {
  private:
   void session_ended() {
     ++served_;
-    if (settings_.max_requests != 0 && served_ >= settings_.max_requests) return leave("max_requests");
+    if (max_requests_ != 0 && served_ >= max_requests_) return leave("max_requests");
     if (!engine_.stopping()) parent_.report(child_report::idle);
   }
 
@@ -95,6 +106,7 @@ class Child {
   ParentLink parent_;
   SignalWatcher signals_;
   std::uint64_t served_ = 0;
+  std::uint64_t max_requests_;  // max_requests plus this child's share of max_requests_jitter
 };
 
 const ChildSignals child_signals{.handled = {SIGTERM, SIGUSR1},
@@ -108,7 +120,7 @@ class Parent {
   Parent(Server& server, const PreFork::Settings& settings)
       : server_(server),
         settings_(settings),
-        supervisor_(server, {.check_interval = settings.check_for_waiting}),
+        supervisor_(server, {.check_interval = settings.check_for_waiting, .child_role = "prefork child"}),
         queue_timer_(supervisor_.io()),
         pool_(settings.limits) {}
 

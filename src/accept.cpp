@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "endpoint.hpp"
+#include "metrics_engine.hpp"
 #include "netserver/errors.hpp"
 #include "netserver/log.hpp"
 
@@ -43,6 +44,7 @@ AcceptResult accept_client(int listener_fd, const Endpoint& endpoint, AcceptedCl
     if (error == EINVAL || error == EBADF || error == ENOTSOCK) return AcceptResult::closed;
     return AcceptResult::failed;
   }
+  count_accepted(endpoint.metrics_index);
   out.socket = OwnedFd(fd);
   out.family = peer.ss_family;
   out.endpoint = &endpoint;

@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 
 #include "endpoint.hpp"
+#include "metrics_engine.hpp"
 #include "netserver/errors.hpp"
 #include "netserver/log.hpp"
 #include "proxy_protocol.hpp"
@@ -177,6 +178,7 @@ void EdgeIntake::start(AcceptedClient client) {
     return wait(pending);
   }
   report(outcome, client, read);
+  count_refusal(client.endpoint->metrics_index, RefusalReason::proxy);
   client.socket.reset();
   if (callbacks_.dropped) callbacks_.dropped();
 }
@@ -188,6 +190,7 @@ void EdgeIntake::untrusted(AcceptedClient& client) {
     log::warning("refused {} on {}: not in proxy_trusted, so it may not send a PROXY header{}", client.peer,
                  client.endpoint->address,
                  suppressed ? fmt::format(" ({} more refused since the last line)", suppressed) : std::string());
+  count_refusal(client.endpoint->metrics_index, RefusalReason::proxy);
   client.socket.reset();
   if (callbacks_.dropped) callbacks_.dropped();
 }
@@ -209,6 +212,7 @@ void EdgeIntake::on_readable(const std::shared_ptr<Pending>& pending) {
     return limit(std::move(done));
   }
   report(outcome, client, pending->read);
+  count_refusal(client.endpoint->metrics_index, RefusalReason::proxy);
   forget(*pending);
   if (callbacks_.dropped) callbacks_.dropped();
 }
@@ -217,6 +221,7 @@ void EdgeIntake::on_readable(const std::shared_ptr<Pending>& pending) {
 void EdgeIntake::on_late(const std::shared_ptr<Pending>& pending) {
   log::notice("closing {} on {}: no complete PROXY header within {} s ({} bytes of it came)", pending->client.peer,
               pending->client.endpoint->address, to_seconds(settings_.proxy_timeout), pending->read.taken.size());
+  count_refusal(pending->client.endpoint->metrics_index, RefusalReason::proxy);
   forget(*pending);
   if (callbacks_.dropped) callbacks_.dropped();
 }
@@ -237,6 +242,7 @@ void EdgeIntake::limit(AcceptedClient client) {
       const AddressLimits::Admission admission = limits_->try_acquire(*key);
       if (admission.refused()) {
         const bool count = admission.verdict == AddressLimits::Verdict::too_many_connections;
+        count_refusal(client.endpoint->metrics_index, count ? RefusalReason::per_ip : RefusalReason::rate);
         if (admission.log)
           log::notice("refused {} on {}: {} ({}){}", client.peer, client.endpoint->address,
                       count ? "too many connections from its address" : "new connections from its address too fast",

@@ -4,6 +4,7 @@
 /// configuration are loaded once, before binding, so that a certificate that does not load is a
 /// configuration error found before anything is bound.
 
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
@@ -59,6 +60,8 @@ struct Endpoint {
   std::shared_ptr<TransportFactory> transport;  ///< by the listener's scheme
   std::shared_ptr<Handler> handler;             ///< the protocol served on it
   bool proxy_protocol = false;                  ///< its clients start with a PROXY header (`proxy_protocol`)
+  /// Its index in the metrics' `listener` labels (SIZE_MAX: counted nowhere, the status listener's).
+  std::size_t metrics_index = SIZE_MAX;
 };
 
 }  // namespace netserver

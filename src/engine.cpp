@@ -9,6 +9,7 @@
 #include "netserver/log.hpp"
 #include "netserver/server.hpp"
 #include "netserver/tls.hpp"
+#include "observatory.hpp"
 #include "server_runtime.hpp"
 
 namespace netserver {
@@ -49,7 +50,8 @@ Engine::Engine(Server& server, asio::io_context& io, EngineOptions options)
       grace_timer_(io),
       scratch_(64 * 1024) {
   ServerRuntime& runtime = server.runtime();
-  if (EdgeIntake::needed(runtime.endpoints(), runtime.address_limits()))
+  if (!options_.toolkit) watch(runtime);
+  if (!options_.toolkit && EdgeIntake::needed(runtime.endpoints(), runtime.address_limits()))
     intake_ = std::make_unique<EdgeIntake>(io, runtime.edge(), runtime.address_limits(),
                                            EdgeIntake::Callbacks{
                                                .admitted = [this](AcceptedClient client) {
@@ -63,7 +65,32 @@ Engine::Engine(Server& server, asio::io_context& io, EngineOptions options)
                                            });
 }
 
-Engine::~Engine() = default;
+Engine::~Engine() {
+  if (watching_) StallWatcher::stop();
+}
+
+// The stall watcher (stall_warning) and the heartbeat the parent's watchdog reads
+// (worker_timeout), for an engine serving the user's protocol once the metrics table exists.
+void Engine::watch(ServerRuntime& runtime) {
+  if (!MetricsStore::current()) return;
+  const ObservabilitySettings& settings = runtime.observatory().settings();
+  const auto warn = std::chrono::duration_cast<std::chrono::nanoseconds>(settings.stall_warning);
+  const auto timeout = std::chrono::duration_cast<std::chrono::nanoseconds>(settings.worker_timeout);
+  if (warn > std::chrono::nanoseconds::zero() || timeout > std::chrono::nanoseconds::zero()) {
+    StallWatcher::start(StallWatchSettings{.warn_after = warn,
+                                           .report_after = timeout / 2,
+                                           .process = runtime.observatory().process_name(),
+                                           .stalls = engine_metrics().loop_stalls});
+    watching_ = true;
+  }
+  if (timeout > std::chrono::nanoseconds::zero()) {
+    // A supervised process the watchdog may abort says what it was doing, with its stack.
+    if (runtime.observatory().supervised()) install_last_words(runtime.observatory().process_name());
+    const auto beat = std::max(std::chrono::milliseconds(10),
+                               std::chrono::duration_cast<std::chrono::milliseconds>(timeout / 8));
+    heartbeat_ = std::make_unique<HeartbeatTimer>(io_, beat);
+  }
+}
 
 void Engine::listen(const std::vector<Endpoint>& endpoints) {
   acceptor_ = std::make_unique<Acceptor>(io_, endpoints, options_.watch,
@@ -104,7 +131,12 @@ void Engine::close_listeners() {
 void Engine::serve(AcceptedClient client) {
   if (stopping_) return;
   if (on_client_) on_client_();
-  if (taken() >= options_.max_sessions) return refuse_busy(client);
+  if (taken() >= options_.max_sessions) {
+    if (!options_.toolkit)
+      count_refusal(client.endpoint->metrics_index,
+                    options_.refuse_when_full ? RefusalReason::max_connections : RefusalReason::busy);
+    return refuse_busy(client);
+  }
   if (intake_ && !client.edge_checked) return intake_->start(std::move(client));
   admit(std::move(client));
 }
@@ -131,17 +163,20 @@ void Engine::admit(AcceptedClient client) {
     log::info("connection from {} (session {})", session->peer(), session->id());
   }
   if (!admitted(*session)) {
+    count_refusal(endpoint.metrics_index, RefusalReason::access);
     session->address_hold.release();
     session->refuse();
     if (on_session_end_) on_session_end_();
     return;
   }
   table_.add(session);
+  if (!options_.toolkit) engine_metrics().sessions_open.add(1);
   if (options_.sessions_changed) options_.sessions_changed(table_.size());
   session->start();
 }
 
 bool Engine::admitted(SessionImpl& session) {
+  if (options_.toolkit) return true;  // the status listener checks its peers itself
   try {
     server_.post_accept_hook(session);
     if (server_.allow_deny(session) && server_.allow_deny_hook(session)) return true;
@@ -165,10 +200,14 @@ void Engine::refuse_busy(AcceptedClient& client) {
 
 void Engine::session_ended(SessionImpl& session) {
   session.address_hold.release();  // before the log line: whoever reads "closed" may connect again
-  try {
-    server_.post_process_request_hook(session);
-  } catch (const std::exception& error) {
-    log::error("post_process_request_hook failed for {}: {}", session.peer(), error.what());
+  if (!options_.toolkit) {
+    engine_metrics().sessions_open.add(-1);
+    engine_metrics().closed_by(close_reason_of(session.end_reason())).add();
+    try {
+      server_.post_process_request_hook(session);
+    } catch (const std::exception& error) {
+      log::error("post_process_request_hook failed for {}: {}", session.peer(), error.what());
+    }
   }
   const auto seconds = std::chrono::duration<double>(SessionImpl::Clock::now() - session.started()).count();
   const TlsInfo* tls = session.tls();

@@ -17,16 +17,19 @@
 
 #include "accept.hpp"
 #include "edge_intake.hpp"
+#include "metrics_engine.hpp"
 #include "endpoint.hpp"
 #include "netserver/engine.hpp"
 #include "netserver/registry.hpp"
 #include "netserver/session.hpp"
 #include "room_hub.hpp"
 #include "session_impl.hpp"
+#include "stall_watch.hpp"
 
 namespace netserver {
 
 class Server;
+class ServerRuntime;
 
 /// The concurrency hint for every io_context of netserver: each runs on exactly one thread, so
 /// asio's scheduler and reactor locks are switched off (measured: about 10% less CPU per echo).
@@ -50,6 +53,10 @@ struct EngineOptions {
   Acceptor::Watch watch = Acceptor::Watch::each;
   /// The sessions' bounds; the server's (from the configuration) when not given.
   std::optional<SessionLimits> limits = std::nullopt;
+  /// A service of the toolkit's own (the status listener), served beside the user's: no Server
+  /// hook hears of its clients, nothing of it is counted in the metrics, its callbacks are not
+  /// watched for stalls (it runs on a thread of its own).
+  bool toolkit = false;
 };
 
 /// How to end the sessions when the engine stops (netserver/engine.hpp).
@@ -121,9 +128,23 @@ class Engine {
   std::span<char> scratch() { return scratch_; }
   /// A read delivered input (the end-of-batch flush waits while input keeps coming).
   void note_input() { ++inputs_; }
+  /// Bytes read from and written to clients (netserver_received_bytes_total, _sent_).
+  void count_received(std::size_t bytes) const {
+    if (!options_.toolkit) engine_metrics().received_bytes.add(bytes);
+  }
+  void count_sent(std::size_t bytes) const {
+    if (!options_.toolkit) engine_metrics().sent_bytes.add(bytes);
+  }
+  /// A TLS handshake ended (netserver_tls_handshakes_total).
+  void count_handshake(bool ok) const {
+    if (!options_.toolkit) engine_metrics().handshakes(ok ? HandshakeResult::ok : HandshakeResult::failed).add();
+  }
+  /// True when this engine's callbacks are marked for the stall watcher and the watchdog.
+  bool watched() const { return !options_.toolkit; }
 
  private:
   Appetite appetite();
+  void watch(ServerRuntime& runtime);
   void admit(AcceptedClient client);
   bool admitted(SessionImpl& session);
   void refuse_busy(AcceptedClient& client);
@@ -157,6 +178,8 @@ class Engine {
   std::function<void()> on_client_;
   std::function<void()> on_session_end_;
   std::vector<char> scratch_;
+  bool watching_ = false;                   // this engine started the process's stall watcher
+  std::unique_ptr<HeartbeatTimer> heartbeat_;  // worker_timeout: the loop's beat for the parent's watchdog
 };
 
 }  // namespace netserver

@@ -134,7 +134,8 @@ class WorkerParent {
                              .finish_signal = SIGHUP,
                              .retire_signal = SIGHUP,
                              .kill_margin = std::chrono::seconds(1),
-                             .check_interval = std::chrono::seconds(1)}),
+                             .check_interval = std::chrono::seconds(1),
+                             .child_role = "worker"}),
         pool_(workers, balance_) {
     supervisor_.on_spawned([this](const ChildProcess& child) { balance_.activate(child.slot); });
     supervisor_.on_exited([this](const ChildProcess& child) { balance_.release(child.slot); });

@@ -40,6 +40,26 @@ EngineMetrics& engine_metrics() {
   return metrics;
 }
 
+void count_accepted(std::size_t listener) {
+  const EngineMetrics& m = engine_metrics();
+  if (listener < m.accepted.size()) m.accepted[listener].add();
+}
+
+void count_refusal(std::size_t listener, RefusalReason reason) {
+  const EngineMetrics& m = engine_metrics();
+  if (listener < m.refused.size()) m.refused_on(listener, reason).add();
+}
+
+CloseReason close_reason_of(std::string_view end_reason) {
+  if (end_reason == "client closed") return CloseReason::client;
+  if (end_reason == "line too long") return CloseReason::max_line;
+  if (end_reason == "output queue full" || end_reason == "output not taken") return CloseReason::max_output;
+  if (end_reason.starts_with("timed out")) return CloseReason::timeout;
+  if (end_reason == "server closed" || end_reason == "server stopped" || end_reason == "graceful timeout")
+    return CloseReason::server;
+  return CloseReason::error;
+}
+
 void register_engine_metrics(MetricsSchema& schema, const std::vector<std::string>& listeners) {
   if (std::set<std::string>(listeners.begin(), listeners.end()).size() != listeners.size())
     throw std::invalid_argument("metrics: listener names must be unique");

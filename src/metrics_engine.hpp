@@ -57,6 +57,15 @@ struct EngineMetrics {
 /// The toolkit's handles in this process (and, after fork, in its children).
 EngineMetrics& engine_metrics();
 
+/// Counts a connection accepted on / refused at the listener with index `listener` (the order
+/// register_engine_metrics was given; Endpoint::metrics_index). A listener without series (the
+/// status listener's, or before registration) counts nowhere.
+void count_accepted(std::size_t listener);
+void count_refusal(std::size_t listener, RefusalReason reason);
+/// The `reason` label of a session's end as the engine words it ("client closed", "line too
+/// long", "output queue full", "timed out after ...", "server stopped", ...).
+CloseReason close_reason_of(std::string_view end_reason);
+
 /// Registers the toolkit's series in `schema` (the global one in a server) for `listeners`
 /// (their label values, unique: Listener::address(), or name() for systemd's sockets) and
 /// fills engine_metrics(). Once per process, before MetricsStore::create. Throws

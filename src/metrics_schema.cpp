@@ -115,8 +115,9 @@ std::int64_t MetricsSchema::initial_value(std::uint32_t cell) const {
 std::uint32_t MetricsSchema::add(MetricType type, std::string_view name, std::string_view help,
                                  const MetricLabels& labels, GaugeMerge merge, bool toolkit) {
   if (frozen_)
-    throw std::logic_error(fmt::format("metric \"{}\" registered after the server's loop started: register every "
-                                       "metric before (in main, a handler's constructor or a hook up to pre_loop_hook)",
+    throw std::logic_error(fmt::format("metric \"{}\" registered after the server laid out its metrics table: "
+                                       "register every metric before (in main, a handler's constructor or a hook "
+                                       "up to post_bind_hook)",
                                        name));
   check_name(type, name, help, toolkit);
   const std::uint32_t family = family_for(type, name, help, label_names_of(name, labels), merge);

@@ -48,6 +48,15 @@ class ProcessLoop {
       parent_ = std::make_unique<ParentLink>(io_, role_.parent_channel);
       parent_->watch(nullptr, [this] { parent_gone(); });
       parent_->report(child_report::idle);
+      // multiplex.max_requests: past it the worker leaves gracefully (the other workers accept
+      // meanwhile; the parent forks its replacement when it has gone).
+      if (const std::int64_t limit = runtime_.observatory().settings().multiplex_max_requests; limit > 0)
+        engine_.on_session_end([this, limit] {
+          if (++served_ == static_cast<std::uint64_t>(limit)) {
+            log::notice("worker {} served multiplex.max_requests ({}) sessions: it is replaced", ::getpid(), limit);
+            leave();
+          }
+        });
     } else {
       succession_ = std::make_unique<Succession>(io_, runtime_, Succession::Hooks{.let_go = [this] { let_go(); }});
       signals_.on({SIGUSR1}, [this](int) {
@@ -153,6 +162,7 @@ class ProcessLoop {
   StopMode graceful_;
   LoopRole role_;
   std::unique_ptr<ParentLink> parent_;         // a supervised worker's channel
+  std::uint64_t served_ = 0;                   // sessions ended, for multiplex.max_requests
   std::unique_ptr<Succession> succession_;     // a process that restarts itself
 };
 

@@ -16,6 +16,8 @@
 
 #include "bus/bus_options.hpp"
 #include "edge_options.hpp"
+#include "metrics_store.hpp"
+#include "observability_options.hpp"
 #include "netserver/errors.hpp"
 #include "netserver/log.hpp"
 #include "netserver/version.hpp"
@@ -179,7 +181,10 @@ void Server::run(int argc, char** argv) {
 // --- ServerRuntime: the steps ----------------------------------------------------------------------
 
 ServerRuntime::ServerRuntime(Server& server, std::string program_name)
-    : name(std::move(program_name)), personalities(Personalities::builtin()), server_(server) {
+    : name(std::move(program_name)),
+      personalities(Personalities::builtin()),
+      server_(server),
+      observatory_(std::make_unique<Observatory>(*this)) {
   log::configure(LogLevel::notice, "stderr");
   add_core_options();
   add_edge_options(options);
@@ -240,6 +245,7 @@ void ServerRuntime::add_core_options() {
   options.add(Option::list("cidr_deny", {}, "networks whose peers are refused").with_check(check_network_list));
   TlsContext::add_options(options);
   bus::add_bus_options(options, name);
+  add_observability_options(options);
 }
 
 const Config& ServerRuntime::config() const {
@@ -255,6 +261,8 @@ void ServerRuntime::failed(const std::string& message) {
 void ServerRuntime::configure(int argc, char** argv) {
   program = argc > 0 ? std::filesystem::path(argv[0]).filename().string() : name;
   relauncher_ = std::make_unique<Relauncher>(argc, argv);
+  const auto has_status = [](const Service& service) { return service.toolkit; };
+  if (std::none_of(services.begin(), services.end(), has_status)) services.push_back({"status.listen", nullptr, true});
   const CommandLine command_line = CommandLine::parse(argc, argv, options);
   if (command_line.help) {
     fmt::print("{}", help_text());
@@ -307,6 +315,7 @@ void ServerRuntime::check_combinations(const Config& config) const {
   std::vector<std::string> listen_texts;  // an address in two places is an error now, not "Address already in use" later
   for (const Binding& binding : bindings(config)) listen_texts.push_back(binding.address.text());
   check_edge_options(config, listen_texts);
+  observability_settings(config);  // worker_timeout against stall_warning
 }
 
 void ServerRuntime::post_configure() {
@@ -338,6 +347,8 @@ void ServerRuntime::post_configure() {
   identity_ = Identity::resolve(config.string("user"), config.string("group"));
   Succession::take_environment();
   inherited_ = Inheritance::take();  // before the pid file: a restart hands over its lock
+  MetricsStore::take_handover();     // the previous image's metrics table, kept across its exec
+  observatory_->configure(config);
   // A new image started by a HUP leaves the pid file to the anchor, which keeps its pid.
   if (!config.string("pid_file").empty() && Succession::is_anchor()) {
     pid_file_ = std::make_unique<PidFile>(config.string("pid_file"));
@@ -373,6 +384,13 @@ std::vector<Binding> ServerRuntime::bindings(const Config& config) const {
       if (std::any_of(out.begin(), out.end(), same_text)) continue;
       // Port 0 asks for a free port: two of them are two sockets.
       const bool fixed = binding.address.kind == ListenAddress::Kind::unix_socket || binding.address.port != 0;
+      // One text is one listener: a port-0 address in two services could not tell which protocol
+      // its socket serves.
+      const auto other_service = [&](const Binding& other) { return other.address.text() == binding.address.text(); };
+      if (const auto clash = std::find_if(out.begin(), out.end(), other_service); !fixed && clash != out.end())
+        throw ConfigError(fmt::format("{}: \"{}\" is also in {}: each service needs addresses of its own (for any "
+                                      "free port, give each its own port or host) ({})",
+                                      key, text, services[clash->service].listen_key, config.describe(key)));
       const auto same_place = [&](const Binding& other) { return place_of(other.address) == place_of(binding.address); };
       const auto earlier = fixed ? std::find_if(out.begin(), out.end(), same_place) : out.end();
       if (earlier == out.end()) {
@@ -408,15 +426,34 @@ void ServerRuntime::bind() {
 // Each listener with its transport and its service's handler (systemd's sockets serve the main one).
 void ServerRuntime::make_endpoints() {
   endpoints_.clear();
+  status_endpoints_.clear();
   for (const Listener& listener : listeners_) {
     std::size_t service = 0;
     for (const Binding& binding : bindings_)
       if (binding.address.text() == listener.address()) service = binding.service;
-    endpoints_.push_back(Endpoint{listener.fd(), listener.family(), listener.address(), listener.name(),
-                                  schemes_.factory(listener.scheme()), services[service].handler,
-                                  edge_.expects_proxy(listener.address())});
+    Endpoint endpoint{listener.fd(), listener.family(), listener.address(), listener.name(),
+                      schemes_.factory(listener.scheme()), services[service].handler,
+                      edge_.expects_proxy(listener.address())};
+    if (services[service].toolkit) {
+      status_endpoints_.push_back(std::move(endpoint));
+      continue;
+    }
+    endpoint.metrics_index = endpoints_.size();
+    endpoints_.push_back(std::move(endpoint));
     if (endpoints_.back().proxy_protocol) defer_accept(endpoints_.back());
   }
+}
+
+// The label of each listener in the metrics: as configured ("127.0.0.1:8000", "unix:/run/x"),
+// or as bound where that repeats (port 0 twice, systemd's sockets).
+std::vector<std::string> ServerRuntime::metrics_listeners() const {
+  std::vector<std::string> names;
+  for (const Endpoint& endpoint : endpoints_) {
+    const bool repeated = std::count_if(endpoints_.begin(), endpoints_.end(),
+                                        [&](const Endpoint& other) { return other.address == endpoint.address; }) > 1;
+    names.push_back(repeated ? endpoint.name : endpoint.address);
+  }
+  return names;
 }
 
 // A client behind a balancer speaks first (its PROXY header): the kernel holds the connection
@@ -443,6 +480,9 @@ void ServerRuntime::post_bind() {
   drop_privileges(identity_, config.string("chroot"), owned_paths());
   std::signal(SIGPIPE, SIG_IGN);  // a vanished client costs its own session, not the process
   close_untaken_descriptors();
+  // The metrics table, before anything forks (and after detaching: slot 0 is this process's);
+  // the status listener's thread, which answers from now on.
+  observatory_->open(metrics_listeners(), status_endpoints_);
   daemon_ready();
   // A new image is not the main process systemd knows (the anchor is): its status only.
   if (Succession::is_anchor())
@@ -471,7 +511,9 @@ void ServerRuntime::loop() {
 }
 
 void ServerRuntime::server_close() {
+  observatory_->stop_status();
   endpoints_.clear();
+  status_endpoints_.clear();
   listeners_.clear();
   if (pid_file_) pid_file_->remove();
   log::notice("{} stopped", name);
@@ -547,6 +589,7 @@ pid_t ServerRuntime::start_new_image(const std::vector<int>& descriptors,
 
 void ServerRuntime::release_listeners() {
   handed_over_ = true;
+  observatory_->stop_status();  // the new image serves the status listener too
   for (Listener& listener : listeners_) ::close(listener.release());
   for (Listener& listener : added_for_restart_) ::close(listener.release());
   listeners_.clear();
@@ -559,6 +602,7 @@ void ServerRuntime::release_listeners() {
 // from listening (pending clients get a reset, new ones a refusal), whoever holds it. Never on a
 // restart: the new image serves the same sockets. systemd keeps its sockets for the next start.
 void ServerRuntime::stop_listening() {
+  observatory_->stop_status();
   for (const Listener& listener : listeners_)
     if (listener.address() != "systemd" && ::shutdown(listener.fd(), SHUT_RD) != 0)
       log::warning("{}", system_error_text("shutdown() of the listener on " + listener.name(), errno));

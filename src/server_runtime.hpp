@@ -23,6 +23,7 @@
 #include "netserver/options.hpp"
 #include "netserver/personality.hpp"
 #include "netserver/session.hpp"
+#include "observatory.hpp"
 #include "restart.hpp"
 
 namespace netserver {
@@ -33,6 +34,9 @@ class Server;
 struct Service {
   std::string listen_key;
   std::shared_ptr<Handler> handler;
+  /// The toolkit's status listener (`status.listen`): its endpoints are served by the
+  /// Observatory on a thread of its own, never by the personality's engines.
+  bool toolkit = false;
 };
 
 /// A configured address and the service it belongs to.
@@ -69,6 +73,10 @@ class ServerRuntime {
   const Config& config() const;
   /// The bound listeners with their transports and handlers (from the bind step on).
   const std::vector<Endpoint>& endpoints() const { return endpoints_; }
+  /// The status listener's endpoints (`status.listen`); served by the observatory.
+  const std::vector<Endpoint>& status_endpoints() const { return status_endpoints_; }
+  /// Metrics, the status listener, the stall watcher's and the watchdog's settings.
+  Observatory& observatory() { return *observatory_; }
   const std::vector<Listener>& listeners() const { return listeners_; }
   const SessionLimits& limits() const { return limits_; }
   const StopTimes& stop_times() const { return stop_times_; }
@@ -125,6 +133,7 @@ class ServerRuntime {
   std::vector<Binding> bindings(const Config& config) const;
   std::vector<ListenAddress> addresses(const Config& config) const;
   void make_endpoints();
+  std::vector<std::string> metrics_listeners() const;
   void defer_accept(const Endpoint& endpoint) const;
   std::vector<std::string> owned_paths() const;
 
@@ -132,6 +141,8 @@ class ServerRuntime {
   std::vector<Binding> bindings_;
   std::vector<Listener> listeners_;
   std::vector<Endpoint> endpoints_;
+  std::vector<Endpoint> status_endpoints_;
+  std::unique_ptr<Observatory> observatory_;
   TransportSchemes schemes_;
   SessionLimits limits_;
   StopTimes stop_times_{};

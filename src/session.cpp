@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <utility>
 
 #include <boost/asio/post.hpp>
@@ -59,10 +60,11 @@ void SessionImpl::start() {
 // queued by close() ends it.
 void SessionImpl::on_ready(const boost::system::error_code& error) {
   if (phase_ != Phase::handshaking) return;
+  if (!endpoint_.transport->plaintext()) engine_.count_handshake(!error);
   if (error) return finish(fmt::format("TLS handshake failed: {}", error.message()), false);
   phase_ = Phase::open;
   handler_knows_ = true;
-  dispatch([this] { handler().on_connect(*this); });
+  dispatch(CallbackKind::on_connect, [this] { handler().on_connect(*this); });
   if (phase_ != Phase::open) return;
   if (limits().idle_timeout > Duration::zero()) {
     deadline_ = std::make_unique<asio::steady_timer>(engine_.io());
@@ -74,8 +76,12 @@ void SessionImpl::on_ready(const boost::system::error_code& error) {
 // Runs a handler callback: sends made inside it are flushed once it returns; an exception loses
 // this session only.
 template <class Callback>
-void SessionImpl::dispatch(Callback&& callback) {
+void SessionImpl::dispatch(CallbackKind kind, Callback&& callback) {
   if (phase_ == Phase::lingering || phase_ == Phase::finished) return;
+  // The stall watcher and the watchdog see which callback of which session holds the loop.
+  const ActivitySubject subject(id_, peer_);
+  std::optional<CallbackScope> marked;
+  if (engine_.watched()) marked.emplace(subject, kind);
   in_callback_ = true;
   try {
     callback();
@@ -154,6 +160,9 @@ void SessionImpl::finish(std::string_view reason, bool graceful) {
 }
 
 void SessionImpl::retire() {
+  const ActivitySubject subject(id_, peer_);
+  std::optional<CallbackScope> marked;
+  if (engine_.watched()) marked.emplace(subject, CallbackKind::on_close);
   try {
     if (handler_knows_) handler().on_close(*this);
   } catch (const std::exception& error) {
@@ -195,6 +204,7 @@ void SessionImpl::on_read(const boost::system::error_code& error, std::size_t by
   if (error == asio::error::eof) return on_client_finished();
   if (error) return finish(error.message(), false);
   bytes_in_ += bytes;
+  engine_.count_received(bytes);
   if (deadline_) last_input_ = Clock::now();  // only the idle timeout needs it
   engine_.note_input();
   if (phase_ == Phase::open) {
@@ -218,13 +228,14 @@ std::string_view SessionImpl::read_more(std::size_t already) {
     if (n == 0) break;
     total += n;
     bytes_in_ += n;
+    engine_.count_received(n);
   }
   return {scratch.data(), total};
 }
 
 void SessionImpl::deliver(std::string_view chunk, bool eof) {
   bool fits = true;
-  dispatch([&] {
+  dispatch(CallbackKind::on_input, [&] {
     fits = input_.pending.feed(chunk, eof, [this](Buffer& input) {
       if (phase_ == Phase::open) handler().on_input(*this, input);
     });
@@ -301,7 +312,7 @@ void SessionImpl::on_client_finished() {
   if (phase_ == Phase::open) {
     if (input_.paused) return;
     if (input_.pending.size() > 0) deliver({}, true);
-    dispatch([this] { handler().on_eof(*this); });
+    dispatch(CallbackKind::on_eof, [this] { handler().on_eof(*this); });
     if (end_reason_.empty()) end_reason_ = "client closed";
     close();
   }
@@ -381,6 +392,7 @@ void SessionImpl::flush() {
     }
     out_sent_ += n;
     bytes_out_ += n;
+    engine_.count_sent(n);
     ++writes_;
     if (phase_ == Phase::closing) last_output_ = Clock::now();  // only the close deadline needs it
   }
@@ -435,7 +447,7 @@ void SessionImpl::set_timeout(Duration after) {
   user_timer_->async_wait([self = std::static_pointer_cast<SessionImpl>(shared_from_this()), generation](
                               const boost::system::error_code& error) {
     if (error || generation != self->user_timer_generation_ || self->phase_ != Phase::open) return;
-    self->dispatch([&] { self->handler().on_timeout(*self); });
+    self->dispatch(CallbackKind::on_timeout, [&] { self->handler().on_timeout(*self); });
   });
 }
 

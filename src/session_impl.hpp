@@ -31,6 +31,7 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include "address_limits.hpp"
+#include "stall_watch.hpp"
 #include "netserver/buffer.hpp"
 #include "netserver/session.hpp"
 #include "transport.hpp"
@@ -107,7 +108,7 @@ class SessionImpl final : public Session {
   void finish(std::string_view reason, bool graceful);
   void retire();
   template <class Callback>
-  void dispatch(Callback&& callback);
+  void dispatch(CallbackKind kind, Callback&& callback);
   Handler& handler() const;
 
   // --- input ---

@@ -15,6 +15,8 @@
 #include "netserver/errors.hpp"
 #include "netserver/log.hpp"
 #include "netserver/server.hpp"
+#include "observatory.hpp"
+#include "watchdog.hpp"
 #include "server_runtime.hpp"
 #include "succession.hpp"
 #include "systemd.hpp"
@@ -137,6 +139,15 @@ void Supervisor::run(ChildPolicy& policy, ChildMain main, ChildSignals signals) 
   main_ = std::move(main);
   child_signals_ = std::move(signals);
   succession_ = std::make_unique<Succession>(io_, server_.runtime(), Succession::Hooks{.let_go = [this] { let_go(); }});
+  Observatory& observatory = server_.runtime().observatory();
+  observatory.set_role("parent");
+  const Duration timeout = observatory.settings().worker_timeout;
+  if (timeout > Duration::zero() && observatory.store()) {
+    watchdog_ = std::make_unique<Watchdog>(io_, *observatory.store(),
+                                           std::chrono::duration_cast<std::chrono::nanoseconds>(timeout),
+                                           [this] { return entries(); });
+    watchdog_->start();
+  }
   watch_signals();
   apply(policy.start(table_));
   if (table_.size() == 0) Succession::announce_serving();  // a parent that accepts itself (Fork) serves now
@@ -144,6 +155,7 @@ void Supervisor::run(ChildPolicy& policy, ChildMain main, ChildSignals signals) 
   if (std::getenv("NOTIFY_SOCKET")) report_status({});
   io_.run();
   succession_.reset();
+  watchdog_.reset();
   policy_ = nullptr;
   if (!policy.failure().empty()) throw Error(policy.failure(), exit_status::boot_failed);
 }
@@ -215,6 +227,8 @@ pid_t Supervisor::spawn(const ChildMain& main, const ChildSignals& signals, Chil
     return -1;
   }
   const std::size_t slot = table_.free_slot();  // chosen before the fork, so the child knows it
+  Observatory& observatory = server_.runtime().observatory();
+  const MetricsStore::Slot metrics_slot = observatory.claim();  // the child's row of the metrics table
   // Signals stay blocked across fork until the child has set up its own (ChildRuntime).
   sigset_t all, previous;
   sigfillset(&all);
@@ -223,6 +237,7 @@ pid_t Supervisor::spawn(const ChildMain& main, const ChildSignals& signals, Chil
   const pid_t pid = ::fork();
   if (pid == 0) {
     if (with_channel) ::close(channel[0]);
+    observatory.bind_child(metrics_slot);
     run_child(main, signals, channel[1], slot);
   }
   const int fork_error = errno;
@@ -231,9 +246,11 @@ pid_t Supervisor::spawn(const ChildMain& main, const ChildSignals& signals, Chil
   if (with_channel) ::close(channel[1]);
   if (pid < 0) {
     if (with_channel) ::close(channel[0]);
+    observatory.cancel(metrics_slot);
     log::error("{}", system_error_text("fork() failed while spawning a child", fork_error));
     return -1;
   }
+  observatory.assign(metrics_slot, pid);
   log::info("spawned child {}", pid);
   ChildProcess& child = table_.add(pid, state, slot);
   child.serving = std::move(serving);
@@ -243,6 +260,7 @@ pid_t Supervisor::spawn(const ChildMain& main, const ChildSignals& signals, Chil
     read_reports(pid, std::move(open));
   }
   if (on_spawned_) on_spawned_(child);
+  publish_table();
   return pid;
 }
 
@@ -295,6 +313,7 @@ void Supervisor::take_last_reports(pid_t pid) {
 void Supervisor::on_report(pid_t pid, char report) {
   bool became_ready = false;
   const bool changed = table_.note_report(pid, report, became_ready);
+  if (changed) publish_table();
   if (became_ready) Succession::announce_serving();  // the first child that accepts: this image serves
   if (changed && !stopping_) apply(policy_->changed(table_, *table_.find(pid), became_ready));
 }
@@ -318,9 +337,11 @@ void Supervisor::reap_children() {
     take_last_reports(pid);
     channels_.erase(pid);
     reclaim_addresses(pid);
+    server_.runtime().observatory().child_exited(pid);  // what it counted joins the totals
     const ChildProcess child = *table_.find(pid);
     if (on_exited_) on_exited_(child);
     table_.remove(pid);
+    publish_table();
     if (stopping_) {  // told to stop or to leave: how it ended is no news for the policy
       log::info("child {} {}", pid, describe_wait_status(status));
       continue;
@@ -336,6 +357,24 @@ void Supervisor::reap_children() {
 
 // SIGHUP: a new image starts beside this one (succession.hpp) while the children go on serving;
 // after a hand-over, the HUP is the new image's.
+// The table as /status and netserver_processes show it.
+void Supervisor::publish_table() { server_.runtime().observatory().publish(entries()); }
+
+std::vector<ProcessEntry> Supervisor::entries() const {
+  std::vector<ProcessEntry> children;
+  for (const auto& [pid, child] : table_.all()) {
+    ProcessState state = ProcessState::starting;
+    switch (child.state) {
+      case ChildState::starting: state = ProcessState::starting; break;
+      case ChildState::idle: state = ProcessState::idle; break;
+      case ChildState::busy: state = ProcessState::busy; break;
+      case ChildState::retiring: state = ProcessState::draining; break;
+    }
+    children.push_back({pid, settings_.child_role, state});
+  }
+  return children;
+}
+
 void Supervisor::restart() {
   if (stopping_ && !succession_->handed_over()) return;
   if (!succession_->handed_over())
@@ -354,6 +393,7 @@ void Supervisor::let_go() {
   status_timer_.cancel();
   if (settings_.finish_signal != 0) signal_all(settings_.finish_signal);
   table_.retire_all();
+  publish_table();
   const Duration limit = server_.runtime().stop_times().restart_drain;
   if (limit != forever) {
     drain_timer_.expires_after(limit);
@@ -414,6 +454,7 @@ void Supervisor::schedule_check() {
 }
 
 void Supervisor::finish() {
+  if (watchdog_) watchdog_->stop();
   grace_timer_.cancel();
   check_timer_.cancel();
   status_timer_.cancel();

@@ -31,6 +31,8 @@ namespace netserver {
 
 class Server;
 class Succession;
+class Watchdog;
+struct ProcessEntry;
 
 /// What a child is doing, as the parent knows it.
 enum class ChildState {
@@ -126,6 +128,8 @@ struct SupervisorSettings {
   Duration kill_margin = Duration::zero();
   /// Between ChildPolicy::check() calls; zero for none.
   Duration check_interval = Duration::zero();
+  /// The children's role on /status: "prefork child", "worker", "fork child".
+  std::string child_role = "child";
 };
 
 class Supervisor {
@@ -186,6 +190,8 @@ class Supervisor {
   void take_last_reports(pid_t pid);
   [[noreturn]] void run_child(const ChildMain& main, const ChildSignals& signals, int channel, std::size_t slot);
   void reap_children();
+  void publish_table();
+  std::vector<ProcessEntry> entries() const;
   void reclaim_addresses(pid_t pid);
   void restart();
   void let_go();
@@ -212,6 +218,7 @@ class Supervisor {
   std::function<void(const ChildProcess&)> on_spawned_;
   std::function<void(int)> on_stop_;
   std::unique_ptr<Succession> succession_;
+  std::unique_ptr<Watchdog> watchdog_;  // worker_timeout
   bool stopping_ = false;   // no spawning: a stop began, or this image handed over
   bool stop_seen_ = false;  // TERM/INT/QUIT (or the policy's failure) arrived
 };

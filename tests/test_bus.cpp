@@ -23,6 +23,7 @@
 #include "bus/envelope.hpp"
 #include "chat_protocol.hpp"
 #include "harness.hpp"
+#include "metrics_checks.hpp"
 
 using namespace harness;
 using Catch::Matchers::Contains;
@@ -938,4 +939,31 @@ TEST_CASE("bus: a nick claim in flight when Redis stalls is answered once the bu
   CHECK(b.client.read_line() == "The nick dave is taken");
   redis.signal(SIGCONT);
   CHECK(one.wait_for_log("bus: reconnected", 10s));
+}
+
+TEST_CASE("the bus on /metrics: up and down and reconnected and its messages counted", "[bus][metrics]") {
+  Redis redis;
+  ServerProcess server(binary("chat_server"), bus_yaml(redis.url(), "status:\n  listen: [\"127.0.0.1:" +
+                                                                        std::to_string(free_port()) + "\"]\n"));
+  const int status = metrics_checks::status_port(server);
+  const auto scrape = [&] {
+    return metrics_checks::samples_of(metrics_checks::curl(metrics_checks::url(status, "/metrics")).body);
+  };
+  const auto value = [&](const std::string& series) { return metrics_checks::sample(scrape(), series); };
+  Chatter a = enter(server.port());
+  Chatter b = enter(server.port());
+  settle({&a, &b}, 2);
+  CHECK(eventually([&] { return value("netserver_bus_up") == 1; }));
+  const double published = value("netserver_bus_published_total");
+  const double received = value("netserver_bus_received_total");
+  CHECK(published > 0);  // the joins were announced over the bus
+  check_crosses(a, {&b}, "counted");
+  CHECK(eventually([&] { return value("netserver_bus_published_total") == published + 1; }));
+  CHECK(eventually([&] { return value("netserver_bus_received_total") == received + 1; }));  // its own, back
+  redis.kill();
+  REQUIRE(server.wait_for_log("serving this process's clients only", 5s));
+  CHECK(eventually([&] { return value("netserver_bus_up") == 0; }));
+  redis.start();
+  REQUIRE(server.wait_for_log("bus: reconnected", 5s));
+  CHECK(eventually([&] { return value("netserver_bus_up") == 1 && value("netserver_bus_reconnects_total") == 1; }));
 }

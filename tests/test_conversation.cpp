@@ -333,6 +333,7 @@ TEST_CASE("after HUP a waiting conversation goes on in the old image's drainer u
   REQUIRE(eventually([&] { return server.count_in_log("(restarted)") == 1; }));
   held.send("echo after the restart\r\n");
   CHECK(held.read_line() == "after the restart");
+  REQUIRE(server.wait_for_log("of the previous image"));  // the old image let go: it accepts no more
   Client fresh(server.port());
   const auto banner = fresh.read_line();
   REQUIRE(banner);

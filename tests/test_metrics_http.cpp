@@ -1,88 +1,34 @@
-// The status listener's HTTP (src/status_http.hpp) on a real server, tests/metrics_probe, whose
-// store holds a known workload (see the probe's header): curl, raw sockets for what curl will
-// not send, a real Prometheus scraping it, a HUP, and a peer outside loopback in a network
-// namespace of the test's own.
+// The status listener's HTTP (src/status_http.hpp) as the toolkit serves it (`status.listen`) on
+// a real server, tests/metrics_probe, whose table holds a known workload (see the probe's
+// header): curl, raw sockets for what curl will not send, a real Prometheus scraping it, a HUP,
+// and a peer outside loopback in a network namespace of the test's own.
 
 #include <signal.h>
 #include <unistd.h>
 
-#include <fstream>
 #include <map>
 #include <regex>
-#include <sstream>
 #include <thread>
 
-#include <boost/process/args.hpp>
-#include <boost/process/child.hpp>
-#include <boost/process/exe.hpp>
-#include <boost/process/io.hpp>
 #include <catch2/catch.hpp>
 
 #include "harness.hpp"
+#include "metrics_checks.hpp"
 
 using namespace harness;
+using namespace metrics_checks;
 using Catch::Matchers::Contains;
 using Catch::Matchers::EndsWith;
 using Catch::Matchers::StartsWith;
 
 namespace {
 
-const std::string probe_yaml = "listen: [\"127.0.0.1:0\"]\nprobe:\n  request_timeout: 0.5\n";
 
-struct Response {
-  int status = 0;
-  std::string headers;
-  std::string body;
-};
-
-std::string read_text(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
-// curl `url` with `extra` options; the status line and headers apart from the body.
-Response curl(const std::string& url, std::vector<std::string> extra = {}) {
-  TempDir dir;
-  std::vector<std::string> args{"-sS", "--max-time", "10", "-D", (dir.path() / "headers").string(), "-o",
-                                (dir.path() / "body").string()};
-  args.insert(args.end(), extra.begin(), extra.end());
-  args.push_back(url);
-  const Outcome outcome = run("/usr/bin/curl", args);
-  INFO(outcome.output);
-  REQUIRE(outcome.status == 0);
-  Response response{0, read_text(dir.path() / "headers"), read_text(dir.path() / "body")};
-  std::smatch match;
-  if (std::regex_search(response.headers, match, std::regex(R"(^HTTP/1\.1 (\d{3}) )"))) response.status = std::stoi(match[1]);
-  return response;
-}
-
-std::string url(int port, const std::string& path) { return "http://127.0.0.1:" + std::to_string(port) + path; }
-
-// Series -> value of a text-format exposition.
-std::map<std::string, double> samples_of(const std::string& text) {
-  std::map<std::string, double> samples;
-  std::istringstream lines(text);
-  for (std::string line; std::getline(lines, line);) {
-    if (line.empty() || line.starts_with('#')) continue;
-    const std::size_t space = line.rfind(' ');
-    samples[line.substr(0, space)] = std::stod(line.substr(space + 1));
-  }
-  return samples;
-}
-
-std::string promtool_problems(const std::string& text) {
-  TempDir dir;
-  const auto file = dir.write("metrics.txt", text);
-  const Outcome outcome = run("/bin/sh", {"-c", "/usr/bin/promtool check metrics < " + file.string()});
-  return outcome.status == 0 ? "" : outcome.output;
-}
 
 // The known workload of one image of the probe (tests/metrics_probe.cpp).
 void check_workload(const std::map<std::string, double>& samples, int images) {
-  CHECK(samples.at(R"(netserver_connections_accepted_total{listener="probe"})") == 25 * images);
-  CHECK(samples.at(R"(netserver_connections_refused_total{listener="probe",reason="access"})") == 2 * images);
+  CHECK(samples.at(R"(netserver_connections_accepted_total{listener="127.0.0.1:0"})") == 25 * images);
+  CHECK(samples.at(R"(netserver_connections_refused_total{listener="127.0.0.1:0",reason="access"})") == 2 * images);
   CHECK(samples.at(R"(netserver_sessions_closed_total{reason="client"})") == 5 * images);
   CHECK(samples.at(R"(probe_events_total{kind="a"})") == 7 * images);
   CHECK(samples.at(R"(probe_events_total{kind="b\"c"})") == 2 * images);
@@ -90,51 +36,6 @@ void check_workload(const std::map<std::string, double>& samples, int images) {
   CHECK(samples.at("probe_flag") == 1);               // the helper that said 0 is dead
   CHECK(samples.at("netserver_restarts_total") == images - 1);
 }
-
-// A real Prometheus on a free loopback port scraping `target` every second, stopped by pid.
-class Prometheus {
- public:
-  explicit Prometheus(int target) : port_(free_port()) {
-    const auto config = dir_.write("prometheus.yml", fmt_config(target));
-    child_ = boost::process::child(
-        boost::process::exe = "/usr/bin/prometheus",
-        boost::process::args = {"--config.file=" + config.string(), "--storage.tsdb.path=" + (dir_.path() / "data").string(),
-                                "--web.listen-address=127.0.0.1:" + std::to_string(port_), "--log.level=warn"},
-        (boost::process::std_out & boost::process::std_err) > (dir_.path() / "prometheus.log"),
-        boost::process::std_in < boost::process::null);
-  }
-  ~Prometheus() {
-    ::kill(static_cast<pid_t>(child_.id()), SIGTERM);
-    if (!eventually([&] { return !child_.running(); }, 20s)) ::kill(static_cast<pid_t>(child_.id()), SIGKILL);
-    child_.wait();
-  }
-  Prometheus(const Prometheus&) = delete;
-  Prometheus& operator=(const Prometheus&) = delete;
-
-  /// The value of `query` (an instant vector of one element), or nullopt while it has none.
-  std::optional<double> query(const std::string& query) const {
-    TempDir dir;
-    const auto script = dir.write("parse.py",
-                                  "import json,sys\nd=json.load(sys.stdin)\nr=d['data']['result']\n"
-                                  "print(r[0]['value'][1] if len(r)==1 else 'none')\n");
-    const Outcome outcome =
-        run("/bin/sh", {"-c", "/usr/bin/curl -sS -G --max-time 5 --data-urlencode \"query=$0\" "
-                              "http://127.0.0.1:" + std::to_string(port_) + "/api/v1/query | python3 " + script.string(),
-                        query});
-    if (outcome.status != 0 || outcome.output.starts_with("none")) return std::nullopt;
-    return std::stod(outcome.output);
-  }
-  std::string log() const { return read_text(dir_.path() / "prometheus.log"); }
-
- private:
-  static std::string fmt_config(int target) {
-    return "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: probe\n"
-           "    static_configs:\n      - targets: ['127.0.0.1:" + std::to_string(target) + "']\n";
-  }
-  TempDir dir_;
-  int port_;
-  boost::process::child child_;
-};
 
 std::size_t count_of(const std::string& text, const std::string& needle) {
   std::size_t count = 0;
@@ -153,22 +54,22 @@ std::string exchange(int port, const std::string& request, Seconds wait = 5s) {
 
 TEST_CASE("status listener: curl gets /metrics and /status and /status.json with their types and the exact sums",
           "[metrics]") {
-  ServerProcess server(binary("metrics_probe"), probe_yaml);
-  const Response metrics = curl(url(server.port(), "/metrics"));
+  ServerProcess server(binary("metrics_probe"), status_yaml());
+  const Response metrics = curl(url(status_port(server), "/metrics"));
   CHECK(metrics.status == 200);
   CHECK_THAT(metrics.headers, Contains("Content-Type: text/plain; version=0.0.4; charset=utf-8"));
   CHECK(promtool_problems(metrics.body) == "");
   check_workload(samples_of(metrics.body), 1);
   CHECK(samples_of(metrics.body).at(R"(netserver_build_info{version="0.2.0",personality="multiplex"})") == 1);
 
-  const Response status = curl(url(server.port(), "/status"));
+  const Response status = curl(url(status_port(server), "/status"));
   CHECK(status.status == 200);
   CHECK_THAT(status.headers, Contains("Content-Type: text/plain; charset=utf-8"));
   CHECK_THAT(status.body, Contains("2 process(es), 3 session(s) open, 5 served"));
-  CHECK_THAT(status.body, Contains(std::to_string(server.pid()) + " parent"));
+  CHECK_THAT(status.body, Contains(std::to_string(server.pid()) + " multiplex"));
   CHECK(std::regex_search(status.body, std::regex(R"(\n +\d+ helper "child" +idle +2 +1 )")));
 
-  const Response json = curl(url(server.port(), "/status.json"));
+  const Response json = curl(url(status_port(server), "/status.json"));
   CHECK(json.status == 200);
   CHECK_THAT(json.headers, Contains("Content-Type: application/json"));
   TempDir dir;
@@ -180,7 +81,7 @@ TEST_CASE("status listener: curl gets /metrics and /status and /status.json with
   INFO(parsed.output);
   CHECK(parsed.status == 0);
 
-  const std::string head = exchange(server.port(), "HEAD /metrics HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n");
+  const std::string head = exchange(status_port(server), "HEAD /metrics HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n");
   CHECK_THAT(head, StartsWith("HTTP/1.1 200 OK") && EndsWith("\r\n\r\n"));  // no body
   std::smatch length;
   REQUIRE(std::regex_search(head, length, std::regex(R"(Content-Length: (\d+))")));
@@ -188,17 +89,17 @@ TEST_CASE("status listener: curl gets /metrics and /status and /status.json with
 }
 
 TEST_CASE("status listener: keep-alive reuses one connection and Connection: close or HTTP/1.0 close it", "[metrics]") {
-  ServerProcess server(binary("metrics_probe"), probe_yaml);
+  ServerProcess server(binary("metrics_probe"), status_yaml());
   const Outcome twice = run("/usr/bin/curl", {"-sS", "-v", "-o", "/dev/null", "-o", "/dev/null",
-                                              url(server.port(), "/metrics"), url(server.port(), "/status")});
+                                              url(status_port(server), "/metrics"), url(status_port(server), "/status")});
   CHECK(twice.status == 0);
   CHECK_THAT(twice.output, Contains("Re-using existing connection"));
 
-  Client kept(server.port());  // two requests, the second after the first was answered, on one connection
+  Client kept(status_port(server));  // two requests, the second after the first was answered, on one connection
   REQUIRE(kept.send("GET /status HTTP/1.1\r\nHost: probe\r\n\r\n"));
   CHECK_THAT(kept.read_line().value_or(""), StartsWith("HTTP/1.1 200 OK"));
   CHECK_FALSE(kept.closed_by_peer(0.3s));
-  Client second(server.port());
+  Client second(status_port(server));
   REQUIRE(second.send("GET /status HTTP/1.1\r\nHost: probe\r\n\r\n"));
   CHECK_THAT(second.read_line().value_or(""), StartsWith("HTTP/1.1 200 OK"));
   std::this_thread::sleep_for(100ms);
@@ -206,13 +107,13 @@ TEST_CASE("status listener: keep-alive reuses one connection and Connection: clo
   const std::string rest = second.read_all();  // returns at the server's close
   CHECK_THAT(rest, Contains("HTTP/1.1 200 OK") && Contains("Connection: close"));
 
-  const std::string old = exchange(server.port(), "GET /metrics HTTP/1.0\r\n\r\n");
+  const std::string old = exchange(status_port(server), "GET /metrics HTTP/1.0\r\n\r\n");
   CHECK_THAT(old, StartsWith("HTTP/1.1 200 OK") && Contains("Connection: close") && Contains("netserver_sessions_open 3"));
 }
 
 TEST_CASE("status listener: pipelined requests are answered in order", "[metrics]") {
-  ServerProcess server(binary("metrics_probe"), probe_yaml);
-  const std::string answers = exchange(server.port(),
+  ServerProcess server(binary("metrics_probe"), status_yaml());
+  const std::string answers = exchange(status_port(server),
                                        "GET /status.json HTTP/1.1\r\nHost: p\r\n\r\n"
                                        "HEAD /metrics HTTP/1.1\r\nHost: p\r\n\r\n"
                                        "GET /metrics HTTP/1.1\r\nHost: p\r\n\r\n"
@@ -235,11 +136,11 @@ TEST_CASE("status listener: a client pipelining more answers than max_output hol
   // 5000 scrapes are about 25 MB of answers, more than the socket buffers and max_output (1 MiB)
   // hold while the client does not read: rendered at once they would end the session; the
   // handler waits for the client to read instead.
-  ServerProcess server(binary("metrics_probe"), probe_yaml);
+  ServerProcess server(binary("metrics_probe"), status_yaml());
   std::string requests;
   for (int i = 0; i < 4999; ++i) requests += "GET /metrics HTTP/1.1\r\nHost: p\r\n\r\n";
   requests += "GET /metrics HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n";
-  Client client(server.port());
+  Client client(status_port(server));
   REQUIRE(client.send(requests));
   std::this_thread::sleep_for(1s);
   const std::string answers = client.read_all(60s);
@@ -249,7 +150,7 @@ TEST_CASE("status listener: a client pipelining more answers than max_output hol
 }
 
 TEST_CASE("status listener: a bad request gets its status and is closed while the server keeps serving", "[metrics]") {
-  ServerProcess server(binary("metrics_probe"), probe_yaml);
+  ServerProcess server(binary("metrics_probe"), status_yaml());
   const std::string big(9000, 'x');
   const std::vector<std::pair<std::string, std::string>> cases{
       {"GARBAGE\r\n\r\n", "400"},
@@ -270,35 +171,35 @@ TEST_CASE("status listener: a bad request gets its status and is closed while th
   };
   for (const auto& [request, expected] : cases) {
     INFO(request.substr(0, 60));
-    Client client(server.port());
+    Client client(status_port(server));
     REQUIRE(client.send(request));
     const std::string answer = client.read_all(5s);
     CHECK_THAT(answer, StartsWith("HTTP/1.1 " + expected + " ") && Contains("Connection: close"));
     if (expected == "405") CHECK_THAT(answer, Contains("Allow: GET, HEAD"));
   }
-  CHECK(curl(url(server.port(), "/metrics")).status == 200);
+  CHECK(curl(url(status_port(server), "/metrics")).status == 200);
 }
 
 TEST_CASE("status listener: a slow request is answered 408 and closed while others are served", "[metrics]") {
-  ServerProcess server(binary("metrics_probe"), probe_yaml);  // probe.request_timeout: 0.5 s
-  Client slow(server.port());
+  ServerProcess server(binary("metrics_probe"), status_yaml());  // the request timeout: 5 s
+  Client slow(status_port(server));
   REQUIRE(slow.send("GET /metr"));
-  CHECK(curl(url(server.port(), "/status")).status == 200);  // meanwhile
-  const std::string answer = slow.read_all(5s);
+  CHECK(curl(url(status_port(server), "/status")).status == 200);  // meanwhile
+  const std::string answer = slow.read_all(8s);
   CHECK_THAT(answer, StartsWith("HTTP/1.1 408 "));
   CHECK(slow.closed_by_peer(1s));
-  Client idle(server.port());  // an idle connection without any byte is only closed, later
+  Client idle(status_port(server));  // an idle connection without any byte is only closed, later
   CHECK(idle.silent_for(0.8s));
 }
 
 TEST_CASE("status listener: Prometheus scrapes it and its query API returns the exact values", "[metrics]") {
-  ServerProcess server(binary("metrics_probe"), probe_yaml);
-  Prometheus prometheus(server.port());
+  ServerProcess server(binary("metrics_probe"), status_yaml());
+  Prometheus prometheus(status_port(server));
   const auto value_is = [&](const std::string& query, double expected) {
     return eventually([&] { return prometheus.query(query) == expected; }, 30s);
   };
   CHECK(value_is(R"(up{job="probe"})", 1));
-  CHECK(value_is(R"(netserver_connections_accepted_total{listener="probe"})", 25));
+  CHECK(value_is(R"(netserver_connections_accepted_total{listener="127.0.0.1:0"})", 25));
   CHECK(value_is(R"(probe_events_total{kind="b\"c"})", 2));
   CHECK(value_is(R"(sum(netserver_sessions_open))", 3));
   CHECK(value_is(R"(netserver_build_info{personality="multiplex"})", 1));
@@ -309,12 +210,13 @@ TEST_CASE("status listener: Prometheus scrapes it and its query API returns the 
 }
 
 TEST_CASE("status listener: after a HUP every counter is carried over and none went back", "[metrics]") {
-  ServerProcess server(binary("metrics_probe"), probe_yaml);
-  const auto before = samples_of(curl(url(server.port(), "/metrics")).body);
+  ServerProcess server(binary("metrics_probe"), status_yaml());
+  const auto before = samples_of(curl(url(status_port(server), "/metrics")).body);
   check_workload(before, 1);
   server.signal(SIGHUP);
   REQUIRE(server.wait_for_log("(restarted)"));
-  const auto after = samples_of(curl(url(server.port(), "/metrics")).body);
+  REQUIRE(server.wait_for_log("of the previous image"));  // the new image serves the status listener alone
+  const auto after = samples_of(curl(url(status_port(server), "/metrics")).body);
   check_workload(after, 2);
   for (const auto& [series, value] : before)
     if (series.find("_total") != std::string::npos && !series.starts_with("process_")) {
@@ -333,19 +235,22 @@ TEST_CASE("status listener: only loopback and unix-socket peers unless status.ci
   // In a namespace of the test's own, 192.0.2.1 is a local address that is not loopback.
   const std::vector<std::string> namespaced{"/usr/bin/unshare", "-n", "/bin/sh", "-c",
                                             "ip link set lo up && ip addr add 192.0.2.1/32 dev lo && exec \"$0\" \"$@\""};
+  // The namespace is the server's own: any port is free there.
+  const std::string namespaced_yaml = "listen: [\"127.0.0.1:0\"]\nstatus:\n  listen: [\"0.0.0.0:9100\"]\n";
   const auto ask = [](const ServerProcess& server, const std::string& host) {
-    const std::string address = "http://" + host + ":" + std::to_string(server.port()) + "/metrics";
+    REQUIRE(server.wait_for_log("status listener on 0.0.0.0:9100"));
+    const std::string address = "http://" + host + ":9100/metrics";
     const Outcome outcome = run("/usr/bin/nsenter", {"-t", std::to_string(server.pid()), "-n", "/usr/bin/curl", "-sS",
                                                      "-o", "/dev/null", "-w", "%{http_code}", address});
     return outcome.output;
   };
   {
-    ServerProcess server(binary("metrics_probe"), "listen: [\"0.0.0.0:0\"]\n", Launch{}.with_wrapper(namespaced));
+    ServerProcess server(binary("metrics_probe"), namespaced_yaml, Launch{}.with_wrapper(namespaced));
     CHECK(ask(server, "192.0.2.1") == "403");
     CHECK(ask(server, "127.0.0.1") == "200");
   }
   {
-    ServerProcess server(binary("metrics_probe"), "listen: [\"0.0.0.0:0\"]\nstatus:\n  cidr_allow: [192.0.2.0/24]\n",
+    ServerProcess server(binary("metrics_probe"), namespaced_yaml + "  cidr_allow: [192.0.2.0/24]\n",
                          Launch{}.with_wrapper(namespaced));
     CHECK(ask(server, "192.0.2.1") == "200");
   }
@@ -354,7 +259,8 @@ TEST_CASE("status listener: only loopback and unix-socket peers unless status.ci
 TEST_CASE("status listener: a unix-socket peer may ask", "[metrics]") {
   TempDir dir;
   const std::string path = (dir.path() / "status.sock").string();
-  ServerProcess server(binary("metrics_probe"), "listen: [\"unix:" + path + "\"]\n");
+  ServerProcess server(binary("metrics_probe"),
+                       "listen: [\"127.0.0.1:0\"]\nstatus:\n  listen: [\"unix:" + path + "\"]\n");
   const Outcome outcome = run("/usr/bin/curl", {"-sS", "--unix-socket", path, "http://status/metrics"});
   CHECK(outcome.status == 0);
   CHECK_THAT(outcome.output, Contains("netserver_sessions_open 3"));

@@ -18,6 +18,7 @@
 #include <boost/process.hpp>
 
 #include "harness.hpp"
+#include "metrics_checks.hpp"
 
 using namespace harness;
 using Catch::Matchers::Contains;
@@ -699,4 +700,21 @@ TEST_CASE("OCSP stapling from tls.ocsp_file staples a valid response only", "[tl
   CHECK(checked.status == 2);
   CHECK_THAT(started.output, Contains("tls.ocsp_file") && Contains("not a DER OCSP response"));
   CHECK_THAT(checked.output, Contains("tls.ocsp_file") && Contains("not a DER OCSP response") && !Contains("configuration OK"));
+}
+
+TEST_CASE("TLS handshakes are counted on /metrics by result", "[tls][metrics]") {
+  ServerProcess server(binary("echo_server"), config("multiplex") + "status:\n  listen: [\"127.0.0.1:" +
+                                                  std::to_string(free_port()) + "\"]\n");
+  CHECK_THAT(s_client_once(tls_port(server), ""), Contains("TLSv1.3"));  // one handshake that succeeds
+  Client plain(tls_port(server));  // and one that fails: plaintext on the TLS port
+  REQUIRE(plain.send("GET / HTTP/1.0\r\n\r\n"));
+  CHECK(plain.closed_by_peer());
+  const int status = metrics_checks::status_port(server);
+  std::map<std::string, double> samples;
+  CHECK(eventually([&] {
+    samples = metrics_checks::samples_of(metrics_checks::curl(metrics_checks::url(status, "/metrics")).body);
+    return metrics_checks::sample(samples, R"(netserver_tls_handshakes_total{result="ok"})") == 1 &&
+           metrics_checks::sample(samples, R"(netserver_tls_handshakes_total{result="failed"})") == 1;
+  }));
+  CHECK(metrics_checks::sample(samples, R"(netserver_connections_accepted_total{listener="tls://127.0.0.1:0"})") == 2);
 }

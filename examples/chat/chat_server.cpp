@@ -28,6 +28,7 @@ struct ChatUser {
 class ChatHandler : public netserver::LineHandler {
  public:
   void on_connect(Session& session) override {
+    members_.add(1);
     session.send_line("Welcome, to the server!");
     const netserver::TlsInfo* tls = session.tls();
     session.send_line(fmt::format("You are served by \"chat\" (personality {}, pid {}{}{}); /help lists the commands",
@@ -57,6 +58,7 @@ class ChatHandler : public netserver::LineHandler {
   }
 
   void on_close(Session& session) override {
+    members_.add(-1);
     tell_others(session, fmt::format("Unfortunately {} left us", name(session)));
   }
 
@@ -74,7 +76,8 @@ class ChatHandler : public netserver::LineHandler {
 
   // What a client typed reaches the others with its control characters escaped: a CR or an
   // ANSI escape could otherwise forge a line from someone else on their terminals.
-  static void say(Session& session, std::string_view line) {
+  void say(Session& session, std::string_view line) {
+    relayed_.add();
     tell_others(session, fmt::format("Client {} said: {}", name(session), chat::escape_controls(line)));
     if (line == "bye") session.close();
   }
@@ -138,6 +141,12 @@ class ChatHandler : public netserver::LineHandler {
                           tell_others(asking, fmt::format("{} is now known as {}", before, wanted));
                         });
   }
+
+  // On the status listener's /metrics (status.listen), summed over the server's processes.
+  const netserver::Counter relayed_ =
+      netserver::register_counter("chat_messages_relayed_total", "chat lines passed on to the room");
+  const netserver::Gauge members_ =
+      netserver::register_gauge("chat_room_members", "clients in a chat room", {{"room", "chat"}});
 };
 
 }  // namespace

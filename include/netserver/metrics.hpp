@@ -2,8 +2,9 @@
 /// An application's own metrics, exposed beside the toolkit's on the status listener's /metrics
 /// (`status.listen`) in the Prometheus text format.
 ///
-/// Register every metric before the server's loop starts -- in main(), in a Handler's
-/// constructor, or in a hook up to pre_loop_hook -- with every label value it will ever have.
+/// Register every metric before the server lays out its table -- in main(), in a Handler's
+/// constructor, or in a hook up to post_bind_hook -- with every label value it will ever have.
+/// From pre_loop_hook on, the table exists and counting goes to it.
 /// Then count from any process of the server (the parent, a PreFork child, a Multiplex worker, a
 /// Fork child): each process writes its own row of a table in shared memory, without locks, and
 /// /metrics shows the sum over the processes. What a process counted stays in the sums after it
@@ -93,7 +94,7 @@ class Gauge {
 /// "_total" and does not start with "netserver_" or "process_" (the toolkit's); `help` is one
 /// line. Several series of one name differ in their label values and share help and label names.
 /// Throws std::invalid_argument for a bad name, label or a series registered twice, and
-/// std::logic_error once the server's loop has started (the table is laid out by then).
+/// std::logic_error once the server laid out its table (after post_bind_hook).
 Counter register_counter(std::string_view name, std::string_view help, const MetricLabels& labels = {});
 
 /// Registers a gauge series; the rules of register_counter apply, except that a gauge's name

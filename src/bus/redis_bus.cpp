@@ -10,6 +10,7 @@
 #include <boost/asio/post.hpp>
 #include <fmt/format.h>
 
+#include "metrics_engine.hpp"
 #include "netserver/log.hpp"
 
 namespace netserver::bus {
@@ -86,6 +87,7 @@ std::string RedisBus::key(std::string_view kind, std::string_view room) const {
 // --- connecting ------------------------------------------------------------------------------
 
 void RedisBus::connect() {
+  if (state_ != State::up) engine_metrics().bus_up.set(0);  // a process with a bus says whether it is up
   if (state_ != State::starting) state_ = State::connecting;
   ready_count_ = 0;
   subscriber_ = std::make_unique<RedisConnection>(io_, settings_.address, settings_.connect_timeout, "subscriber");
@@ -119,6 +121,7 @@ void RedisBus::went_down(const std::string& why) {
   ++generation_;  // the other connection's failure, if any, is this one
   const bool was_up = state_ == State::up;
   const bool first_failure = state_ == State::starting || was_up;
+  engine_metrics().bus_up.set(0);
   for (auto* connection : {&subscriber_, &publisher_})
     if (*connection) retired_.push_back(std::move(*connection));
   std::weak_ptr<bool> alive = alive_;
@@ -181,6 +184,8 @@ void RedisBus::schedule_retry() {
 void RedisBus::became_up() {
   const bool recovered = ever_up_;
   state_ = State::up;
+  engine_metrics().bus_up.set(1);
+  if (recovered) engine_metrics().bus_reconnects.add();
   ever_up_ = true;
   const double outage = std::chrono::duration<double>(Clock::now() - down_since_).count();
   if (recovered)
@@ -280,6 +285,7 @@ void RedisBus::on_message(const std::string& name, std::string_view payload) {
   if (!settings_.secret.empty() && !same_tag(envelope->tag, bus_tag(settings_.secret, name, envelope->signed_bytes())))
     return count_dropped(name, "without a valid bus_secret tag");
   if (envelope->origin == identity_ && !echoed(envelope->sequence)) return;
+  engine_metrics().bus_received.add();
   it->second.listener->delivered(*envelope);
 }
 
@@ -385,6 +391,7 @@ bool RedisBus::publish(const std::string& room, std::uint64_t session, std::stri
   if (!settings_.secret.empty()) envelope.tag = bus_tag(settings_.secret, channel, envelope.signed_bytes());
   if (!publisher_->command({"PUBLISH", channel, envelope.encode()})) return false;
   ++publish_sequence_;
+  engine_metrics().bus_published.add();
   // Only a message to a channel this process hears comes back; one to a room whose subscription
   // is on its way (or going) never did reach this process's members, and is not waited for.
   auto heard = channels_.find(channel);
