@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include <boost/asio/io_context.hpp>
@@ -121,6 +122,11 @@ class Engine {
   std::span<char> scratch() { return scratch_; }
   /// A read delivered input (the end-of-batch flush waits while input keeps coming).
   void note_input() { ++inputs_; }
+  /// The session whose handler callback runs now, or null: the sender of what rooms deliver
+  /// meanwhile (room fan-out holds its input when a recipient's queue passes the mark).
+  SessionImpl* acting() const { return acting_; }
+  /// Makes `session` the acting one and returns the one before, restored once the callback returns.
+  SessionImpl* act(SessionImpl* session) { return std::exchange(acting_, session); }
 
  private:
   Appetite appetite();
@@ -149,6 +155,7 @@ class Engine {
   std::uint64_t inputs_ = 0;  // reads and accepts completed, to tell a busy loop from an idle one
   std::uint64_t inputs_at_post_ = 0;
   std::size_t lingering_ = 0;
+  SessionImpl* acting_ = nullptr;  // see acting()
   std::uint64_t next_id_ = 0;
   bool stopping_ = false;
   boost::asio::steady_timer grace_timer_;

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include "session_impl.hpp"
+
 namespace netserver {
 
 RoomMembers::Entry* RoomMembers::find(const Session& session) {
@@ -23,6 +25,17 @@ bool RoomMembers::add(Session& session, std::string label) {
 const RoomMembers::Entry* RoomMembers::holder_of(std::string_view key, const Session& except) const {
   for (const Entry& entry : entries_)
     if (entry.session.get() != &except && !key.empty() && entry.key == key) return &entry;
+  return nullptr;
+}
+
+// Every Session is the engine's; a sender is const only in Room::publish's signature.
+void RoomMembers::delivered(Session& member, const Session* sender) {
+  static_cast<SessionImpl&>(member).room_delivered(static_cast<SessionImpl*>(const_cast<Session*>(sender)));
+}
+
+Session* RoomMembers::by_id(std::uint64_t id) const {
+  for (const Entry& entry : entries_)
+    if (entry.session->id() == id) return entry.session.get();
   return nullptr;
 }
 

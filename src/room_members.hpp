@@ -1,6 +1,7 @@
 #pragma once
 // The members a room has in this process, in the order they joined, shared by both kinds of Room.
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -29,20 +30,29 @@ class RoomMembers {
   bool remove(const Session& session);
   std::size_t size() const { return entries_.size(); }
   const std::vector<Entry>& entries() const { return entries_; }
-  /// Sends `bytes` to every open member but the ones `skip` names. Safe when a send ends a
-  /// session (and so changes the membership) on the way.
+  /// Sends `bytes` to every open member but the ones `skip` names. A member left above the
+  /// output mark holds the sender -- the session whose callback runs, else `sender` (null: none
+  /// known) -- see SessionImpl::room_delivered. Safe when a send ends a session (and so changes
+  /// the membership) on the way.
   template <class Skip>
-  void deliver(std::string_view bytes, Skip&& skip) {
+  void deliver(std::string_view bytes, Skip&& skip, const Session* sender) {
     snapshot_.clear();
     for (const Entry& entry : entries_) snapshot_.push_back(entry.session);
-    for (const auto& session : snapshot_)
-      if (session->is_open() && !skip(*session)) session->send(bytes);
+    for (const auto& session : snapshot_) {
+      if (!session->is_open() || skip(*session)) continue;
+      session->send(bytes);
+      delivered(*session, sender);
+    }
     snapshot_.clear();
   }
+  /// The member with session id `id`, or null.
+  Session* by_id(std::uint64_t id) const;
   /// The members as Room::who reports them, for this process.
   std::vector<Member> listing(const std::string& host) const;
 
  private:
+  static void delivered(Session& member, const Session* sender);
+
   std::vector<Entry> entries_;
   std::vector<std::shared_ptr<Session>> snapshot_;
 };

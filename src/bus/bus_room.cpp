@@ -239,15 +239,19 @@ void BusRoom::heartbeat() {
   if (members_.size() > 0) write_presence(admitted());
 }
 
-// Bytes from Redis pass the room's receive filter (the application's own rules) first.
+// Bytes from Redis pass the room's receive filter (the application's own rules) first. A message
+// this process published comes back naming its sender, which local members above the output mark
+// then hold as a local publish does; a sender in another process cannot be held from here (see
+// docs/bus.md: its members are bounded by output_stall_timeout and max_output instead).
 void BusRoom::delivered(const bus::Envelope& envelope) {
   bus::RedisBus& bus = *hub_.bus();
   const bool mine = envelope.origin == bus.identity();
   const auto skip = [&](const Session& member) { return mine && member.id() == envelope.session; };
-  if (!filter_) return members_.deliver(envelope.payload, skip);
+  const Session* sender = mine ? members_.by_id(envelope.session) : nullptr;
+  if (!filter_) return members_.deliver(envelope.payload, skip, sender);
   const std::optional<std::string> checked = filter_(envelope.payload);
   if (!checked) return bus.count_dropped(bus.key("room", name()), "refused by the room's receive filter");
-  members_.deliver(*checked, skip);
+  members_.deliver(*checked, skip, sender);
 }
 
 // --- publishing and presence -----------------------------------------------------------------
@@ -255,7 +259,7 @@ void BusRoom::delivered(const bus::Envelope& envelope) {
 void BusRoom::publish(std::string_view bytes, const Session* except) {
   bus::RedisBus& bus = *hub_.bus();
   if (bus.publish(name(), except ? except->id() : 0, bytes)) return;
-  members_.deliver(bytes, [except](const Session& member) { return &member == except; });
+  members_.deliver(bytes, [except](const Session& member) { return &member == except; }, except);
   bus.count_local_only();
 }
 
