@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "engine.hpp"
 #include "session_impl.hpp"
 
 namespace netserver {
@@ -31,6 +32,56 @@ const RoomMembers::Entry* RoomMembers::holder_of(std::string_view key, const Ses
 // Every Session is the engine's; a sender is const only in Room::publish's signature.
 void RoomMembers::delivered(Session& member, const Session* sender) {
   static_cast<SessionImpl&>(member).room_delivered(static_cast<SessionImpl*>(const_cast<Session*>(sender)));
+}
+
+Session* room_sender(const Session* except) {
+  if (except == nullptr) return nullptr;
+  auto& session = static_cast<SessionImpl&>(const_cast<Session&>(*except));
+  SessionImpl* acting = session.engine().acting();
+  return acting != nullptr ? acting : &session;
+}
+
+// --- the publish window ----------------------------------------------------------------------
+
+void PublishWindow::published(std::uint64_t id, Session* sender, std::size_t bytes) {
+  if (sender == nullptr || id == 0) return;
+  auto& session = static_cast<SessionImpl&>(*sender);
+  Flight& flight = flights_[id];
+  if (flight.bytes == 0 && !flight.holding) flight.session = session.weak_from_this();
+  flight.bytes += bytes;
+  if (flight.holding || flight.bytes <= session.limits().output_mark()) return;
+  flight.holding = true;
+  session.hold_input();
+}
+
+void PublishWindow::returned(std::uint64_t id, std::size_t bytes) {
+  auto found = flights_.find(id);
+  if (found == flights_.end()) return;
+  Flight& flight = found->second;
+  flight.bytes -= std::min(bytes, flight.bytes);
+  auto session = flight.session.lock();
+  if (!session) return (void)flights_.erase(found);
+  if (flight.holding && flight.bytes <= session->limits().output_mark() / 2) release(flight);
+  if (flight.bytes == 0) flights_.erase(found);
+}
+
+void PublishWindow::release(Flight& flight) {
+  flight.holding = false;
+  if (auto session = flight.session.lock()) static_cast<SessionImpl&>(*session).release_input();
+}
+
+void PublishWindow::forget(const Session& session) {
+  auto found = flights_.find(session.id());
+  if (found == flights_.end()) return;
+  release(found->second);
+  flights_.erase(found);
+}
+
+void PublishWindow::clear() {
+  auto flights = std::move(flights_);
+  flights_.clear();
+  for (auto& [id, flight] : flights)
+    if (flight.holding) release(flight);
 }
 
 Session* RoomMembers::by_id(std::uint64_t id) const {

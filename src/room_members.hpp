@@ -5,6 +5,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "netserver/room.hpp"
@@ -55,6 +56,36 @@ class RoomMembers {
 
   std::vector<Entry> entries_;
   std::vector<std::shared_ptr<Session>> snapshot_;
+};
+
+/// Who sends what a room publishes now: the session whose callback (or Conversation) runs, else
+/// `except` (the publisher leaving itself out), else nobody known.
+Session* room_sender(const Session* except);
+
+/// A bus room's messages from this process's senders that Redis has not sent back yet. A sender
+/// with more than its output mark in flight is not read until half of it is back: the hold of a
+/// member above the mark comes a round trip late over the bus, and without this window a flooder
+/// would run ahead by everything it can send meanwhile.
+class PublishWindow {
+ public:
+  /// A message of session `id` (its envelope's: 0 for none, not counted) of `bytes` went to Redis;
+  /// `sender` (room_sender) is held while too much of `id`'s is in flight.
+  void published(std::uint64_t id, Session* sender, std::size_t bytes);
+  /// A message of session `id` came back (or was delivered here without Redis).
+  void returned(std::uint64_t id, std::size_t bytes);
+  /// `session` ended or left: nothing of it is waited for.
+  void forget(const Session& session);
+  /// The bus went down: what was in flight will never come back.
+  void clear();
+
+ private:
+  struct Flight {
+    std::weak_ptr<Session> session;
+    std::size_t bytes = 0;
+    bool holding = false;
+  };
+  void release(Flight& flight);
+  std::unordered_map<std::uint64_t, Flight> flights_;
 };
 
 /// This machine's host name (as `hostname` prints it).

@@ -434,7 +434,7 @@ void SessionImpl::hold(SessionImpl& sender) {
   for (const auto& held : holding_)
     if (held.first == sender.id_) return;
   holding_.emplace_back(sender.id_, std::static_pointer_cast<SessionImpl>(sender.shared_from_this()));
-  ++sender.input_.holds;
+  sender.hold_input();
 }
 
 // The queue dropped back below the mark, or the session ends: the episode is over and every

@@ -108,9 +108,14 @@ class SessionImpl final : public Session {
   /// being read until this queue drops back below the mark or this session ends, and the stall
   /// watch starts: taking no byte for output_stall_timeout ends this session.
   void room_delivered(SessionImpl* sender);
-  /// Recipients above the mark this session's room deliveries wait on (its input is not read
-  /// while there is one).
+  /// Holds on this session's input: recipients above the mark its room deliveries wait on, and a
+  /// bus window full of its messages (its input is not read while there is one).
   std::size_t held_by() const { return input_.holds; }
+  /// One more hold on this session's input ...
+  void hold_input() { ++input_.holds; }
+  /// ... and one less: reads again when it was the last.
+  void release_input() { unheld(); }
+  Engine& engine() const { return engine_; }
 
  private:
   // --- lifecycle ---

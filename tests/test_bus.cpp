@@ -22,6 +22,7 @@
 
 #include "bus/envelope.hpp"
 #include "chat_protocol.hpp"
+#include "fanout_scenario.hpp"
 #include "harness.hpp"
 
 using namespace harness;
@@ -938,4 +939,14 @@ TEST_CASE("bus: a nick claim in flight when Redis stalls is answered once the bu
   CHECK(b.client.read_line() == "The nick dave is taken");
   redis.signal(SIGCONT);
   CHECK(one.wait_for_log("bus: reconnected", 10s));
+}
+
+TEST_CASE("over the bus a flooder is held by the slow members of its own process", "[bus][fanout]") {
+  // Issue 26's scenario with every client in one process on the bus, at the default max_output:
+  // the members' hold comes a round trip through Redis late, and the publish window keeps the
+  // flooder from running ahead meanwhile (docs/bus.md, "Backpressure across processes").
+  Redis redis;
+  ServerProcess server(binary("chat_server"),
+                       bus_yaml(redis.url(), "personality: multiplex\noutput_stall_timeout: 2\n"));
+  check_fanout(run_fanout(server, true), 2.0);  // R waits for F's welcome: the room is subscribed
 }

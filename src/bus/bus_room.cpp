@@ -117,6 +117,7 @@ void BusRoom::leave(Session& session) {
                              auto locked = w.first.lock();
                              return !locked || locked.get() == &session;
                            }) > 0;
+  window_.forget(session);
   if (!members_.remove(session)) return;
   if (!was_waiting || !key.empty()) remove_presence({field_of(session), key});  // a claim writes presence too
   if (members_.size() == 0) {
@@ -228,6 +229,7 @@ void BusRoom::came_up() { write_presence(admitted()); }
 
 void BusRoom::went_down() {
   subscribed_ = false;
+  window_.clear();  // what was in flight will never come back
   admit_waiting();
   auto claims = std::move(claims_);  // their replies will never come
   claims_.clear();
@@ -248,6 +250,7 @@ void BusRoom::delivered(const bus::Envelope& envelope) {
   const bool mine = envelope.origin == bus.identity();
   const auto skip = [&](const Session& member) { return mine && member.id() == envelope.session; };
   const Session* sender = mine ? members_.by_id(envelope.session) : nullptr;
+  if (mine) window_.returned(envelope.session, envelope.payload.size());
   if (!filter_) return members_.deliver(envelope.payload, skip, sender);
   const std::optional<std::string> checked = filter_(envelope.payload);
   if (!checked) return bus.count_dropped(bus.key("room", name()), "refused by the room's receive filter");
@@ -258,7 +261,11 @@ void BusRoom::delivered(const bus::Envelope& envelope) {
 
 void BusRoom::publish(std::string_view bytes, const Session* except) {
   bus::RedisBus& bus = *hub_.bus();
-  if (bus.publish(name(), except ? except->id() : 0, bytes)) return;
+  const std::uint64_t id = except ? except->id() : 0;
+  if (bus.publish(name(), id, bytes)) {
+    if (subscribed_) window_.published(id, room_sender(except), bytes.size());  // else it does not come back here
+    return;
+  }
   members_.deliver(bytes, [except](const Session& member) { return &member == except; }, except);
   bus.count_local_only();
 }
