@@ -62,30 +62,25 @@ inline Member connect(const ServerProcess& server) {
 
 }  // namespace fanout_detail
 
-/// Runs the scenario on `server` (a chat that relays a line as "Client NAME said: LINE").
-/// S, R and F are the first three clients served by one process (with workers, others are
-/// connected until three share a worker, and closed).
-/// `announced`: the server tells the room of a newcomer ("Please welcome NAME, ..."): R waits for
-/// F's announcement before the flood (over the bus, F then hears the room).
-inline FanoutOutcome run_fanout(const ServerProcess& server, bool announced, int lines = 20000) {
+/// The three clients of the scenario, and the servers serving S and the others (the same one
+/// but over the bus).
+struct FanoutTrio {
+  fanout_detail::Member s, r, f;
+  const ServerProcess* s_server;  ///< serves S
+  const ServerProcess* server;    ///< serves R and F
+};
+
+/// Floods: R reads (waiting first for F's announcement when `announced`: the server tells the
+/// room of a newcomer, "Please welcome NAME, ..."; over the bus F then hears the room), F sends
+/// `lines` lines, the serving processes' memory and S's cut are watched.
+inline FanoutOutcome flood(FanoutTrio& trio, bool announced, int lines = 20000) {
   using namespace fanout_detail;
-  std::map<long, std::vector<Member>> by_pid;
-  std::vector<Member> trio;
-  for (int i = 0; i < 40 && trio.empty(); ++i) {
-    Member member = connect(server);
-    auto& group = by_pid[member.pid];
-    group.push_back(std::move(member));
-    if (group.size() == 3) trio = std::move(group);
-  }
-  REQUIRE(trio.size() == 3);
-  by_pid.clear();  // the others leave before the flood
-  Member& s = trio[0];
-  Member& r = trio[1];
-  Member& f = trio[2];
+  Member& s = trio.s;
+  Member& r = trio.r;
+  Member& f = trio.f;
   FanoutOutcome outcome;
   outcome.f_name = f.name, outcome.r_name = r.name, outcome.s_name = s.name;
-  const long pid = f.pid;
-
+  const std::string s_cut = "disconnecting " + s.name + " ";
   for (int i = 0; announced && i < 10; ++i) {
     const auto line = r.client.read_line(10s);
     REQUIRE(line);
@@ -110,8 +105,8 @@ inline FanoutOutcome run_fanout(const ServerProcess& server, bool announced, int
   const auto start = std::chrono::steady_clock::now();
   std::thread watcher([&] {
     while (!done) {
-      outcome.max_rss_kib = std::max(outcome.max_rss_kib, rss_kib(pid));
-      if (outcome.s_cut_after < 0 && server.log().find("disconnecting " + s.name + " ") != std::string::npos)
+      outcome.max_rss_kib = std::max({outcome.max_rss_kib, rss_kib(f.pid), rss_kib(s.pid)});
+      if (outcome.s_cut_after < 0 && trio.s_server->log().find(s_cut) != std::string::npos)
         outcome.s_cut_after = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       std::this_thread::sleep_for(std::chrono::milliseconds(25));
     }
@@ -127,7 +122,7 @@ inline FanoutOutcome run_fanout(const ServerProcess& server, bool announced, int
   outcome.flood_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   reader.join();
   // S's cut is logged by now if it is coming at all: its socket filled at the start of the flood.
-  eventually([&] { return server.log().find("disconnecting " + s.name + " ") != std::string::npos; }, 10s);
+  eventually([&] { return trio.s_server->log().find(s_cut) != std::string::npos; }, 10s);
   done = true;
   watcher.join();
   // F and R are still served: F's next line reaches R.
@@ -136,8 +131,28 @@ inline FanoutOutcome run_fanout(const ServerProcess& server, bool announced, int
   while (last && last->find(" said: ") == std::string::npos) last = r.client.read_line(10s);  // S left us
   if (outcome.first_wrong.empty() && last != said + "still here")
     outcome.first_wrong = "after the flood: " + last.value_or("(nothing)").substr(0, 80);
-  outcome.log = server.log();
+  outcome.log = trio.server->log();
+  if (trio.s_server != trio.server) outcome.log += trio.s_server->log();
   return outcome;
+}
+
+/// Runs the scenario on `server` (a chat that relays a line as "Client NAME said: LINE"):
+/// S, R and F are the first three clients served by one process (with workers, others are
+/// connected until three share a worker, and closed).
+inline FanoutOutcome run_fanout(const ServerProcess& server, bool announced, int lines = 20000) {
+  using namespace fanout_detail;
+  std::map<long, std::vector<Member>> by_pid;
+  std::vector<Member> three;
+  for (int i = 0; i < 40 && three.empty(); ++i) {
+    Member member = connect(server);
+    auto& group = by_pid[member.pid];
+    group.push_back(std::move(member));
+    if (group.size() == 3) three = std::move(group);
+  }
+  REQUIRE(three.size() == 3);
+  by_pid.clear();  // the others leave before the flood
+  FanoutTrio trio{std::move(three[0]), std::move(three[1]), std::move(three[2]), &server, &server};
+  return flood(trio, announced, lines);
 }
 
 /// The checks every run of the scenario must pass.
