@@ -29,11 +29,6 @@ const RoomMembers::Entry* RoomMembers::holder_of(std::string_view key, const Ses
   return nullptr;
 }
 
-// Every Session is the engine's; a sender is const only in Room::publish's signature.
-void RoomMembers::delivered(Session& member, const Session* sender) {
-  static_cast<SessionImpl&>(member).room_delivered(static_cast<SessionImpl*>(const_cast<Session*>(sender)));
-}
-
 Session* room_sender(const Session* except) {
   if (except == nullptr) return nullptr;
   auto& session = static_cast<SessionImpl&>(const_cast<Session&>(*except));

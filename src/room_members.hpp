@@ -10,6 +10,7 @@
 
 #include "netserver/room.hpp"
 #include "netserver/session.hpp"
+#include "session_impl.hpp"  // every Session is the engine's
 
 namespace netserver {
 
@@ -42,7 +43,8 @@ class RoomMembers {
     for (const auto& session : snapshot_) {
       if (!session->is_open() || skip(*session)) continue;
       session->send(bytes);
-      delivered(*session, sender);
+      // Every Session is the engine's; a sender is const only in Room::publish's signature.
+      static_cast<SessionImpl&>(*session).room_delivered(static_cast<SessionImpl*>(const_cast<Session*>(sender)));
     }
     snapshot_.clear();
   }
@@ -52,8 +54,6 @@ class RoomMembers {
   std::vector<Member> listing(const std::string& host) const;
 
  private:
-  static void delivered(Session& member, const Session* sender);
-
   std::vector<Entry> entries_;
   std::vector<std::shared_ptr<Session>> snapshot_;
 };

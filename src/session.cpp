@@ -32,6 +32,7 @@ SessionImpl::SessionImpl(Engine& engine, const Endpoint& endpoint, std::shared_p
       endpoint_(endpoint),
       transport_(std::move(transport)),
       input_(engine.limits().max_line + 2),  // room for a longest line and its CRLF
+      output_mark_(engine.limits().output_mark()),
       started_(Clock::now()),
       last_input_(started_) {}
 
@@ -375,7 +376,7 @@ void SessionImpl::flush() {
     if (phase_ == Phase::closing) last_output_ = Clock::now();  // only the close deadline needs it
     if (stall_watch_) {
       last_taken_ = Clock::now();  // only the stall watch needs it
-      if (queued() <= limits().output_mark()) release_senders();
+      if (queued() <= output_mark_) release_senders();
     }
   }
   drained();
@@ -418,12 +419,12 @@ void SessionImpl::when_drained(std::function<void()> callback) {
 
 // --- fan-out ---------------------------------------------------------------------------------------
 
-// The fast path is one comparison: below the mark, a room delivery costs nothing more. Only what
-// the socket does not take counts (a queue waiting for the end-of-batch flush is written first).
-void SessionImpl::room_delivered(SessionImpl* sender) {
-  if (queued() <= limits().output_mark() || phase_ != Phase::open) return;
+// A room delivery left the queue above the mark. Only what the socket does not take counts (a
+// queue waiting for the end-of-batch flush is written first).
+void SessionImpl::above_mark(SessionImpl* sender) {
+  if (phase_ != Phase::open) return;
   if (!waiting_writable_) flush();
-  if (queued() <= limits().output_mark() || phase_ != Phase::open) return;
+  if (queued() <= output_mark_ || phase_ != Phase::open) return;
   if (SessionImpl* acting = engine_.acting()) sender = acting;
   watch_stall();
   if (sender != nullptr && sender != this) hold(*sender);  // its own queue holds a session already

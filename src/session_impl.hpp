@@ -107,7 +107,9 @@ class SessionImpl final : public Session {
   /// whose callback runs now, else `sender` (the publisher the room knows of, or null) -- stops
   /// being read until this queue drops back below the mark or this session ends, and the stall
   /// watch starts: taking no byte for output_stall_timeout ends this session.
-  void room_delivered(SessionImpl* sender);
+  void room_delivered(SessionImpl* sender) {
+    if (queued() > output_mark_) above_mark(sender);  // the fast path: one comparison per delivery
+  }
   /// Holds on this session's input: recipients above the mark its room deliveries wait on, and a
   /// bus window full of its messages (its input is not read while there is one).
   std::size_t held_by() const { return input_.holds; }
@@ -145,6 +147,7 @@ class SessionImpl final : public Session {
   void drained();
 
   // --- fan-out: senders waiting on this queue, and the stall watch ---
+  void above_mark(SessionImpl* sender);
   void hold(SessionImpl& sender);
   void release_senders();
   void unheld();
@@ -186,6 +189,7 @@ class SessionImpl final : public Session {
   // Fan-out: the senders held by this queue (by session id, which is never reused), and whether
   // the queue is above the mark through room deliveries since last_taken_ without taking a byte.
   std::vector<std::pair<std::uint64_t, std::weak_ptr<SessionImpl>>> holding_;
+  std::size_t output_mark_;  // limits().output_mark(), at hand for room_delivered()
   bool stall_watch_ = false;
   bool stall_timer_armed_ = false;
   Clock::time_point last_taken_;
