@@ -54,6 +54,7 @@ void PublishWindow::returned(std::uint64_t id, std::size_t bytes) {
   if (found == flights_.end()) return;
   Flight& flight = found->second;
   flight.bytes -= std::min(bytes, flight.bytes);
+  flight.returned = true;
   auto session = flight.session.lock();
   if (!session) return (void)flights_.erase(found);
   if (flight.holding && flight.bytes <= session->limits().output_mark() / 2) release(flight);
@@ -70,6 +71,19 @@ void PublishWindow::forget(const Session& session) {
   if (found == flights_.end()) return;
   release(found->second);
   flights_.erase(found);
+}
+
+void PublishWindow::beat() {
+  for (auto it = flights_.begin(); it != flights_.end();) {
+    Flight& flight = it->second;
+    if (flight.holding && !flight.returned) {
+      release(flight);
+      it = flights_.erase(it);
+      continue;
+    }
+    flight.returned = false;
+    ++it;
+  }
 }
 
 void PublishWindow::clear() {

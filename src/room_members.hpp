@@ -77,12 +77,16 @@ class PublishWindow {
   void forget(const Session& session);
   /// The bus went down: what was in flight will never come back.
   void clear();
+  /// A heartbeat: a sender held for a whole beat without any of its messages coming back is let
+  /// go (they were lost), so a miscount can never hold a session for good.
+  void beat();
 
  private:
   struct Flight {
     std::weak_ptr<Session> session;
     std::size_t bytes = 0;
     bool holding = false;
+    bool returned = false;  // some came back since the last beat
   };
   void release(Flight& flight);
   std::unordered_map<std::uint64_t, Flight> flights_;

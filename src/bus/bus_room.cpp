@@ -238,6 +238,7 @@ void BusRoom::went_down() {
 }
 
 void BusRoom::heartbeat() {
+  window_.beat();
   if (members_.size() > 0) write_presence(admitted());
 }
 
@@ -261,11 +262,12 @@ void BusRoom::delivered(const bus::Envelope& envelope) {
 
 void BusRoom::publish(std::string_view bytes, const Session* except) {
   bus::RedisBus& bus = *hub_.bus();
+  // Counted before it goes: a bus that waits on a stalled Redis delivers it here at once. Only
+  // what this process hears comes back to it.
   const std::uint64_t id = except ? except->id() : 0;
-  if (bus.publish(name(), id, bytes)) {
-    if (subscribed_) window_.published(id, room_sender(except), bytes.size());  // else it does not come back here
-    return;
-  }
+  window_.published(id, subscribed_ ? room_sender(except) : nullptr, bytes.size());
+  if (bus.publish(name(), id, bytes)) return;
+  window_.returned(id, bytes.size());
   members_.deliver(bytes, [except](const Session& member) { return &member == except; }, except);
   bus.count_local_only();
 }
