@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include <boost/asio/io_context.hpp>
@@ -141,6 +142,11 @@ class Engine {
   }
   /// True when this engine's callbacks are marked for the stall watcher and the watchdog.
   bool watched() const { return !options_.toolkit; }
+  /// The session whose handler callback runs now, or null: the sender of what rooms deliver
+  /// meanwhile (room fan-out holds its input when a recipient's queue passes the mark).
+  SessionImpl* acting() const { return acting_; }
+  /// Makes `session` the acting one and returns the one before, restored once the callback returns.
+  SessionImpl* act(SessionImpl* session) { return std::exchange(acting_, session); }
 
  private:
   Appetite appetite();
@@ -170,6 +176,7 @@ class Engine {
   std::uint64_t inputs_ = 0;  // reads and accepts completed, to tell a busy loop from an idle one
   std::uint64_t inputs_at_post_ = 0;
   std::size_t lingering_ = 0;
+  SessionImpl* acting_ = nullptr;  // see acting()
   std::uint64_t next_id_ = 0;
   bool stopping_ = false;
   boost::asio::steady_timer grace_timer_;

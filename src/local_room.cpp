@@ -28,7 +28,7 @@ bool LocalRoom::contains(const Session& session) const {
 }
 
 void LocalRoom::publish(std::string_view bytes, const Session* except) {
-  members_.deliver(bytes, [except](const Session& member) { return &member == except; });
+  members_.deliver(bytes, [except](const Session& member) { return &member == except; }, except);
 }
 
 void LocalRoom::who(Session& asking, Listing listing) {

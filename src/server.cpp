@@ -223,6 +223,19 @@ void ServerRuntime::add_core_options() {
                            "only (0: no soft limit)"));
   options.add(Option::duration("max_output_soft_seconds", 60, 0, 86400,
                                "how long a client's output queue may stay above max_output_soft"));
+  options.add(Option::size("room_output_mark", 0, 0, 4 * gib,
+                           "a room message that leaves a member's output queue above this many bytes stops its "
+                           "sender's input from being read until the member drains below it or is cut, so a "
+                           "flooder is slowed to its readers' pace (0: max_output / 4)"));
+  options.add(Option::duration("output_stall_timeout", 5, 0, 86400,
+                               "a room member above room_output_mark that takes none of its output for this long is "
+                               "disconnected, so that one client that stopped reading holds a room's senders no "
+                               "longer (0: never; a member that keeps reading is never cut for being slow)"));
+  options.add(Option::integer("max_input_rate", 0, 0, 1e9,
+                              "flood control: lines per second read from one client on average; a faster client "
+                              "is not read for a while, never disconnected (0: no limit)"));
+  options.add(Option::integer("max_input_burst", 100, 1, 1e9,
+                              "lines a client may send at once above max_input_rate before it is slowed"));
   options.add(Option::duration("graceful_timeout", 10, 0, 86400,
                                "on TERM/INT, how long sessions may take to finish before they are cut"));
   options.add(Option::duration("restart_drain_timeout", 0, 0, 1e9,
@@ -307,6 +320,9 @@ void ServerRuntime::check_combinations(const Config& config) const {
   if (config.bytes("max_output_soft") >= config.bytes("max_output"))
     throw ConfigError(fmt::format("max_output_soft must be less than max_output: {} and {}",
                                   config.describe("max_output_soft"), config.describe("max_output")));
+  if (config.bytes("room_output_mark") >= config.bytes("max_output"))
+    throw ConfigError(fmt::format("room_output_mark must be less than max_output: {} and {}",
+                                  config.describe("room_output_mark"), config.describe("max_output")));
   bus::check_bus_combinations(config);
   if (config.boolean("background") && !is_file_target(config.string("log_file")) && config.string("log_file") != "syslog")
     throw ConfigError(fmt::format("background: true needs log_file set to a file or syslog: {} is closed when the "
@@ -330,6 +346,10 @@ void ServerRuntime::post_configure() {
   limits_.max_output = static_cast<std::size_t>(config.bytes("max_output"));
   limits_.max_output_soft = static_cast<std::size_t>(config.bytes("max_output_soft"));
   limits_.max_output_soft_for = config.duration("max_output_soft_seconds");
+  limits_.room_output_mark = static_cast<std::size_t>(config.bytes("room_output_mark"));
+  limits_.output_stall_timeout = config.duration("output_stall_timeout");
+  limits_.max_input_rate = static_cast<double>(config.integer("max_input_rate"));
+  limits_.max_input_burst = static_cast<std::size_t>(config.integer("max_input_burst"));
   limits_.idle_timeout = config.duration("timeout");
   limits_.close_timeout = config.duration("graceful_timeout");
   stop_times_.graceful = config.duration("graceful_timeout");

@@ -33,6 +33,7 @@ SessionImpl::SessionImpl(Engine& engine, const Endpoint& endpoint, std::shared_p
       endpoint_(endpoint),
       transport_(std::move(transport)),
       input_(engine.limits().max_line + 2),  // room for a longest line and its CRLF
+      output_mark_(engine.limits().output_mark()),
       started_(Clock::now()),
       last_input_(started_) {}
 
@@ -75,6 +76,7 @@ void SessionImpl::on_ready(const boost::system::error_code& error) {
 
 // Runs a handler callback: sends made inside it are flushed once it returns; an exception loses
 // this session only.
+// While it runs, this session is the engine's acting one: the sender of what rooms deliver.
 template <class Callback>
 void SessionImpl::dispatch(CallbackKind kind, Callback&& callback) {
   if (phase_ == Phase::lingering || phase_ == Phase::finished) return;
@@ -83,18 +85,22 @@ void SessionImpl::dispatch(CallbackKind kind, Callback&& callback) {
   std::optional<CallbackScope> marked;
   if (engine_.watched()) marked.emplace(subject, kind);
   in_callback_ = true;
+  SessionImpl* const acting_before = engine_.act(this);
   try {
     callback();
   } catch (const std::exception& error) {
     in_callback_ = false;
+    engine_.act(acting_before);
     log::error("handler failed for {} (session {}): {}", peer_, id_, error.what());
     return finish("handler failed", false);
   } catch (...) {
     in_callback_ = false;
+    engine_.act(acting_before);
     log::error("handler failed for {} (session {}): unknown exception", peer_, id_);
     return finish("handler failed", false);
   }
   in_callback_ = false;
+  engine_.act(acting_before);
   // A session that ended inside the callback kept its input until now: the handler (and the
   // framing that called it) may still have been reading it.
   if (phase_ == Phase::lingering || phase_ == Phase::finished) return input_.pending.clear();
@@ -144,6 +150,9 @@ void SessionImpl::finish(std::string_view reason, bool graceful) {
   deadline_.reset();
   user_timer_.reset();
   soft_timer_.reset();
+  stall_timer_.reset();
+  rate_timer_.reset();
+  release_senders();  // a recipient that ends holds nobody
   if (!in_callback_) input_.pending.clear();  // else dispatch() clears it once the callback returned
   drained_ = nullptr;
   phase_ = Phase::finished;
@@ -173,11 +182,12 @@ void SessionImpl::retire() {
 
 // --- input -------------------------------------------------------------------------------------
 
-// Backpressure: a client that does not read our replies stops being read from. A closing session
-// reads on (and drops the input) to see the client's EOF.
+// Backpressure: a client that does not read our replies stops being read from, and so does one
+// whose room deliveries wait on a recipient above the mark, or one past max_input_rate. A closing
+// session reads on (and drops the input) to see the client's EOF.
 bool SessionImpl::may_read() const {
   return (phase_ == Phase::open || phase_ == Phase::closing) && !input_.reading && !input_.paused && !input_.client_done &&
-         queued() <= limits().max_output / 2;
+         input_.holds == 0 && !input_.over_rate && queued() <= limits().max_output / 2;
 }
 
 // One read takes at most a quarter of max_output: reading stops above half of it, so the replies
@@ -209,7 +219,8 @@ void SessionImpl::on_read(const boost::system::error_code& error, std::size_t by
   engine_.note_input();
   if (phase_ == Phase::open) {
     std::string_view chunk(inbox_, bytes);
-    if (bytes == sizeof inbox_) chunk = read_more(bytes);
+    if (limits().max_input_rate > 0) meter_input(chunk);  // in small reads: one is never much of a burst
+    else if (bytes == sizeof inbox_) chunk = read_more(bytes);
     deliver(chunk, false);
     if (input_.client_done) return on_client_finished();
   }
@@ -285,6 +296,27 @@ void SessionImpl::stop_watching_for_reset() {
   const bool armed = input_.reset_watch == Input::ResetWatch::armed;
   input_.reset_watch = Input::ResetWatch::off;
   if (armed) reset_watch_->emit(asio::cancellation_type::all);
+}
+
+// max_input_rate: the lines of each read (one inbox, at most 512 bytes) are taken from the
+// session's token bucket; in debt, the client is not read until the debt is paid. Flood control
+// slows a client, never disconnects it.
+void SessionImpl::meter_input(std::string_view chunk) {
+  const auto now = Clock::now();
+  if (!input_rate_)
+    input_rate_ = std::make_unique<TokenBucket>(limits().max_input_rate, static_cast<double>(limits().max_input_burst), now);
+  const auto lines = static_cast<double>(std::count(chunk.begin(), chunk.end(), '\n'));
+  const Clock::duration wait = input_rate_->take(lines, now);
+  if (wait == Clock::duration::zero()) return;
+  input_.over_rate = true;
+  if (!rate_timer_) rate_timer_ = std::make_unique<asio::steady_timer>(engine_.io());
+  rate_timer_->expires_after(wait);
+  rate_timer_->async_wait([self = std::static_pointer_cast<SessionImpl>(shared_from_this())](
+                              const boost::system::error_code& error) {
+    if (error) return;
+    self->input_.over_rate = false;
+    self->start_read();
+  });
 }
 
 void SessionImpl::resume_input() {
@@ -395,6 +427,10 @@ void SessionImpl::flush() {
     engine_.count_sent(n);
     ++writes_;
     if (phase_ == Phase::closing) last_output_ = Clock::now();  // only the close deadline needs it
+    if (stall_watch_) {
+      last_taken_ = Clock::now();  // only the stall watch needs it
+      if (queued() <= output_mark_) release_senders();
+    }
   }
   drained();
 }
@@ -404,6 +440,7 @@ void SessionImpl::drained() {
   out_.clear();
   out_sent_ = 0;
   above_soft_ = false;
+  if (stall_watch_) release_senders();
   if (out_.capacity() > 64 * 1024) std::string().swap(out_);
   if (drained_) asio::post(engine_.io(), std::exchange(drained_, nullptr));
   if (phase_ == Phase::closing) return finish(end_reason_.empty() ? "server closed" : end_reason_, true);
@@ -431,6 +468,78 @@ void SessionImpl::when_drained(std::function<void()> callback) {
   if (phase_ == Phase::lingering || phase_ == Phase::finished) return;
   if (queued() == 0) return asio::post(engine_.io(), std::move(callback));
   drained_ = std::move(callback);
+}
+
+// --- fan-out ---------------------------------------------------------------------------------------
+
+// A room delivery left the queue above the mark. Only what the socket does not take counts (a
+// queue waiting for the end-of-batch flush is written first).
+void SessionImpl::above_mark(SessionImpl* sender) {
+  if (phase_ != Phase::open) return;
+  if (!waiting_writable_) flush();
+  if (queued() <= output_mark_ || phase_ != Phase::open) return;
+  if (SessionImpl* acting = engine_.acting()) sender = acting;
+  watch_stall();
+  if (sender != nullptr && sender != this) hold(*sender);  // its own queue holds a session already
+}
+
+void SessionImpl::hold(SessionImpl& sender) {
+  if (sender.phase_ != Phase::open && sender.phase_ != Phase::closing) return;
+  for (const auto& held : holding_)
+    if (held.first == sender.id_) return;
+  holding_.emplace_back(sender.id_, std::static_pointer_cast<SessionImpl>(sender.shared_from_this()));
+  sender.hold_input();
+}
+
+// The queue dropped back below the mark, or the session ends: the episode is over and every
+// sender it held may be read again.
+void SessionImpl::release_senders() {
+  stall_watch_ = false;
+  if (holding_.empty()) return;
+  auto held = std::move(holding_);
+  holding_.clear();
+  for (auto& [id, weak] : held)
+    if (auto sender = weak.lock()) sender->unheld();
+}
+
+// Reads again once no recipient holds it -- but not from inside its own callback (the read at the
+// end of on_read, or the flush after it, goes on from there).
+void SessionImpl::unheld() {
+  if (input_.holds == 0 || --input_.holds > 0 || in_callback_) return;
+  start_read();
+}
+
+// Starts an episode above the mark: the stall clock runs from now and every byte the client
+// takes sets it back. One timer; it sleeps again for the remainder when the client took bytes.
+void SessionImpl::watch_stall() {
+  if (stall_watch_) return;
+  stall_watch_ = true;
+  last_taken_ = Clock::now();
+  const Duration limit = limits().output_stall_timeout;
+  if (limit <= Duration::zero() || limit == forever || stall_timer_armed_) return;
+  if (!stall_timer_) stall_timer_ = std::make_unique<asio::steady_timer>(engine_.io());
+  arm_stall_timer(limit);
+}
+
+void SessionImpl::arm_stall_timer(Clock::duration after) {
+  stall_timer_armed_ = true;
+  stall_timer_->expires_after(after);
+  stall_timer_->async_wait([self = std::static_pointer_cast<SessionImpl>(shared_from_this())](
+                               const boost::system::error_code& error) {
+    self->stall_timer_armed_ = false;
+    if (!error) self->on_stall_timer();
+  });
+}
+
+void SessionImpl::on_stall_timer() {
+  if (!stall_watch_ || phase_ != Phase::open) return;
+  const Clock::duration limit = limits().output_stall_timeout;
+  const Clock::duration stalled = Clock::now() - last_taken_;
+  if (stalled < limit) return arm_stall_timer(limit - stalled);
+  log::warning("disconnecting {} (session {}): its output queue is above room_output_mark ({} bytes) and it took "
+               "none of it for {} s (output_stall_timeout); {} sender(s) waited on it",
+               peer_, id_, limits().output_mark(), to_seconds(limits().output_stall_timeout), holding_.size());
+  finish("output stalled", false);
 }
 
 // --- timers ------------------------------------------------------------------------------------

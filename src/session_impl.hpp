@@ -26,6 +26,8 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -34,6 +36,7 @@
 #include "stall_watch.hpp"
 #include "netserver/buffer.hpp"
 #include "netserver/session.hpp"
+#include "token_bucket.hpp"
 #include "transport.hpp"
 
 namespace netserver {
@@ -102,6 +105,22 @@ class SessionImpl final : public Session {
   /// A Conversation's coroutine threw: the session ends now (logged by the caller).
   void conversation_failed() { finish("handler failed", false); }
 
+  /// A room queued a message for this session. Above room_output_mark, the sender -- the session
+  /// whose callback runs now, else `sender` (the publisher the room knows of, or null) -- stops
+  /// being read until this queue drops back below the mark or this session ends, and the stall
+  /// watch starts: taking no byte for output_stall_timeout ends this session.
+  void room_delivered(SessionImpl* sender) {
+    if (queued() > output_mark_) above_mark(sender);  // the fast path: one comparison per delivery
+  }
+  /// Holds on this session's input: recipients above the mark its room deliveries wait on, and a
+  /// bus window full of its messages (its input is not read while there is one).
+  std::size_t held_by() const { return input_.holds; }
+  /// One more hold on this session's input ...
+  void hold_input() { ++input_.holds; }
+  /// ... and one less: reads again when it was the last.
+  void release_input() { unheld(); }
+  Engine& engine() const { return engine_; }
+
  private:
   // --- lifecycle ---
   void on_ready(const boost::system::error_code& error);
@@ -123,6 +142,7 @@ class SessionImpl final : public Session {
   void watch_for_reset();
   void arm_reset_watch();
   void stop_watching_for_reset();
+  void meter_input(std::string_view chunk);
 
   // --- output ---
   bool make_room(std::string_view bytes);
@@ -130,6 +150,15 @@ class SessionImpl final : public Session {
   void on_soft_timer();
   void wait_writable();
   void drained();
+
+  // --- fan-out: senders waiting on this queue, and the stall watch ---
+  void above_mark(SessionImpl* sender);
+  void hold(SessionImpl& sender);
+  void release_senders();
+  void unheld();
+  void watch_stall();
+  void arm_stall_timer(Clock::duration after);
+  void on_stall_timer();
 
   // --- timers ---
   void arm_deadline(Clock::duration after);
@@ -148,6 +177,8 @@ class SessionImpl final : public Session {
     bool paused = false;       // pause_input(): no reads, the client's EOF held back
     bool client_done = false;  // the client sent FIN (or close_notify)
     enum class ResetWatch : std::uint8_t { off, scheduled, armed } reset_watch = ResetWatch::off;  // while paused
+    std::uint32_t holds = 0;   // recipients above the mark this session's deliveries wait on
+    bool over_rate = false;    // past max_input_rate: not read until the bucket refills
     explicit Input(std::size_t limit) : pending(limit) {}
   } input_;
 
@@ -160,6 +191,17 @@ class SessionImpl final : public Session {
   bool above_soft_ = false;        // the queue is above max_output_soft ...
   Clock::time_point above_soft_since_;  // ... since then
   std::function<void()> drained_;  // when_drained()
+
+  // Fan-out: the senders held by this queue (by session id, which is never reused), and whether
+  // the queue is above the mark through room deliveries since last_taken_ without taking a byte.
+  std::vector<std::pair<std::uint64_t, std::weak_ptr<SessionImpl>>> holding_;
+  std::size_t output_mark_;  // limits().output_mark(), at hand for room_delivered()
+  bool stall_watch_ = false;
+  bool stall_timer_armed_ = false;
+  Clock::time_point last_taken_;
+  std::unique_ptr<boost::asio::steady_timer> stall_timer_;  // output_stall_timeout
+  std::unique_ptr<TokenBucket> input_rate_;                 // max_input_rate, when set
+  std::unique_ptr<boost::asio::steady_timer> rate_timer_;   // ... wakes the reads it paused
 
   std::string end_reason_;
   Clock::time_point started_;

@@ -22,6 +22,7 @@
 
 #include "bus/envelope.hpp"
 #include "chat_protocol.hpp"
+#include "fanout_scenario.hpp"
 #include "harness.hpp"
 #include "metrics_checks.hpp"
 
@@ -966,4 +967,38 @@ TEST_CASE("the bus on /metrics: up and down and reconnected and its messages cou
   redis.start();
   REQUIRE(server.wait_for_log("bus: reconnected", 5s));
   CHECK(eventually([&] { return value("netserver_bus_up") == 1 && value("netserver_bus_reconnects_total") == 1; }));
+}
+
+TEST_CASE("over the bus a flooder is held by the slow members of its own process", "[bus][fanout]") {
+  // Issue 26's scenario with every client in one process on the bus, at the default max_output:
+  // the members' hold comes a round trip through Redis late, and the publish window keeps the
+  // flooder from running ahead meanwhile (docs/bus.md, "Backpressure across processes").
+  Redis redis;
+  ServerProcess server(binary("chat_server"),
+                       bus_yaml(redis.url(), "personality: multiplex\noutput_stall_timeout: 2\n"));
+  check_fanout(run_fanout(server, true), 2.0);  // R waits for F's welcome: the room is subscribed
+}
+
+TEST_CASE("over the bus a member in another process cannot hold the flooder and is cut by its own bounds",
+          "[bus][fanout]") {
+  // S is served by another process than F and R: nothing of S's queue reaches F's process, so F
+  // runs at R's pace and S -- which stopped reading -- is cut by its process's bounds
+  // (output_stall_timeout, max_output), its memory bounded.
+  Redis redis;
+  const std::string more = "personality: multiplex\noutput_stall_timeout: 2\n";
+  ServerProcess two(binary("chat_server"), bus_yaml(redis.url(), more));
+  ServerProcess one(binary("chat_server"), bus_yaml(redis.url(), more));
+  auto s = fanout_detail::connect(two);
+  auto r = fanout_detail::connect(one);
+  auto f = fanout_detail::connect(one);
+  REQUIRE(s.pid != f.pid);
+  FanoutTrio trio{std::move(s), std::move(r), std::move(f), &two, &one};
+  const FanoutOutcome outcome = flood(trio, true);
+  INFO(outcome.first_wrong);
+  CHECK(outcome.first_wrong.empty());
+  CHECK(outcome.received == 20000);
+  CHECK(one.log().find("disconnecting ") == std::string::npos);  // nobody of F's process was cut
+  CHECK(two.log().find("disconnecting " + outcome.s_name + " (session ") != std::string::npos);
+  INFO("largest RSS " << outcome.max_rss_kib << " KiB");
+  CHECK(outcome.max_rss_kib < 96 * 1024);
 }

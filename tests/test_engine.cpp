@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <deque>
 #include <string>
 #include <vector>
@@ -14,6 +15,7 @@
 #include <boost/asio/post.hpp>
 
 #include "engine.hpp"
+#include "token_bucket.hpp"
 #include "netserver/handler.hpp"
 #include "netserver/server.hpp"
 
@@ -145,6 +147,7 @@ class FakeFactory final : public TransportFactory {
 struct Journal {
   std::vector<std::string> events;
   std::weak_ptr<Session> session;  // the last one connected
+  std::vector<std::weak_ptr<Session>> sessions;  // every one, in the order they connected
   std::string joined() const {
     std::string out;
     for (const auto& event : events) out += event + ";";
@@ -152,19 +155,24 @@ struct Journal {
   }
 };
 
-// Echoes lines; "flood N" queues N bytes; "pause" pauses input; "close" closes.
+// Echoes lines; "flood N" queues N bytes; "pause" pauses input; "close" closes; "join" joins the
+// room "r"; "say N" publishes N bytes and a line end to the others in it.
 class ScriptHandler final : public LineHandler {
  public:
   explicit ScriptHandler(Journal& journal) : journal_(journal) {}
   void on_connect(Session& session) override {
     journal_.events.push_back("connect");
     journal_.session = session.shared_from_this();
+    journal_.sessions.push_back(session.shared_from_this());
   }
   void on_line(Session& session, std::string_view line) override {
     journal_.events.push_back("line " + std::string(line));
     if (line.starts_with("flood ")) return session.send(std::string(std::stoul(std::string(line.substr(6))), 'x'));
     if (line == "pause") return session.pause_input();
     if (line == "close") return session.close();
+    if (line == "join") return session.room("r").join(session, "member");
+    if (line.starts_with("say "))
+      return session.room("r").publish(std::string(std::stoul(std::string(line.substr(4))), 'm') + "\n", &session);
     session.send_line(line);
   }
   void on_eof(Session& session) override {
@@ -224,6 +232,15 @@ struct Rig {
     auto session = journal.session.lock();
     REQUIRE(session);
     return static_cast<SessionImpl&>(*session);
+  }
+  SessionImpl& session(std::size_t index) {
+    REQUIRE(index < journal.sessions.size());
+    auto session = journal.sessions[index].lock();
+    REQUIRE(session);
+    return static_cast<SessionImpl&>(*session);
+  }
+  std::size_t count(const std::string& event) const {
+    return static_cast<std::size_t>(std::count(journal.events.begin(), journal.events.end(), event));
   }
   Session* only_session() {
     Session* found = nullptr;
@@ -441,4 +458,145 @@ TEST_CASE("stop(close) delivers each queue before the engine reports it stopped"
   rig.run();
   CHECK(client->written == "hello\r\n");
   CHECK(stopped);
+}
+
+// --- room fan-out: the output mark, the stall watch, flood control --------------------------------
+
+namespace {
+
+// Limits for the fan-out tests: a mark of 1000 bytes well below max_output.
+SessionLimits fanout_limits(Duration stall = std::chrono::seconds(5)) {
+  SessionLimits limits;
+  limits.max_output = 64 * 1024;
+  limits.room_output_mark = 1000;
+  limits.output_stall_timeout = stall;
+  return limits;
+}
+
+// Two members of room "r": a sender and a recipient whose socket takes nothing.
+struct Room2 {
+  explicit Room2(Rig& rig) : rig(rig) {
+    sender = rig.connect();
+    recipient = rig.connect();
+    sender->send("join\n");
+    recipient->send("join\n");
+    rig.run();
+    recipient->room = 0;
+  }
+  Rig& rig;
+  std::shared_ptr<FakeTransport> sender, recipient;
+};
+
+}  // namespace
+
+TEST_CASE("a room message that leaves a member above the mark holds its sender until the member drains",
+          "[engine][fanout]") {
+  Rig rig(fanout_limits());
+  Room2 room(rig);
+  room.sender->send("say 600\nsay 600\n");
+  rig.run();
+  CHECK(rig.session(1).queued() == 1202);
+  CHECK(rig.session(0).held_by() == 1);
+  CHECK_FALSE(room.sender->reading());  // the sender's input waits, its client's kernel buffers fill
+  room.sender->send("say 10\n");
+  rig.run();
+  CHECK(rig.count("line say 10") == 0);
+  room.recipient->drain();
+  rig.run();
+  CHECK(rig.session(0).held_by() == 0);
+  CHECK(rig.count("line say 10") == 1);  // read again once the member is below the mark
+  CHECK(room.recipient->written == std::string(600, 'm') + "\n" + std::string(600, 'm') + "\n" + std::string(10, 'm') + "\n");
+  CHECK(rig.session(1).is_open());
+}
+
+TEST_CASE("below the mark a room message holds nobody", "[engine][fanout]") {
+  Rig rig(fanout_limits());
+  Room2 room(rig);
+  room.sender->send("say 900\n");
+  rig.run();
+  CHECK(rig.session(1).queued() == 901);
+  CHECK(rig.session(0).held_by() == 0);
+  CHECK(room.sender->reading());
+}
+
+TEST_CASE("a member above the mark that takes nothing for output_stall_timeout is cut and frees its sender",
+          "[engine][fanout]") {
+  Rig rig(fanout_limits(50ms));
+  Room2 room(rig);
+  room.sender->send("say 600\nsay 600\n");
+  rig.run();
+  room.sender->send("say 10\n");
+  rig.run();
+  REQUIRE(rig.session(0).held_by() == 1);
+  rig.run_for(20ms);
+  CHECK_FALSE(room.recipient->closed);  // not stalled for long yet
+  rig.run_for(100ms);
+  CHECK(room.recipient->closed);
+  CHECK_FALSE(room.recipient->shut_down);  // cut, not ended gracefully
+  CHECK(rig.session(0).held_by() == 0);
+  CHECK(rig.count("line say 10") == 1);
+  CHECK(rig.session(0).is_open());
+}
+
+TEST_CASE("a member that keeps taking bytes is never cut for being slower than its sender", "[engine][fanout]") {
+  Rig rig(fanout_limits(60ms));
+  Room2 room(rig);
+  room.sender->send("say 600\nsay 600\nsay 600\nsay 600\n");  // the rest of a read is delivered
+  rig.run();
+  REQUIRE(rig.session(1).queued() == 2404);
+  for (int i = 0; i < 8; ++i) {  // 160 ms in all, 50 bytes every 20 ms: always above the mark
+    room.recipient->drain(50);
+    rig.run_for(20ms);
+  }
+  CHECK(rig.session(1).is_open());
+  CHECK(rig.session(1).queued() == 2004);
+  CHECK(rig.session(0).held_by() == 1);  // the sender still waits on it
+  room.recipient->drain();
+  rig.run();
+  CHECK(rig.session(0).held_by() == 0);
+  CHECK(room.sender->reading());
+}
+
+TEST_CASE("a member cut at max_output frees the sender it held", "[engine][fanout]") {
+  SessionLimits limits = fanout_limits();
+  limits.max_output = 4096;
+  Rig rig(limits);
+  Room2 room(rig);
+  room.sender->send("say 2000\nsay 2000\nsay 2000\n");  // the third passes max_output
+  rig.run();
+  CHECK(room.recipient->closed);
+  CHECK(rig.session(0).held_by() == 0);
+  CHECK(room.sender->reading());
+}
+
+TEST_CASE("a token bucket runs into debt and tells how long it takes to pay back", "[engine][fanout]") {
+  const auto start = TokenBucket::Clock::now();
+  const auto milliseconds = [](TokenBucket::Clock::duration wait) {
+    return std::chrono::round<std::chrono::milliseconds>(wait).count();
+  };
+  TokenBucket bucket(10, 5, start);
+  CHECK(milliseconds(bucket.take(5, start)) == 0);  // the burst
+  CHECK(milliseconds(bucket.take(1, start)) == 100);  // one line in debt at 10 a second
+  CHECK(milliseconds(bucket.take(1, start + 200ms)) == 0);  // paid back, and one more
+  CHECK(milliseconds(bucket.take(0, start + 10s)) == 0);
+  CHECK(milliseconds(bucket.take(7, start + 10s)) == 200);  // saved up no more than the burst
+}
+
+TEST_CASE("past max_input_rate a client is not read until its bucket refills and keeps its session",
+          "[engine][fanout]") {
+  SessionLimits limits;
+  limits.max_input_rate = 20;
+  limits.max_input_burst = 2;
+  Rig rig(limits);
+  auto client = rig.connect();
+  client->send("a\nb\nc\nd\n");  // two lines past the burst: 100 ms of debt
+  rig.run();
+  CHECK(rig.journal.joined() == "connect;line a;line b;line c;line d;");
+  CHECK_FALSE(client->reading());
+  client->send("e\n");
+  rig.run_for(30ms);
+  CHECK(rig.count("line e") == 0);
+  rig.run_for(200ms);
+  CHECK(rig.count("line e") == 1);
+  CHECK(rig.session().is_open());
 }

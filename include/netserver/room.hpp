@@ -95,6 +95,10 @@ class Room {
   /// Sends `bytes` (any bytes) to every member except `except`, in every process on the bus.
   /// Every member receives the room's messages in the same order. While the bus is down, only
   /// this process's members receive it (counted and logged once per outage).
+  /// Backpressure reaches the sender: a delivery that leaves a member's queue above
+  /// `room_output_mark` stops the input of the publishing session (the one whose callback or
+  /// Conversation runs, else `except`) until that member drains below it or is cut
+  /// (`output_stall_timeout`); over the bus, only members of the sender's own process hold it.
   virtual void publish(std::string_view bytes, const Session* except = nullptr) = 0;
 
   /// The members, sorted by (host, pid, session id); `listing` may run later (a Redis round

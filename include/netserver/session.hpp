@@ -50,6 +50,18 @@ struct SessionLimits {
   Duration idle_timeout = Duration::zero();                  ///< without input before closing; zero: never
   Duration close_timeout = std::chrono::seconds(10);  ///< a closing session may go this long without its client taking output
   Duration linger = std::chrono::seconds(2);          ///< waiting for the client's EOF after our last byte
+  /// A room delivery that leaves a member's queue above this many bytes holds the sender's input
+  /// until the member drains below it (or is cut); 0: max_output / 4.
+  std::size_t room_output_mark = 0;
+  /// A member above room_output_mark that takes no byte of its output this long is cut; zero: never.
+  Duration output_stall_timeout = std::chrono::seconds(5);
+  /// Lines per second read from one client, on average (a token bucket); 0: no limit.
+  double max_input_rate = 0;
+  /// Lines a client may send at once above max_input_rate before its input is paused.
+  std::size_t max_input_burst = 100;
+
+  /// room_output_mark as it applies (its default resolved).
+  std::size_t output_mark() const { return room_output_mark != 0 ? room_output_mark : max_output / 4; }
 };
 
 /// One client. Handlers see it as `Session&` in their callbacks; the engine owns it (a handler may

@@ -117,6 +117,7 @@ void BusRoom::leave(Session& session) {
                              auto locked = w.first.lock();
                              return !locked || locked.get() == &session;
                            }) > 0;
+  window_.forget(session);
   if (!members_.remove(session)) return;
   if (!was_waiting || !key.empty()) remove_presence({field_of(session), key});  // a claim writes presence too
   if (members_.size() == 0) {
@@ -228,6 +229,7 @@ void BusRoom::came_up() { write_presence(admitted()); }
 
 void BusRoom::went_down() {
   subscribed_ = false;
+  window_.clear();  // what was in flight will never come back
   admit_waiting();
   auto claims = std::move(claims_);  // their replies will never come
   claims_.clear();
@@ -236,26 +238,37 @@ void BusRoom::went_down() {
 }
 
 void BusRoom::heartbeat() {
+  window_.beat();
   if (members_.size() > 0) write_presence(admitted());
 }
 
-// Bytes from Redis pass the room's receive filter (the application's own rules) first.
+// Bytes from Redis pass the room's receive filter (the application's own rules) first. A message
+// this process published comes back naming its sender, which local members above the output mark
+// then hold as a local publish does; a sender in another process cannot be held from here (see
+// docs/bus.md: its members are bounded by output_stall_timeout and max_output instead).
 void BusRoom::delivered(const bus::Envelope& envelope) {
   bus::RedisBus& bus = *hub_.bus();
   const bool mine = envelope.origin == bus.identity();
   const auto skip = [&](const Session& member) { return mine && member.id() == envelope.session; };
-  if (!filter_) return members_.deliver(envelope.payload, skip);
+  const Session* sender = mine ? members_.by_id(envelope.session) : nullptr;
+  if (mine) window_.returned(envelope.session, envelope.payload.size());
+  if (!filter_) return members_.deliver(envelope.payload, skip, sender);
   const std::optional<std::string> checked = filter_(envelope.payload);
   if (!checked) return bus.count_dropped(bus.key("room", name()), "refused by the room's receive filter");
-  members_.deliver(*checked, skip);
+  members_.deliver(*checked, skip, sender);
 }
 
 // --- publishing and presence -----------------------------------------------------------------
 
 void BusRoom::publish(std::string_view bytes, const Session* except) {
   bus::RedisBus& bus = *hub_.bus();
-  if (bus.publish(name(), except ? except->id() : 0, bytes)) return;
-  members_.deliver(bytes, [except](const Session& member) { return &member == except; });
+  // Counted before it goes: a bus that waits on a stalled Redis delivers it here at once. Only
+  // what this process hears comes back to it.
+  const std::uint64_t id = except ? except->id() : 0;
+  window_.published(id, subscribed_ ? room_sender(except) : nullptr, bytes.size());
+  if (bus.publish(name(), id, bytes)) return;
+  window_.returned(id, bytes.size());
+  members_.deliver(bytes, [except](const Session& member) { return &member == except; }, except);
   bus.count_local_only();
 }
 

@@ -52,6 +52,7 @@ class BusRoom : public Room, public bus::BusListener {
 
   RoomHub& hub_;
   RoomMembers members_;
+  PublishWindow window_;  // this process's messages on their way through Redis, per sender
   std::vector<std::pair<std::weak_ptr<Session>, Joined>> waiting_;  // joined, not yet subscribed
   bool subscribed_ = false;
   ReceiveFilter filter_;
