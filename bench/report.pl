@@ -31,6 +31,13 @@ sub stat_of {   # median of a field over the runs of (load, server)
     my $list = $runs{$load}{$server} or return undef;
     return median(map { $_->{$field} } @$list);
 }
+sub range_of {  # "median (min - max)" of a field over the runs, for the before/after table
+    my ($load, $server, $field) = @_;
+    my $list = $runs{$load}{$server} or return '-';
+    my @values = sort { $a <=> $b } map { $_->{$field} } @$list;
+    return sprintf('%.2f', median(@values)) if @values == 1;
+    return sprintf('%.2f (%.2f - %.2f)', median(@values), $values[0], $values[-1]);
+}
 sub count_of { my ($load, $server) = @_; return scalar @{ $runs{$load}{$server} // [] } }
 sub group {     # 1234567 -> 1,234,567
     my $n = shift;
@@ -195,6 +202,7 @@ for my $load (loads_of('idlelimit')) {
 }
 if (grep { $runs{$_}{'ns-before'} } keys %runs) {
     $md .= "## Before and after (the baseline revision built the same way, same run)\n\n"
+         . "Medians, with the lowest and highest run in brackets; the ratio is of the medians.\n\n"
          . "| load | server | metric | before | after | after / before |\n|---|---|---|---|---|---|\n";
     for my $load (@echo, @chat, @joins) {
         my @metrics = $load =~ /^echo/ ? (['rps', 'round trips/s'], ['server_cpu_us_per_request', 'server CPU us per request'])
@@ -205,8 +213,8 @@ if (grep { $runs{$_}{'ns-before'} } keys %runs) {
             next unless $runs{$load}{$before_name} && $runs{$load}{$after_name};
             for my $m (@metrics) {
                 my ($b, $a) = (stat_of($load, $before_name, $m->[0]), stat_of($load, $after_name, $m->[0]));
-                $md .= sprintf("| %s | %s | %s | %s | %s | %s |\n", $load, $shown, $m->[1], defined $b ? sprintf('%.2f', $b) : '-',
-                    defined $a ? sprintf('%.2f', $a) : '-', show_ratio(ratio($a, $b)));
+                $md .= sprintf("| %s | %s | %s | %s | %s | %s |\n", $load, $shown, $m->[1], range_of($load, $before_name, $m->[0]),
+                    range_of($load, $after_name, $m->[0]), show_ratio(ratio($a, $b)));
             }
         }
     }
