@@ -234,8 +234,16 @@ TEST_CASE("prefork: refused clients leave no descriptor behind in the children",
                            "cidr_allow: 127.0.0.2/32\n",
                        Launch{}.with_wrapper({"/usr/bin/prlimit", "--nofile=64:64"}));
   REQUIRE(pool_size_becomes(server, 2));
+  for (int i = 0; i < 2; ++i) {  // the children are up and have served a client before they are counted
+    Client first(server.port(), "127.0.0.1", "127.0.0.2");
+    REQUIRE(first.read_line(5s));
+  }
   std::size_t usual = 0;  // what an idle child holds
-  for (pid_t child : children_of(server.pid())) usual = std::max(usual, descriptors_of(child));
+  REQUIRE(eventually([&] {
+    usual = 0;
+    for (pid_t child : children_of(server.pid())) usual = std::max(usual, descriptors_of(child));
+    return children_of(server.pid()).size() == 2 && usual > 0;
+  }));
   for (int i = 0; i < 300; ++i) Client(server.port());  // connect and close at once
   Client allowed(server.port(), "127.0.0.1", "127.0.0.2");
   const auto banner = allowed.read_line(5s);
