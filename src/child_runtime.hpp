@@ -27,6 +27,7 @@ namespace child_report {
 constexpr char idle = 'i';    ///< ready for a client (a worker: accepting)
 constexpr char busy = 'b';    ///< serving a client (PreFork)
 constexpr char retire = 'r';  ///< parent to child: leave once idle
+constexpr char leaving = 'l';  ///< child to parent: it leaves on its own (max_requests) and drains: replace it now
 }  // namespace child_report
 
 /// How a kind of child takes signals.

@@ -37,15 +37,16 @@ void Pool::note_boot_failure(const ChildProcess& child, int wait_status) {
 }
 
 // What the bounds ask for: at least min_servers working children, at least min_spare_servers of
-// them idle (starting ones count: they will be), never more than max_servers alive.
+// them idle (starting ones count: they will be), never more than max_servers working.
 Decisions Pool::manage_pool(const ProcessTable& table) const {
   if (!failure_.empty()) return {};
+  // A retiring child only drains what it has: its replacement starts beside it (max_servers
+  // bounds the children that accept).
   const std::size_t working = table.working();
-  const std::size_t alive = table.size();
   const std::size_t idle = table.count(ChildState::idle) + table.count(ChildState::starting);
   std::size_t wanted = working < limits_.min_servers ? limits_.min_servers - working : 0;
   if (idle < limits_.min_spare_servers) wanted = std::max(wanted, limits_.min_spare_servers - idle);
-  const std::size_t room = limits_.max_servers > alive ? limits_.max_servers - alive : 0;
+  const std::size_t room = limits_.max_servers > working ? limits_.max_servers - working : 0;
   Decisions decisions;
   decisions.spawn = std::min(wanted, room);
   return decisions;

@@ -48,12 +48,13 @@ class ProcessLoop {
       parent_ = std::make_unique<ParentLink>(io_, role_.parent_channel);
       parent_->watch(nullptr, [this] { parent_gone(); });
       parent_->report(child_report::idle);
-      // multiplex.max_requests: past it the worker leaves gracefully (the other workers accept
-      // meanwhile; the parent forks its replacement when it has gone).
+      // multiplex.max_requests: past it the worker leaves gracefully: it tells the parent, which
+      // forks its replacement at once, and drains its sessions while the replacement accepts.
       if (const std::int64_t limit = runtime_.observatory().settings().multiplex_max_requests; limit > 0)
         engine_.on_session_end([this, limit] {
           if (++served_ == static_cast<std::uint64_t>(limit)) {
             log::notice("worker {} served multiplex.max_requests ({}) sessions: it is replaced", ::getpid(), limit);
+            parent_->report(child_report::leaving);  // the replacement starts accepting while this one drains
             leave();
           }
         });

@@ -64,6 +64,7 @@ ChildProcess& ProcessTable::add(pid_t pid, ChildState state, std::optional<std::
 bool ProcessTable::note_report(pid_t pid, char report, bool& became_ready) {
   ChildProcess* child = find(pid);
   became_ready = false;
+  if (child && report == child_report::leaving) return mark_retiring(pid);  // its replacement may start now
   if (!child || (report != child_report::idle && report != child_report::busy)) return false;
   became_ready = report == child_report::idle && !child->ready;
   if (report == child_report::idle) child->ready = true;

@@ -82,6 +82,32 @@ TEST_CASE("workers: a killed worker is replaced and the other worker's sessions 
   CHECK(banner_pid(next) > 0);
 }
 
+// multiplex.max_requests: a worker past it tells the parent, whose replacement starts accepting
+// while the old one still drains its sessions: the crew never shrinks for as long as they last.
+TEST_CASE("workers: a worker past max_requests is replaced before its last session ends", "[workers][recycle]") {
+  ServerProcess server(binary("echo_server"), workers_yaml(2, "  max_requests: 1\n"));
+  REQUIRE(workers_become(server, 2));
+  Client lingering(server.port());
+  const long draining = banner_pid(lingering);
+  REQUIRE(draining > 0);
+  bool left = false;  // a client of the same worker ended: that worker leaves, lingering still open
+  for (int i = 0; i < 100 && !left; ++i) {
+    Client once(server.port());
+    const long pid = banner_pid(once);
+    once.send("quit\r\n");
+    CHECK(once.closed_by_peer());
+    left = pid == draining;
+  }
+  REQUIRE(left);
+  REQUIRE(server.wait_for_log("worker " + std::to_string(draining) + " served multiplex.max_requests (1) sessions"));
+  CHECK(eventually([&] {  // the draining worker, the other one and the replacement
+    const auto now = children_of(server.pid());
+    return now.size() == 3 && std::find(now.begin(), now.end(), static_cast<pid_t>(draining)) != now.end();
+  }, 5s));
+  lingering.send("still served\r\n");
+  CHECK(lingering.read_line() == "still served");
+}
+
 TEST_CASE("workers: TERM delivers queued output in every worker then everything exits", "[workers][signals]") {
   ServerProcess server(binary("probe_server"), workers_yaml(2));
   REQUIRE(workers_become(server, 2));
