@@ -53,7 +53,8 @@ void count_refusal(std::size_t listener, RefusalReason reason) {
 CloseReason close_reason_of(std::string_view end_reason) {
   if (end_reason == "client closed") return CloseReason::client;
   if (end_reason == "line too long") return CloseReason::max_line;
-  if (end_reason == "output queue full" || end_reason == "output not taken") return CloseReason::max_output;
+  if (end_reason == "output queue full" || end_reason == "output not taken" || end_reason == "output stalled")
+    return CloseReason::max_output;  // every cut of a client that does not take its output (output_stall_timeout too)
   if (end_reason.starts_with("timed out")) return CloseReason::timeout;
   if (end_reason == "server closed" || end_reason == "server stopped" || end_reason == "graceful timeout")
     return CloseReason::server;

@@ -202,3 +202,14 @@ TEST_CASE("JSON strings and sample values are written safely", "[metrics]") {
   CHECK(format_sample_value(0.25) == "0.25");
   CHECK(format_sample_value(-2) == "-2");
 }
+
+TEST_CASE("a session's end reason falls in its closed_total reason", "[metrics]") {
+  CHECK(netserver::close_reason_of("client closed") == netserver::CloseReason::client);
+  CHECK(netserver::close_reason_of("line too long") == netserver::CloseReason::max_line);
+  for (const char* cut : {"output queue full", "output not taken", "output stalled"}) {
+    INFO(cut);
+    CHECK(netserver::close_reason_of(cut) == netserver::CloseReason::max_output);
+  }
+  CHECK(netserver::close_reason_of("timed out after 5 s") == netserver::CloseReason::timeout);
+  CHECK(netserver::close_reason_of("Connection reset by peer") == netserver::CloseReason::error);
+}
