@@ -975,8 +975,8 @@ TEST_CASE("over the bus a flooder is held by the slow members of its own process
   // flooder from running ahead meanwhile (docs/bus.md, "Backpressure across processes").
   Redis redis;
   ServerProcess server(binary("chat_server"),
-                       bus_yaml(redis.url(), "personality: multiplex\noutput_stall_timeout: 2\n"));
-  check_fanout(run_fanout(server, true), 2.0);  // R waits for F's welcome: the room is subscribed
+                       bus_yaml(redis.url(), "personality: multiplex\n" + fanout_stall_yaml()));
+  check_fanout(run_fanout(server, true), fanout_stall_seconds);  // R waits for F's welcome: the room is subscribed
 }
 
 TEST_CASE("over the bus a member in another process cannot hold the flooder and is cut by its own bounds",
@@ -985,7 +985,7 @@ TEST_CASE("over the bus a member in another process cannot hold the flooder and 
   // runs at R's pace and S -- which stopped reading -- is cut by its process's bounds
   // (output_stall_timeout, max_output), its memory bounded.
   Redis redis;
-  const std::string more = "personality: multiplex\noutput_stall_timeout: 2\n";
+  const std::string more = "personality: multiplex\n" + fanout_stall_yaml();
   ServerProcess two(binary("chat_server"), bus_yaml(redis.url(), more));
   ServerProcess one(binary("chat_server"), bus_yaml(redis.url(), more));
   auto s = fanout_detail::connect(two);
@@ -1000,5 +1000,5 @@ TEST_CASE("over the bus a member in another process cannot hold the flooder and 
   CHECK(one.log().find("disconnecting ") == std::string::npos);  // nobody of F's process was cut
   CHECK(two.log().find("disconnecting " + outcome.s_name + " (session ") != std::string::npos);
   INFO("largest RSS " << outcome.max_rss_kib << " KiB");
-  CHECK(outcome.max_rss_kib < 96 * 1024);
+  if (fanout_checks_memory) CHECK(outcome.max_rss_kib < 96 * 1024);
 }

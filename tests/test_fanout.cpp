@@ -17,8 +17,8 @@ using Catch::Matchers::Contains;
 namespace {
 
 // A short stall timeout keeps the test short; the scenario allows for it.
-constexpr double stall = 2.0;
-const std::string yaml = "host: 127.0.0.1\nport: 0\nlog_level: 3\noutput_stall_timeout: 2\n";
+constexpr double stall = fanout_stall_seconds;
+const std::string yaml = "host: 127.0.0.1\nport: 0\nlog_level: 3\n" + fanout_stall_yaml();
 
 }  // namespace
 

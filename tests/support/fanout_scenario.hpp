@@ -20,6 +20,22 @@
 
 namespace harness {
 
+#ifdef __SANITIZE_ADDRESS__
+/// The scenario's output_stall_timeout. Under AddressSanitizer every process of the scenario, the
+/// reading test client included, runs several times slower on a shared machine: a reader that
+/// keeps reading must not look stalled, so the bound is wider there.
+constexpr double fanout_stall_seconds = 6.0;
+/// AddressSanitizer keeps freed memory in quarantine (256 MiB) besides its shadow: the resident set
+/// says nothing of the server's queues there.
+constexpr bool fanout_checks_memory = false;
+#else
+constexpr double fanout_stall_seconds = 2.0;
+constexpr bool fanout_checks_memory = true;
+#endif
+
+/// The configuration line of the scenario's stall timeout.
+inline std::string fanout_stall_yaml() { return "output_stall_timeout: " + std::to_string(fanout_stall_seconds) + "\n"; }
+
 /// What a run of the scenario saw.
 struct FanoutOutcome {
   std::string first_wrong;     ///< R's first line out of place ("" when all arrived in order)
@@ -177,7 +193,7 @@ inline void check_fanout(const FanoutOutcome& outcome, double stall_seconds, int
   CHECK(outcome.s_cut_after < stall_seconds + 1.0 + 1.0);
   INFO("largest RSS " << outcome.max_rss_kib << " KiB");
   CHECK(outcome.max_rss_kib > 0);
-  CHECK(outcome.max_rss_kib < 96 * 1024);
+  if (fanout_checks_memory) CHECK(outcome.max_rss_kib < 96 * 1024);
 }
 
 }  // namespace harness
