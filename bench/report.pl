@@ -278,6 +278,9 @@ for my $load (grep { (/(\d+)$/)[0] >= 19000 } @idle) {
 my $fanout_cpu = stat_of('chat-1000', 'ns-multiplex', 'server_cpu_us_per_message');
 target("Multiplex chat fan-out to 1,000 clients: well under 1 ms server CPU per message", $fanout_cpu, 1000, 0, "%.0f us")
     if defined $fanout_cpu;
+# A before/after run (--only compare) measures no peers: no targets and ratios to speak of.
+my $peers = grep { $runs{$_}{'raw-epoll'} || $runs{$_}{'perl-multiplex'} } keys %runs;
+if ($peers) {
 $md .= "## Targets (ratios from this run)\n\n| target | measured | |\n|---|---|---|\n" . join("\n", @targets) . "\n\n";
 
 $md .= "## Ratios (this run)\n\n| load | multiplex / Perl Multiplex | multiplex / raw epoll | prefork / Perl PreFork | prefork / raw prefork | single / Perl Single |\n|---|---|---|---|---|---|\n";
@@ -291,6 +294,7 @@ for my $load (@echo, @chat, ($runs{'connect-10'} ? ('connect-10') : ())) {
         show_ratio(ratio(stat_of($load, 'ns-single', $metric), stat_of($load, 'perl-single', $metric))));
 }
 $md .= "\n![benchmark chart]($name.png)\n";
+}
 
 open my $out, '>', "$dir/$name.md" or die "$dir/$name.md: $!\n";
 print $out $md;
