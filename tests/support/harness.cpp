@@ -132,10 +132,19 @@ ServerProcess::ServerProcess(const std::string& program, const std::string& yaml
   child_ = bp::child(bp::exe = exe, bp::args = args, env, (bp::std_out & bp::std_err) > log_path_, bp::std_in < bp::null);
   if (!launch.wait_until_listening) return;
   if (!wait_for_log("listening on ", 10s)) throw std::runtime_error("server did not start; its log:\n" + log());
+}
+
+bool ServerProcess::scan_port() const {
+  static const std::regex plain(R"(listening on (?:127\.0\.0\.1|\[::1\]|\[::\]|0\.0\.0\.0):(\d+))");
   std::smatch match;
   const std::string text = log();
-  if (std::regex_search(text, match, std::regex(R"(listening on (?:127\.0\.0\.1|\[::1\]|\[::\]|0\.0\.0\.0):(\d+))")))
-    port_ = std::stoi(match[1]);
+  if (port_ == 0 && std::regex_search(text, match, plain)) port_ = std::stoi(match[1]);
+  return port_ != 0;
+}
+
+int ServerProcess::port() const {
+  if (port_ == 0) eventually([&] { return scan_port(); }, 5s);
+  return port_;
 }
 
 // Stops the server, then fails the running test on descriptors growing per connection, processes
@@ -157,10 +166,15 @@ ServerProcess::~ServerProcess() {
 pid_t ServerProcess::pid() const { return static_cast<pid_t>(child_.id()); }
 
 int ServerProcess::port_of(const std::string& host) const {
-  const std::string text = log();
   const std::string marker = "listening on " + host + ":";
-  const std::size_t at = text.find(marker);
-  return at == std::string::npos ? -1 : std::stoi(text.substr(at + marker.size()));
+  int port = -1;
+  eventually([&] {
+    const std::string text = log();
+    const std::size_t at = text.find(marker);
+    if (at != std::string::npos) port = std::stoi(text.substr(at + marker.size()));
+    return port != -1;
+  }, 5s);
+  return port;
 }
 
 std::string ServerProcess::log() const { return read_file(log_path_); }
@@ -229,7 +243,7 @@ std::map<pid_t, std::size_t> settled_descriptors(pid_t server) {
 // child's lazy bus connection) is no leak, one per connection would show. A refused client's
 // socket kept by a PreFork child failed exactly this.
 void ServerProcess::check_descriptors_flat() {
-  if (port_ <= 0 || log().find("(restarted)") != std::string::npos) return;  // an exec changes the layout
+  if (!scan_port() || log().find("(restarted)") != std::string::npos) return;  // an exec changes the layout
   const std::map<pid_t, std::size_t> before = settled_descriptors(pid());
   for (int i = 0; i < 20; ++i) {
     try {

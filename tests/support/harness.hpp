@@ -84,8 +84,12 @@ class ServerProcess {
   /// The server's pid.
   pid_t pid() const;
   /// The TCP port of the first "listening on 127.0.0.1:PORT" line.
-  int port() const { return port_; }
-  /// The port of the first "listening on HOST:PORT" line for `host` ("[::1]", "0.0.0.0"); -1 if none.
+  /// The port of the first plaintext TCP listener on loopback or any address ("listening on
+  /// 127.0.0.1:PORT"); 0 if none is logged within 5 s of the start (each listener's line is its
+  /// own write: the first may be read before the next).
+  int port() const;
+  /// The port of the first "listening on HOST:PORT" line for `host` ("[::1]", "0.0.0.0"), waiting
+  /// up to 5 s for it; -1 if none.
   int port_of(const std::string& host) const;
   /// Everything the server logged so far.
   std::string log() const;
@@ -110,13 +114,14 @@ class ServerProcess {
   // What users would notice, checked at the end of every test: descriptors that grow per
   // connection (before the stop), processes and listening ports left behind (after it).
   void check_descriptors_flat();
+  bool scan_port() const;  // port_ from the log as it is now; true once known
   void check_nothing_left();
   void note_descendants();
 
   TempDir dir_;
   std::filesystem::path log_path_;
   boost::process::child child_;
-  int port_ = 0;
+  mutable int port_ = 0;
   std::optional<int> status_;
   bool errors_expected_ = false;
   std::vector<pid_t> descendants_;  // the server's processes seen before it was stopped
