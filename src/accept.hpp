@@ -60,6 +60,7 @@ struct AcceptedClient {
   bool edge_checked = false;                ///< the PROXY header and per-address limits are done
   std::unique_ptr<ProxyInfo> proxy;         ///< what the PROXY header said; null without one
   AddressHold address_hold;                 ///< the client's count in the per-address limits
+  std::string early_input;                  ///< bytes read with the PROXY header: the session's first input
 };
 
 /// What one accept_client() call found.

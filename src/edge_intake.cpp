@@ -30,53 +30,72 @@ constexpr std::string_view too_many_line = "error: too many connections from you
 enum class Outcome { done, wait, malformed, ended, failed };
 
 // A header as it is read: the bytes taken from the socket so far (all of them header), then the
-// result.
+// result, and on a plaintext listener the client's first bytes read with it.
 struct HeaderRead {
   std::string taken;
   ProxyHeader header;
   std::string problem;
+  std::string after;  // bytes past the header's end (plaintext only): the session's first input
 };
 
-// Reads the PROXY header on `fd` as far as it has arrived, never past its end: the bytes are
-// peeked, parsed with those taken before, and only the header's are taken. The usual header
-// arrives whole in the first segment: one peek and one read.
-Outcome read_header(int fd, HeaderRead& read) {
+// Parses the header from the bytes taken before and `fresh`.
+ProxyHeaderParser::Progress parse_after_taken(HeaderRead& read, std::string_view fresh) {
+  if (read.taken.empty()) return parse_proxy_header(fresh, read.header, read.problem);
+  std::string joined = read.taken;
+  joined.append(fresh);
+  return parse_proxy_header(joined, read.header, read.problem);
+}
+
+// A recv() that tells the outcome of an error or an end; `wait` when nothing is there yet.
+Outcome receive(int fd, char* buffer, std::size_t size, int flags, ssize_t& got, HeaderRead& read) {
+  for (;;) {
+    got = ::recv(fd, buffer, size, flags);
+    if (got > 0) return Outcome::done;
+    if (got == 0) return Outcome::ended;
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return Outcome::wait;
+    read.problem = std::strerror(errno);
+    return Outcome::failed;
+  }
+}
+
+// Reads the PROXY header on `fd` as far as it has arrived. With `exact` (a TLS listener: the
+// ClientHello must stay in the socket for the handshake) never past its end: the bytes are
+// peeked, parsed with those taken before, and only the header's are taken -- one peek and one
+// read for the usual header, whole in the first segment. Otherwise one read takes what came and
+// the bytes after the header go to `read.after`, the session's first input.
+Outcome read_header(int fd, bool exact, HeaderRead& read) {
   for (;;) {
     char buffer[ProxyHeaderParser::default_max_v2_bytes];
     const std::size_t room = sizeof buffer - std::min(read.taken.size(), sizeof buffer - 1);
-    const ssize_t peeked = ::recv(fd, buffer, room, MSG_PEEK);
-    if (peeked < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) return Outcome::wait;
-      read.problem = std::strerror(errno);
-      return Outcome::failed;
-    }
-    if (peeked == 0) return Outcome::ended;
-    const std::string_view fresh(buffer, static_cast<std::size_t>(peeked));
-    std::string joined;
-    std::string_view bytes = fresh;
-    if (!read.taken.empty()) {
-      joined = read.taken;
-      joined.append(fresh);
-      bytes = joined;
-    }
-    const ProxyHeaderParser::Progress progress = parse_proxy_header(bytes, read.header, read.problem);
+    ssize_t got = 0;
+    const Outcome received = receive(fd, buffer, room, exact ? MSG_PEEK : 0, got, read);
+    if (received != Outcome::done) return received;
+    const std::string_view fresh(buffer, static_cast<std::size_t>(got));
+    const ProxyHeaderParser::Progress progress = parse_after_taken(read, fresh);
     if (progress.status == ProxyHeaderParser::Status::malformed) return Outcome::malformed;
     // need_more: every byte so far is header (no line end yet, fewer than the v2 length); take
-    // them and look again. done: take exactly the header's rest.
-    const std::size_t take =
-        progress.status == ProxyHeaderParser::Status::done ? progress.consumed - read.taken.size() : fresh.size();
-    std::size_t got = 0;
-    while (got < take) {
-      const ssize_t n = ::recv(fd, buffer + got, take - got, 0);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) {  // peeked bytes are there to read: anything else is a broken socket
-        read.problem = n < 0 ? std::strerror(errno) : "connection ended";
+    // them and look again. done: the header's rest is `rest` bytes of `fresh`.
+    const bool done = progress.status == ProxyHeaderParser::Status::done;
+    const std::size_t rest = done ? progress.consumed - read.taken.size() : fresh.size();
+    if (!exact) {
+      if (done) {
+        read.after.assign(fresh.substr(rest));
+        return Outcome::done;
+      }
+      read.taken.append(fresh);
+      continue;
+    }
+    std::size_t took = 0;
+    while (took < rest) {  // the peeked bytes are there to read: anything else is a broken socket
+      const Outcome taken = receive(fd, buffer + took, rest - took, 0, got, read);
+      if (taken != Outcome::done) {
+        if (read.problem.empty()) read.problem = "connection ended";
         return Outcome::failed;
       }
-      got += static_cast<std::size_t>(n);
+      took += static_cast<std::size_t>(got);
     }
-    if (progress.status == ProxyHeaderParser::Status::done) return Outcome::done;
+    if (done) return Outcome::done;
     read.taken.append(fresh);
   }
 }
@@ -103,9 +122,14 @@ void report(Outcome outcome, const AcceptedClient& client, const HeaderRead& rea
     log::info("closing {} on {} while reading its PROXY header: {}", client.peer, listener, read.problem);
 }
 
+// A TLS listener's handshake reads the socket itself: the header's bytes, and no more, are taken.
+bool exact_header(const AcceptedClient& client) { return !client.endpoint->transport->plaintext(); }
+
 // The client's address from the header takes the balancer's place; the balancer's and the rest of
 // what the header said go to `proxy`.
-void apply_header(AcceptedClient& client, const ProxyHeader& header) {
+void apply_header(AcceptedClient& client, HeaderRead& read) {
+  const ProxyHeader& header = read.header;
+  client.early_input = std::move(read.after);
   auto info = std::make_unique<ProxyInfo>();
   info->balancer = client.peer;
   info->version = header.version;
@@ -161,9 +185,9 @@ void EdgeIntake::start(AcceptedClient client) {
   if (!settings_.trusts(reinterpret_cast<const sockaddr*>(&client.address), client.address_length))
     return untrusted(client);
   HeaderRead read;
-  const Outcome outcome = read_header(client.socket.get(), read);
+  const Outcome outcome = read_header(client.socket.get(), exact_header(client), read);
   if (outcome == Outcome::done) {
-    apply_header(client, read.header);
+    apply_header(client, read);
     return limit(std::move(client));
   }
   if (outcome == Outcome::wait) {
@@ -202,13 +226,13 @@ void EdgeIntake::wait(const std::shared_ptr<Pending>& pending) {
 }
 
 void EdgeIntake::on_readable(const std::shared_ptr<Pending>& pending) {
-  const Outcome outcome = read_header(pending->client.socket.get(), pending->read);
+  const Outcome outcome = read_header(pending->client.socket.get(), exact_header(pending->client), pending->read);
   if (outcome == Outcome::wait) return wait(pending);
   AcceptedClient& client = pending->client;
   if (outcome == Outcome::done) {
     AcceptedClient done = std::move(client);
     forget(*pending);
-    apply_header(done, pending->read.header);
+    apply_header(done, pending->read);
     return limit(std::move(done));
   }
   report(outcome, client, pending->read);

@@ -156,6 +156,7 @@ void Engine::admit(AcceptedClient client) {
   auto session = std::make_shared<SessionImpl>(*this, endpoint, endpoint.transport->make(std::move(socket)), ++next_id_,
                                                std::move(client.peer));
   session->address_hold = std::move(client.address_hold);
+  session->set_early_input(std::move(client.early_input));
   if (client.proxy) {
     log::info("connection from {} via {} (session {})", session->peer(), client.proxy->balancer, session->id());
     session->set_proxy(std::move(client.proxy));

@@ -71,7 +71,23 @@ void SessionImpl::on_ready(const boost::system::error_code& error) {
     deadline_ = std::make_unique<asio::steady_timer>(engine_.io());
     arm_deadline(limits().idle_timeout);
   }
+  if (early_input_) take_early_input();
   start_read();
+}
+
+void SessionImpl::set_early_input(std::string bytes) {
+  if (!bytes.empty()) early_input_ = std::make_unique<std::string>(std::move(bytes));
+}
+
+// What came with the PROXY header goes the way a read's bytes go (see on_read).
+void SessionImpl::take_early_input() {
+  const std::unique_ptr<std::string> early = std::move(early_input_);
+  bytes_in_ += early->size();
+  engine_.count_received(early->size());
+  if (deadline_) last_input_ = Clock::now();
+  engine_.note_input();
+  if (limits().max_input_rate > 0) meter_input(*early);
+  deliver(*early, false);
 }
 
 // Runs a handler callback: sends made inside it are flushed once it returns; an exception loses

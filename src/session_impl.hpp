@@ -98,6 +98,9 @@ class SessionImpl final : public Session {
   AddressHold address_hold;
   /// What the client's PROXY header said (Session::proxy()).
   void set_proxy(std::unique_ptr<const ProxyInfo> proxy) { proxy_ = std::move(proxy); }
+  /// Bytes the client sent right after its PROXY header, read with it: its first input, handed
+  /// to the handler after on_connect as if read then.
+  void set_early_input(std::string bytes);
 
   /// A Conversation's coroutine ended: the session closes as after close(), noting "client closed"
   /// when the client had finished sending.
@@ -124,6 +127,7 @@ class SessionImpl final : public Session {
  private:
   // --- lifecycle ---
   void on_ready(const boost::system::error_code& error);
+  void take_early_input();
   void finish(std::string_view reason, bool graceful);
   void retire();
   template <class Callback>
@@ -201,6 +205,7 @@ class SessionImpl final : public Session {
   Clock::time_point last_taken_;
   std::unique_ptr<boost::asio::steady_timer> stall_timer_;  // output_stall_timeout
   std::unique_ptr<TokenBucket> input_rate_;                 // max_input_rate, when set
+  std::unique_ptr<std::string> early_input_;                // set_early_input(), until opened
   std::unique_ptr<boost::asio::steady_timer> rate_timer_;   // ... wakes the reads it paused
 
   std::string end_reason_;

@@ -225,6 +225,30 @@ TEST_CASE("a bad PROXY header loses only its own connection", "[edge]") {
   CHECK(good.read_line(10s) == "unharmed");
 }
 
+// A balancer that had the client's first bytes before it connected sends them with the header, in
+// one segment; on a plaintext listener they are read with it and must reach the handler.
+TEST_CASE("the client's first lines in the PROXY header's segment reach the handler", "[edge]") {
+  const std::string v2_tcp4 = std::string("\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c", 16) +
+                              std::string("\x7f\x00\x00\x02\x7f\x00\x00\x01\x13\x88\x00\x50", 12);
+  for (const std::string personality : {"multiplex", "prefork", "fork"}) {
+    DYNAMIC_SECTION(personality) {
+      ServerProcess server(binary("echo_server"), edge_yaml(personality + "\n"));
+      for (const std::string& header : {std::string("PROXY TCP4 127.0.0.2 127.0.0.1 5000 80\r\n"), v2_tcp4}) {
+        Client client = direct(server);
+        REQUIRE(client.send(header + "first\r\nsecond\r\n"));
+        CHECK_THAT(client.read_line(10s).value_or(""), StartsWith("Welcome to \"echo\""));
+        CHECK(client.read_line(10s) == "first");
+        CHECK(client.read_line(10s) == "second");
+        REQUIRE(client.send("third\r\n"));
+        CHECK(client.read_line(10s) == "third");
+        client.close();
+        CHECK(eventually([&] { return server.count_in_log("closed 127.0.0.2:5000") == (header[0] == 'P' ? 1u : 2u); }));
+      }
+      CHECK(server.count_in_log("22 bytes in") == 2);  // first, second and third lines, counted once each
+    }
+  }
+}
+
 TEST_CASE("a PROXY header from an address outside proxy_trusted is refused", "[edge]") {
   ServerProcess server(binary("probe_server"), "personality: multiplex\nlisten:\n  - 127.0.0.1:0\nlog_level: 3\n"
                                                "proxy_protocol: [all]\nproxy_trusted: [127.0.0.9/32]\n");
