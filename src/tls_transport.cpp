@@ -220,7 +220,8 @@ void TlsTransport::linger_step(const error_code& waited) {
   for (int turn = 0; turn < linger_reads_per_turn; ++turn) {
     std::size_t bytes = 0;
     ERR_clear_error();
-    const int code = outcome(SSL_read_ex(ssl_, sink_, sizeof sink_, &bytes));
+    const std::span<char> sink = discard_buffer();
+    const int code = outcome(SSL_read_ex(ssl_, sink.data(), sink.size(), &bytes));
     if (code == SSL_ERROR_NONE) continue;
     ERR_clear_error();
     if (code == SSL_ERROR_WANT_READ) return wait(wait_type::wait_read, &TlsTransport::linger_step);
@@ -231,7 +232,8 @@ void TlsTransport::linger_step(const error_code& waited) {
 }
 
 void TlsTransport::drain() {
-  socket_.async_read_some(asio::buffer(sink_), [self = shared_from_this(), this](const error_code& error, std::size_t) {
+  const std::span<char> sink = discard_buffer();
+  socket_.async_read_some(asio::buffer(sink.data(), sink.size()), [self = shared_from_this(), this](const error_code& error, std::size_t) {
     if (!error) return drain();
     end_linger();
   });

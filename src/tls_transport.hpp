@@ -86,7 +86,6 @@ class TlsTransport final : public Transport {
   ReadDone read_done_;
   std::function<void()> done_;         // the end of a graceful shutdown
   TlsInfo info_;
-  char sink_[512];                     // input read and dropped while lingering
 };
 
 }  // namespace netserver

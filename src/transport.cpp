@@ -120,7 +120,8 @@ class PlainTransport final : public Transport {
  private:
   // Reads and drops input until the client's EOF, an error, or the linger timer's close.
   void drain() {
-    socket_.async_read_some(asio::buffer(sink_), [self = shared_from_this(), this](const error_code& error, std::size_t) {
+    const std::span<char> sink = discard_buffer();
+    socket_.async_read_some(asio::buffer(sink.data(), sink.size()), [self = shared_from_this(), this](const error_code& error, std::size_t) {
       if (!error) return drain();
       timer_->cancel();
       close();
@@ -131,10 +132,14 @@ class PlainTransport final : public Transport {
   Socket socket_;
   std::unique_ptr<asio::steady_timer> timer_;  // the linger deadline (made when lingering starts)
   std::function<void()> done_;
-  char sink_[512];
 };
 
 }  // namespace
+
+std::span<char> discard_buffer() {
+  thread_local char sink[4096];
+  return sink;
+}
 
 std::shared_ptr<Transport> make_plain_transport(Transport::Socket socket) {
   return std::make_shared<PlainTransport>(std::move(socket));

@@ -66,6 +66,10 @@ class Transport : public std::enable_shared_from_this<Transport> {
 void wait_for_reset(Transport::Socket& socket, std::shared_ptr<Transport> keep, Transport::Ready reset,
                     boost::asio::cancellation_slot cancel);
 
+/// Where input read only to be dropped (a lingering stream's) lands: one buffer per thread, shared
+/// by every stream, since nobody reads what is in it.
+std::span<char> discard_buffer();
+
 /// The plaintext transport over an accepted socket.
 std::shared_ptr<Transport> make_plain_transport(Transport::Socket socket);
 
