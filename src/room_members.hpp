@@ -34,13 +34,16 @@ class RoomMembers {
   const std::vector<Entry>& entries() const { return entries_; }
   /// Sends `bytes` to every open member but the ones `skip` names. A member left above the
   /// output mark holds the sender -- the session whose callback runs, else `sender` (null: none
-  /// known) -- see SessionImpl::room_delivered. Safe when a send ends a session (and so changes
-  /// the membership) on the way.
+  /// known) -- see SessionImpl::room_delivered. Safe when a send ends a session on the way: the
+  /// walk is over a copy of the list, and an ended session stays alive until its retirement,
+  /// which the loop runs later (SessionImpl::finish posts it). The copy holds plain pointers: a
+  /// counted one per member would cost two atomic operations on a cold cache line per delivery,
+  /// most of a room's fan-out (the process has threads: libstdc++ counts atomically then).
   template <class Skip>
   void deliver(std::string_view bytes, Skip&& skip, const Session* sender) {
     snapshot_.clear();
-    for (const Entry& entry : entries_) snapshot_.push_back(entry.session);
-    for (const auto& session : snapshot_) {
+    for (const Entry& entry : entries_) snapshot_.push_back(entry.session.get());
+    for (Session* session : snapshot_) {
       if (!session->is_open() || skip(*session)) continue;
       session->send(bytes);
       // Every Session is the engine's; a sender is const only in Room::publish's signature.
@@ -55,7 +58,7 @@ class RoomMembers {
 
  private:
   std::vector<Entry> entries_;
-  std::vector<std::shared_ptr<Session>> snapshot_;
+  std::vector<Session*> snapshot_;  // deliver()'s copy of the list
 };
 
 /// Who sends what a room publishes now: the session whose callback (or Conversation) runs, else
