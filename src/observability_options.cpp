@@ -35,7 +35,7 @@ void add_observability_options(Options& options) {
                   .with_check(check_network_list));
   options.add(Option::duration("stall_warning", 0.5, 0, 86400,
                                "log a callback that holds an event loop longer than this, while it blocks and when "
-                               "it returns (0: off)"));
+                               "it returns, in processes serving many clients at once (0: off)"));
   options.add(Option::duration("worker_timeout", 0, 0, 1e9,
                                "kill and replace a supervised process whose event loop has not turned for this long, "
                                "logging what it was doing and its stack (0: off)"));

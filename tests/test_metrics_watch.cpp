@@ -5,8 +5,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <regex>
 #include <thread>
 
@@ -185,4 +188,71 @@ TEST_CASE("stall watcher: a session that ends while the watcher copies it waits 
   }
   CHECK(std::string(text) == "127.0.0.1:4242 with a long peer name past short strings");
   CHECK_FALSE(netserver::StallWatcher::running());
+}
+
+namespace {
+
+// The names of a process's threads (/proc/PID/task/*/comm).
+std::vector<std::string> thread_names(pid_t pid) {
+  std::vector<std::string> names;
+  std::error_code error;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", error)) {
+    std::ifstream comm(task.path() / "comm");
+    std::string name;
+    if (std::getline(comm, name)) names.push_back(name);
+  }
+  return names;
+}
+
+bool has_watcher(pid_t pid) {
+  const std::vector<std::string> names = thread_names(pid);
+  return std::find(names.begin(), names.end(), "stall-watch") != names.end();
+}
+
+}  // namespace
+
+// A process serving one client at a time keeps no other client waiting on a slow callback: it is
+// not warned about, and it runs no watcher thread (which costs it CPU) unless the watchdog needs
+// the thread's report.
+TEST_CASE("the stall watcher runs in processes serving many clients - and in one-client ones for the watchdog",
+          "[metrics]") {
+  const std::string prefork = "personality: prefork\nlisten: [127.0.0.1:0]\nlog_level: 3\n"
+                              "prefork:\n  min_servers: 2\n  min_spare_servers: 1\n  max_spare_servers: 2\n";
+  // Two clients held open: each of the two children serves one, so both engines are up.
+  auto serving_children = [](const ServerProcess& server, std::vector<Client>& clients) {
+    for (int i = 0; i < 2; ++i) {
+      clients.emplace_back(server.port());
+      REQUIRE(clients.back().read_line());
+    }
+    return children_of(server.pid());
+  };
+  SECTION("multiplex") {
+    ServerProcess server(binary("probe_server"), "personality: multiplex\nlisten: [127.0.0.1:0]\nlog_level: 3\n");
+    CHECK(eventually([&] { return has_watcher(server.pid()); }));
+  }
+  SECTION("multiplex workers") {
+    ServerProcess server(binary("probe_server"),
+                         "personality: multiplex\nlisten: [127.0.0.1:0]\nlog_level: 3\nmultiplex:\n  workers: 2\n");
+    Client client(server.port());
+    REQUIRE(client.read_line());
+    for (pid_t worker : children_of(server.pid())) CHECK(eventually([&] { return has_watcher(worker); }));
+  }
+  SECTION("prefork children without worker_timeout") {
+    ServerProcess server(binary("probe_server"), prefork);
+    std::vector<Client> clients;
+    const std::vector<pid_t> children = serving_children(server, clients);
+    REQUIRE(children.size() >= 2);
+    for (pid_t child : children) {
+      INFO("child " << child);
+      CHECK_FALSE(has_watcher(child));
+      CHECK(thread_names(child).size() == 1);
+    }
+  }
+  SECTION("prefork children with worker_timeout") {
+    ServerProcess server(binary("probe_server"), prefork + "worker_timeout: 30\n");
+    std::vector<Client> clients;
+    const std::vector<pid_t> children = serving_children(server, clients);
+    REQUIRE(children.size() >= 2);
+    for (pid_t child : children) CHECK(eventually([&] { return has_watcher(child); }));
+  }
 }
