@@ -1,6 +1,9 @@
 #include "observatory.hpp"
 
+#include <pthread.h>
 #include <unistd.h>
+
+#include <chrono>
 
 #include <boost/asio/post.hpp>
 #include <fmt/format.h>
@@ -21,6 +24,18 @@ namespace {
 // Slots for child processes: PreFork children, workers and Fork children alive at once (and the
 // previous image's still finishing after a HUP). A child past them counts nowhere (logged once).
 constexpr std::size_t child_slots = 1024;
+
+// The observatory whose status thread runs in this process: every fork() pauses it first.
+Observatory* status_running = nullptr;
+void pause_before_fork() {
+  if (status_running) status_running->pause_status();
+}
+void resume_after_fork() {
+  if (status_running) status_running->resume_status();
+}
+void forget_in_child() { status_running = nullptr; }  // the thread did not come along
+[[maybe_unused]] const bool fork_handlers_installed =
+    ::pthread_atfork(pause_before_fork, resume_after_fork, forget_in_child) == 0;
 
 // The status listener's sessions: small requests, pages of at most a few MiB, no idle timeout of
 // the engine's (the handler keeps its own request and idle timeouts).
@@ -106,10 +121,33 @@ void Observatory::serve_status(const std::vector<Endpoint>& endpoints) {
       log::error("status listener failed: {}", error.what());
     }
   });
+  status_running = this;
+}
+
+void Observatory::pause_status() {
+  if (!status_thread_.joinable() || ::getpid() != owner_) return;
+  std::unique_lock lock(pause_mutex_);
+  status_paused_ = false;
+  status_released_ = false;
+  asio::post(*status_io_, [this] {
+    std::unique_lock held(pause_mutex_);
+    status_paused_ = true;
+    pause_changed_.notify_all();
+    pause_changed_.wait(held, [this] { return status_released_; });
+  });
+  // A status thread stuck for a second (it never should be) is forked past rather than waited for.
+  if (!pause_changed_.wait_for(lock, std::chrono::seconds(1), [this] { return status_paused_; })) status_released_ = true;
+}
+
+void Observatory::resume_status() {
+  std::lock_guard lock(pause_mutex_);
+  status_released_ = true;
+  pause_changed_.notify_all();
 }
 
 void Observatory::stop_status() {
   if (!status_thread_.joinable() || ::getpid() != owner_) return;
+  if (status_running == this) status_running = nullptr;
   asio::post(*status_io_, [this] {
     status_engine_->stop(StopMode::abort, Duration::zero(), [] {});
     status_io_->stop();

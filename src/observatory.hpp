@@ -8,11 +8,14 @@
 /// Threads: the process's loop thread claims, assigns and folds slots (the Supervisor) and
 /// publishes the process table; the status thread renders. Both go through one mutex, taken on
 /// a spawn, a reap or a render only -- never on the hot path, where counting is a plain store
-/// into the process's own slot.
+/// into the process's own slot. A fork waits until the status thread is between two handlers
+/// (pthread_atfork): a child must not inherit a lock, or a half-made allocation, of a thread it
+/// does not have (the log's lock; an allocator without fork handlers, such as AddressSanitizer's).
 
 #include <sys/types.h>
 #include <unistd.h>
 
+#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -50,6 +53,10 @@ class Observatory {
   void open(const std::vector<std::string>& listeners, const std::vector<Endpoint>& status_endpoints);
   /// Stops the status listener (its thread joined); the table stays. Idempotent.
   void stop_status();
+  /// Around a fork (the atfork handlers): holds the status thread between two of its handlers
+  /// (waiting at most a second for it), then lets it go on in the parent.
+  void pause_status();
+  void resume_status();
   /// The table; null before open().
   MetricsStore* store() { return store_.get(); }
 
@@ -92,6 +99,11 @@ class Observatory {
   std::unique_ptr<boost::asio::io_context> status_io_;
   std::unique_ptr<Engine> status_engine_;
   std::thread status_thread_;
+  // pause_status(): the status thread waits in a handler of its loop until released.
+  std::mutex pause_mutex_;
+  std::condition_variable pause_changed_;
+  bool status_paused_ = false;
+  bool status_released_ = true;
 };
 
 }  // namespace netserver
