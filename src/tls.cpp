@@ -127,6 +127,10 @@ std::vector<CertificateSource> certificate_sources(const Config& config, const s
   return sources;
 }
 
+std::string_view asn1_text(const ASN1_STRING* text) {
+  return {reinterpret_cast<const char*>(ASN1_STRING_get0_data(text)), static_cast<std::size_t>(ASN1_STRING_length(text))};
+}
+
 // The DNS names a certificate is valid for: its subjectAltName DNS entries, or its subject's CN
 // when it has none (RFC 6125, 6.4.4), lower-case and sorted.
 std::vector<std::string> certificate_names(X509* leaf) {
@@ -135,18 +139,14 @@ std::vector<std::string> certificate_names(X509* leaf) {
   for (int i = 0; alternatives && i < sk_GENERAL_NAME_num(alternatives); ++i) {
     const GENERAL_NAME* name = sk_GENERAL_NAME_value(alternatives, i);
     if (name->type != GEN_DNS) continue;
-    const ASN1_STRING* text = name->d.dNSName;
-    names.push_back(lower(std::string_view(reinterpret_cast<const char*>(ASN1_STRING_get0_data(text)),
-                                           static_cast<std::size_t>(ASN1_STRING_length(text)))));
+    names.push_back(lower(asn1_text(name->d.dNSName)));
   }
   GENERAL_NAMES_free(alternatives);
   if (names.empty()) {
     const X509_NAME* subject = X509_get_subject_name(leaf);
     const int at = X509_NAME_get_index_by_NID(subject, NID_commonName, -1);
     if (at >= 0) {
-      const ASN1_STRING* text = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, at));
-      names.push_back(lower(std::string_view(reinterpret_cast<const char*>(ASN1_STRING_get0_data(text)),
-                                             static_cast<std::size_t>(ASN1_STRING_length(text)))));
+      names.push_back(lower(asn1_text(X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, at)))));
     }
   }
   std::sort(names.begin(), names.end());
@@ -161,7 +161,9 @@ TlsContext::Certificate load_certificate(const CertificateSource& source) {
   TlsContext::Certificate loaded;
   loaded.described = source.cert_described;
   std::unique_ptr<BIO, decltype(&BIO_free)> key_file(BIO_new_file(source.key_file.c_str(), "r"), BIO_free);
-  EVP_PKEY* key = key_file ? PEM_read_bio_PrivateKey(key_file.get(), nullptr, nullptr, nullptr) : nullptr;
+  // No passphrase: an encrypted key fails here instead of OpenSSL prompting on a terminal.
+  const auto no_passphrase = [](char*, int, int, void*) { return 0; };
+  EVP_PKEY* key = key_file ? PEM_read_bio_PrivateKey(key_file.get(), nullptr, no_passphrase, nullptr) : nullptr;
   if (!key) throw ConfigError(fmt::format("{}: not a PEM private key: {}", source.key_described, openssl_error()));
   loaded.key.reset(key, EVP_PKEY_free);
   std::unique_ptr<BIO, decltype(&BIO_free)> chain_file(BIO_new_file(source.cert_file.c_str(), "r"), BIO_free);

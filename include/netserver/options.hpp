@@ -44,7 +44,8 @@ struct Record {
   std::string where;  ///< "conf.yaml:7:5" (empty when given on the command line)
   /// The field's only text, or "" when it is not set.
   std::string text(std::string_view field) const;
-  bool operator==(const Record&) const = default;
+  /// Equal fields (where they were written does not count, as a Value's origin does not).
+  bool operator==(const Record& other) const { return fields == other.fields; }
 };
 
 /// A configuration value. seconds are held as double, bytes as int64.
