@@ -12,6 +12,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "netserver/errors.hpp"
+#include "records_yaml.hpp"
 #include "redact.hpp"
 
 namespace netserver {
@@ -208,8 +209,11 @@ void Config::load_yaml(const std::string& text, const std::string& path) {
                                       key, it->second.line + 1));
       if (const Option* option = options_->find(key)) {
         Value value;
-        const std::string problem = convert(*option, value_node, value);
-        if (!problem.empty()) throw ConfigError(fmt::format("{}: {}: {}", position(path, value_node.Mark()), key, problem));
+        YAML::Mark at = value_node.Mark();
+        const std::string problem = option->type == ValueType::records
+                                        ? records_from_yaml(*option, value_node, path, value, at)
+                                        : convert(*option, value_node, value);
+        if (!problem.empty()) throw ConfigError(fmt::format("{}: {}: {}", position(path, at), key, problem));
         set(key, std::move(value), Origin{Origin::Kind::file, position(path, value_node.Mark())});
       } else if (options_->is_block(key)) {
         if (value_node.IsNull()) continue;
@@ -287,6 +291,7 @@ const std::string& Config::string(std::string_view key) const { return typed<std
 const std::vector<std::string>& Config::list(std::string_view key) const {
   return typed<std::vector<std::string>>(value(key), key);
 }
+const std::vector<Record>& Config::records(std::string_view key) const { return typed<std::vector<Record>>(value(key), key); }
 
 std::string Config::describe(std::string_view key) const {
   const Entry& e = entry(key);

@@ -18,12 +18,15 @@ class PlainFactory final : public TransportFactory {
 
 class TlsFactory final : public TransportFactory {
  public:
-  explicit TlsFactory(std::shared_ptr<TlsContext> context) : context_(std::move(context)) {}
-  std::shared_ptr<Transport> make(Transport::Socket socket) override { return context_->make_transport(std::move(socket)); }
+  TlsFactory(std::shared_ptr<TlsContext> context, std::size_t listener) : context_(std::move(context)), listener_(listener) {}
+  std::shared_ptr<Transport> make(Transport::Socket socket) override {
+    return context_->make_transport(std::move(socket), listener_);
+  }
   bool plaintext() const override { return false; }
 
  private:
   std::shared_ptr<TlsContext> context_;
+  std::size_t listener_;  // which certificates its listener serves
 };
 
 }  // namespace
@@ -36,13 +39,20 @@ TransportSchemes TransportSchemes::load(const Config& config, const std::vector<
     if (address.tls()) tls_listeners.push_back(address.text());
   if (!tls_listeners.empty()) {
     schemes.tls_ = TlsContext::load(config, tls_listeners);
-    schemes.factories_["tls"] = std::make_shared<TlsFactory>(schemes.tls_);
+    schemes.factories_["tls"] = std::make_shared<TlsFactory>(schemes.tls_, 0);
+    for (const std::string& listener : tls_listeners)
+      schemes.tls_listeners_[listener] = std::make_shared<TlsFactory>(schemes.tls_, schemes.tls_->served_for(listener));
   }
   return schemes;
 }
 
 void TransportSchemes::keep_across_restart() const {
   if (tls_) tls_->keep_ticket_secret_across_restart();
+}
+
+std::shared_ptr<TransportFactory> TransportSchemes::factory(const std::string& scheme, const std::string& address) const {
+  if (const auto found = tls_listeners_.find(address); scheme == "tls" && found != tls_listeners_.end()) return found->second;
+  return factory(scheme);
 }
 
 std::shared_ptr<TransportFactory> TransportSchemes::factory(const std::string& scheme) const {

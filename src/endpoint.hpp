@@ -40,6 +40,9 @@ class TransportSchemes {
   static TransportSchemes load(const Config& config, const std::vector<ListenAddress>& addresses);
   /// The factory for `scheme`; throws Error for a scheme that was not loaded.
   std::shared_ptr<TransportFactory> factory(const std::string& scheme) const;
+  /// The factory for the listener configured as `address` ("tls://127.0.0.1:8443"): a TLS
+  /// listener's serves its own certificates (tls.certificates' `listen`).
+  std::shared_ptr<TransportFactory> factory(const std::string& scheme, const std::string& address) const;
   /// For the schemes the server serves with (not a check's): takes what the previous image handed
   /// over for them (the TLS ticket secret, so that clients' tickets survive a HUP) and keeps it
   /// for the next. Once, after Inheritance::take(), before any fork.
@@ -47,6 +50,7 @@ class TransportSchemes {
 
  private:
   std::map<std::string, std::shared_ptr<TransportFactory>> factories_;
+  std::map<std::string, std::shared_ptr<TransportFactory>> tls_listeners_;  // by listen address
   std::shared_ptr<TlsContext> tls_;
 };
 

@@ -8,6 +8,9 @@
 #include <stdexcept>
 
 #include <fmt/format.h>
+#include <yaml-cpp/yaml.h>
+
+#include "records_yaml.hpp"
 
 namespace netserver {
 
@@ -202,6 +205,11 @@ Option Option::text(std::string key, std::string fallback, std::string help) {
 Option Option::list(std::string key, std::vector<std::string> fallback, std::string help) {
   return make(std::move(key), ValueType::string_list, std::move(fallback), std::move(help), lowest, highest);
 }
+Option Option::records(std::string key, std::vector<std::string> fields, std::string help) {
+  Option option = make(std::move(key), ValueType::records, std::vector<Record>{}, std::move(help), lowest, highest);
+  option.fields = std::move(fields);
+  return option;
+}
 Option&& Option::with_choices(std::vector<std::string> allowed) && {
   choices = std::move(allowed);
   return std::move(*this);
@@ -272,6 +280,7 @@ std::string describe_type(const Option& option) {
     case ValueType::seconds: return "a duration in seconds (e.g. 30, 1.5, 500ms)" + range_text(option);
     case ValueType::bytes: return "a size in bytes (e.g. 65536, 64K, 1M)" + range_text(option);
     case ValueType::string_list: return "a list of strings";
+    case ValueType::records: return fmt::format("a list of mappings of {}", fmt::join(option.fields, ", "));
     case ValueType::string:
       if (!option.choices.empty()) return "one of: " + fmt::format("{}", fmt::join(option.choices, ", "));
       return "a string";
@@ -303,6 +312,18 @@ std::string parse_value(const Option& option, std::string_view raw, Value& out) 
     case ValueType::bytes: ok = parse_bytes(text, out); break;
     case ValueType::string: out = std::string(text); break;
     case ValueType::string_list: out = split_list(text); break;
+    case ValueType::records: {  // YAML flow text: [{cert_file: a.pem, key_file: a.key}]
+      YAML::Node node;
+      try {
+        node = YAML::Load(std::string(text));
+      } catch (const YAML::Exception& e) {
+        return fmt::format("expected {} in YAML flow style ([{{{}: ...}}]): {}", describe_type(option), option.fields.front(),
+                           e.msg);
+      }
+      YAML::Mark at;
+      if (std::string problem = records_from_yaml(option, node, "", out, at); !problem.empty()) return problem;
+      break;
+    }
   }
   if (!ok) return fmt::format("expected {}, got \"{}\"", describe_type(option), text);
   return validate_value(option, out);
@@ -319,8 +340,65 @@ std::string format_value(const Value& value) {
       for (const std::string& item : list) quoted.push_back(quote(item));
       return fmt::format("[{}]", fmt::join(quoted, ", "));
     }
+    std::string operator()(const std::vector<Record>& records) const {
+      std::vector<std::string> entries;
+      for (const Record& record : records) {
+        std::vector<std::string> fields;
+        for (const auto& [name, texts] : record.fields)
+          fields.push_back(fmt::format("{}: {}", name, texts.size() == 1 ? quote(texts.front()) : (*this)(texts)));
+        entries.push_back(fmt::format("{{{}}}", fmt::join(fields, ", ")));
+      }
+      return fmt::format("[{}]", fmt::join(entries, ", "));
+    }
   };
   return std::visit(Formatter{}, value);
+}
+
+std::string Record::text(std::string_view field) const {
+  const auto found = fields.find(field);
+  return found == fields.end() || found->second.empty() ? std::string() : found->second.front();
+}
+
+std::string records_from_yaml(const Option& option, const YAML::Node& node, const std::string& file, Value& out,
+                              YAML::Mark& at) {
+  at = node.Mark();
+  std::vector<Record> records;
+  if (node.IsNull()) {
+    out = std::move(records);
+    return "";
+  }
+  const std::string required = option.fields.empty() ? std::string() : option.fields.front();
+  if (!node.IsSequence()) return fmt::format("expected {}, got a single value", describe_type(option));
+  for (const YAML::Node& entry : node) {
+    at = entry.Mark();
+    if (!entry.IsMap()) return fmt::format("expected {}: each entry is a mapping ({}: FILE, ...)", describe_type(option), required);
+    Record record;
+    if (!file.empty()) record.where = fmt::format("{}:{}:{}", file, at.line + 1, at.column + 1);
+    for (const auto& pair : entry) {
+      at = pair.first.Mark();
+      const std::string name(pair.first.IsScalar() ? trim(pair.first.Scalar()) : std::string_view());
+      if (std::find(option.fields.begin(), option.fields.end(), name) == option.fields.end())
+        return fmt::format("unknown field '{}' in an entry (the fields are {})", name, fmt::join(option.fields, ", "));
+      if (record.fields.count(name)) return fmt::format("field '{}' given twice in one entry", name);
+      std::vector<std::string>& texts = record.fields[name];
+      at = pair.second.Mark();
+      if (pair.second.IsScalar()) {
+        texts.emplace_back(trim(pair.second.Scalar()));
+        continue;
+      }
+      if (!pair.second.IsSequence()) return fmt::format("field '{}': expected a text or a list of texts", name);
+      for (const YAML::Node& item : pair.second) {
+        if (!item.IsScalar()) return fmt::format("field '{}': expected a text or a list of texts", name);
+        texts.emplace_back(trim(item.Scalar()));
+      }
+    }
+    at = entry.Mark();
+    if (!required.empty() && record.text(required).empty()) return fmt::format("an entry without {}", required);
+    records.push_back(std::move(record));
+  }
+  at = node.Mark();
+  out = std::move(records);
+  return validate_value(option, out);
 }
 
 }  // namespace netserver

@@ -452,7 +452,7 @@ void ServerRuntime::make_endpoints() {
     for (const Binding& binding : bindings_)
       if (binding.address.text() == listener.address()) service = binding.service;
     Endpoint endpoint{listener.fd(), listener.family(), listener.address(), listener.name(),
-                      schemes_.factory(listener.scheme()), services[service].handler,
+                      schemes_.factory(listener.scheme(), listener.address()), services[service].handler,
                       edge_.expects_proxy(listener.address())};
     if (services[service].toolkit) {
       status_endpoints_.push_back(std::move(endpoint));

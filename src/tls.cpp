@@ -4,12 +4,14 @@
 #include <openssl/err.h>
 #include <openssl/hmac.h>
 #include <openssl/ocsp.h>
+#include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -20,8 +22,10 @@
 
 #include <boost/asio/ssl/error.hpp>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "netserver/errors.hpp"
+#include "netserver/listener.hpp"
 #include "netserver/log.hpp"
 #include "netserver/tls.hpp"
 #include "restart.hpp"
@@ -47,24 +51,197 @@ std::string print_to_string(Print print) {
   return text;
 }
 
-std::shared_ptr<TlsContext>& installed_context() {
-  static std::shared_ptr<TlsContext> context;
-  return context;
-}
-
-// The text of the last OpenSSL error, without its codes: "no such file", "key values mismatch".
-std::string openssl_error(const error_code& error) {
-  std::string text = error.message();
+// The text of the last OpenSSL error, without its codes: "no start line", "bad decrypt".
+std::string openssl_error() {
+  const unsigned long code = ERR_peek_last_error();
+  const char* reason = ERR_reason_error_string(code);
+  std::string text = reason ? reason : fmt::format("OpenSSL error {:#x}", code);
   ERR_clear_error();
   return text;
 }
 
-// Opens the file the way OpenSSL will, to report a missing or unreadable one by its errno.
-void check_readable(const Config& config, std::string_view key) {
-  const std::string& path = config.string(key);
+// Opens the file the way OpenSSL will, to report a missing or unreadable one by its errno;
+// `described` says where it was configured.
+void check_readable(const std::string& path, const std::string& described) {
   std::FILE* file = std::fopen(path.c_str(), "r");
-  if (!file) throw ConfigError(fmt::format("{}: cannot read the file: {}", config.describe(key), std::strerror(errno)));
+  if (!file) throw ConfigError(fmt::format("{}: cannot read the file: {}", described, std::strerror(errno)));
   std::fclose(file);
+}
+
+void check_readable(const Config& config, std::string_view key) { check_readable(config.string(key), config.describe(key)); }
+
+std::string lower(std::string_view text) {
+  std::string out(text);
+  for (char& c : out)
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  return out;
+}
+
+// Where one certificate is configured: tls.cert_file/key_file, or an entry of tls.certificates.
+struct CertificateSource {
+  std::string cert_file;
+  std::string key_file;        // cert_file itself when the key is in it
+  std::string cert_described;  // "tls.cert_file = a.pem (conf.yaml:4:14)"
+  std::string key_described;
+  std::vector<std::string> listeners;  // `listen` as written
+  std::string where;                   // the entry's place, for errors about `listen`
+};
+
+// The certificates the configuration names, in order: the one-certificate form or the list
+// (never both).
+std::vector<CertificateSource> certificate_sources(const Config& config, const std::vector<std::string>& tls_listeners) {
+  const std::vector<Record>& entries = config.records("tls.certificates");
+  const bool single = !config.string("tls.cert_file").empty() || !config.string("tls.key_file").empty();
+  if (single && !entries.empty()) {
+    const std::string one = config.string("tls.cert_file").empty() ? "tls.key_file" : "tls.cert_file";
+    throw ConfigError(fmt::format("{}: tls.certificates and {} are two forms of one setting: give each certificate as an "
+                                  "entry of tls.certificates ({{cert_file: ..., key_file: ...}}) and drop {}",
+                                  config.origin("tls.certificates").describe(), config.describe(one), one));
+  }
+  if (!single && entries.empty())
+    throw ConfigError(fmt::format("listen: {} is a TLS listener, but tls.cert_file is not set, nor tls.certificates ({})",
+                                  tls_listeners.empty() ? std::string("tls://") : tls_listeners.front(),
+                                  config.describe("listen")));
+  std::vector<CertificateSource> sources;
+  if (single) {
+    if (config.string("tls.cert_file").empty())
+      throw ConfigError(fmt::format("{}: tls.key_file is set, but tls.cert_file is not", config.describe("tls.key_file")));
+    const std::string key_key = config.string("tls.key_file").empty() ? "tls.cert_file" : "tls.key_file";
+    sources.push_back({config.string("tls.cert_file"), config.string(key_key), config.describe("tls.cert_file"),
+                       config.describe(key_key), {}, config.origin("tls.cert_file").describe()});
+    return sources;
+  }
+  for (std::size_t i = 0; i < entries.size(); ++i) {
+    const Record& entry = entries[i];
+    const std::string where = entry.where.empty() ? config.origin("tls.certificates").describe() : entry.where;
+    const auto describe = [&](const std::string& field, const std::string& path) {
+      return fmt::format("tls.certificates[{}] {} = {} ({})", i, field, path, where);
+    };
+    CertificateSource source{entry.text("cert_file"), entry.text("key_file"), describe("cert_file", entry.text("cert_file")),
+                             "", {}, where};
+    if (source.key_file.empty()) source.key_file = source.cert_file;
+    source.key_described = entry.text("key_file").empty() ? source.cert_described : describe("key_file", source.key_file);
+    if (const auto found = entry.fields.find("listen"); found != entry.fields.end()) source.listeners = found->second;
+    sources.push_back(std::move(source));
+  }
+  return sources;
+}
+
+std::string_view asn1_text(const ASN1_STRING* text) {
+  return {reinterpret_cast<const char*>(ASN1_STRING_get0_data(text)), static_cast<std::size_t>(ASN1_STRING_length(text))};
+}
+
+// The DNS names a certificate is valid for: its subjectAltName DNS entries, or its subject's CN
+// when it has none (RFC 6125, 6.4.4), lower-case and sorted.
+std::vector<std::string> certificate_names(X509* leaf) {
+  std::vector<std::string> names;
+  auto* alternatives = static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(leaf, NID_subject_alt_name, nullptr, nullptr));
+  for (int i = 0; alternatives && i < sk_GENERAL_NAME_num(alternatives); ++i) {
+    const GENERAL_NAME* name = sk_GENERAL_NAME_value(alternatives, i);
+    if (name->type != GEN_DNS) continue;
+    names.push_back(lower(asn1_text(name->d.dNSName)));
+  }
+  GENERAL_NAMES_free(alternatives);
+  if (names.empty()) {
+    const X509_NAME* subject = X509_get_subject_name(leaf);
+    const int at = X509_NAME_get_index_by_NID(subject, NID_commonName, -1);
+    if (at >= 0) {
+      names.push_back(lower(asn1_text(X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, at)))));
+    }
+  }
+  std::sort(names.begin(), names.end());
+  names.erase(std::unique(names.begin(), names.end()), names.end());
+  return names;
+}
+
+// Reads the certificate chain and key of `source`; throws ConfigError naming the file that does not load.
+TlsContext::Certificate load_certificate(const CertificateSource& source) {
+  check_readable(source.cert_file, source.cert_described);
+  check_readable(source.key_file, source.key_described);
+  TlsContext::Certificate loaded;
+  loaded.described = source.cert_described;
+  std::unique_ptr<BIO, decltype(&BIO_free)> key_file(BIO_new_file(source.key_file.c_str(), "r"), BIO_free);
+  // No passphrase: an encrypted key fails here instead of OpenSSL prompting on a terminal.
+  const auto no_passphrase = [](char*, int, int, void*) { return 0; };
+  EVP_PKEY* key = key_file ? PEM_read_bio_PrivateKey(key_file.get(), nullptr, no_passphrase, nullptr) : nullptr;
+  if (!key) throw ConfigError(fmt::format("{}: not a PEM private key: {}", source.key_described, openssl_error()));
+  loaded.key.reset(key, EVP_PKEY_free);
+  std::unique_ptr<BIO, decltype(&BIO_free)> chain_file(BIO_new_file(source.cert_file.c_str(), "r"), BIO_free);
+  X509* leaf = chain_file ? PEM_read_bio_X509_AUX(chain_file.get(), nullptr, nullptr, nullptr) : nullptr;
+  if (!leaf) throw ConfigError(fmt::format("{}: not a PEM certificate chain: {}", source.cert_described, openssl_error()));
+  loaded.leaf.reset(leaf, X509_free);
+  loaded.chain.reset(sk_X509_new_null(), [](STACK_OF(X509)* chain) { sk_X509_pop_free(chain, X509_free); });
+  while (X509* next = PEM_read_bio_X509(chain_file.get(), nullptr, nullptr, nullptr)) sk_X509_push(loaded.chain.get(), next);
+  const unsigned long end = ERR_peek_last_error();
+  if (ERR_GET_LIB(end) == ERR_LIB_PEM && ERR_GET_REASON(end) == PEM_R_NO_START_LINE) ERR_clear_error();  // the end of the file
+  else if (end != 0) throw ConfigError(fmt::format("{}: not a PEM certificate chain: {}", source.cert_described, openssl_error()));
+  if (X509_check_private_key(leaf, key) != 1) {
+    ERR_clear_error();
+    throw ConfigError(fmt::format("{}: the key does not match the certificate in {}", source.key_described, source.cert_described));
+  }
+  loaded.names = certificate_names(leaf);
+  return loaded;
+}
+
+// The session id context of the site serving `names`: a ticket or cached session made under one
+// site's certificate never resumes a handshake that asked for another (OpenSSL treats a session
+// of another context as unknown: a full handshake with the right certificate). Derived from the
+// names, not the certificate, so that a renewed certificate (a HUP) keeps its clients' sessions.
+std::array<unsigned char, 32> site_id_context(const std::vector<std::string>& names) {
+  std::string text = "netserver site";
+  for (const std::string& name : names) text += " " + name;
+  std::array<unsigned char, 32> id{};
+  unsigned length = 0;
+  EVP_Digest(text.data(), text.size(), id.data(), &length, EVP_sha256(), nullptr);
+  return id;
+}
+
+std::string key_type(const EVP_PKEY* key) { return OBJ_nid2sn(EVP_PKEY_get_base_id(key)); }
+
+// The host name a ClientHello asks for, lower-case ("" for none, or one that is not a host name:
+// check_server_name logs that one).
+std::string requested_name(SSL* ssl) {
+  const unsigned char* data = nullptr;
+  std::size_t length = 0;
+  if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &data, &length) != 1 || length < 2) return "";
+  if ((static_cast<std::size_t>(data[0]) << 8 | data[1]) + 2 != length) return "";
+  for (std::size_t at = 2; at + 3 <= length;) {
+    const unsigned type = data[at];
+    const std::size_t size = static_cast<std::size_t>(data[at + 1]) << 8 | data[at + 2];
+    at += 3;
+    if (at + size > length) return "";
+    if (type == TLSEXT_NAMETYPE_host_name) {
+      const std::string name(reinterpret_cast<const char*>(data + at), size);
+      return is_host_name(name) ? lower(name) : std::string();
+    }
+    at += size;
+  }
+  return "";
+}
+
+// Before OpenSSL looks for a session to resume (so that the site's id context applies to it), the
+// certificates of the site the client asks for; the first site's are the context's own.
+int choose_site(SSL* ssl, int* alert, void* argument) {
+  const auto& served = *static_cast<const TlsContext::Served*>(argument);
+  const TlsContext::Site& site = served.site_for(requested_name(ssl));
+  if (&site != &served.sites.front()) {
+    SSL_certs_clear(ssl);
+    for (const TlsContext::Certificate* certificate : site.certificates)
+      if (SSL_use_cert_and_key(ssl, certificate->leaf.get(), certificate->key.get(), certificate->chain.get(), 1) != 1) {
+        ERR_clear_error();
+        *alert = SSL_AD_INTERNAL_ERROR;
+        return SSL_CLIENT_HELLO_ERROR;
+      }
+  }
+  SSL_set_session_id_context(ssl, site.id_context.data(), static_cast<unsigned>(site.id_context.size()));
+  return SSL_CLIENT_HELLO_SUCCESS;
+}
+
+// The listen address `text` in one spelling (ListenAddress::text), or "" when it is not one.
+std::string normalised(std::string_view text) {
+  ListenAddress address;
+  std::string problem;
+  return ListenAddress::parse(text, address, problem) ? address.text() : std::string();
 }
 
 // The TLS 1.2 cipher lists of Mozilla's server-side TLS profiles (ssl-config.mozilla.org, version
@@ -193,6 +370,11 @@ void TlsContext::add_options(Options& options) {
   options.add(Option::text("tls.cert_file", "", "PEM certificate chain for tls:// listeners: the server's certificate "
                                                 "first, then its intermediates"));
   options.add(Option::text("tls.key_file", "", "PEM private key of the certificate (default: read from cert_file)"));
+  options.add(Option::records("tls.certificates", {"cert_file", "key_file", "listen"},
+                              "certificates chosen by the name a client asks for (SNI), instead of cert_file/key_file: "
+                              "[{cert_file: a.pem, key_file: a.key}, ...]; the first whose names (subjectAltName, the CN "
+                              "without one) match exactly, else by a *. wildcard, else the first; same names with an "
+                              "ECDSA and an RSA key: both served; listen: the TLS listeners an entry serves (default: all)"));
   options.add(Option::text("tls.ca_file", "", "PEM CA certificates that client certificates must chain to (mTLS)"));
   options.add(Option::text("tls.verify_client", "none", "ask clients for a certificate: none, optional (verified when "
                                                          "given) or required")
@@ -225,41 +407,92 @@ void TlsContext::add_options(Options& options) {
                                                                              "also how often the ticket key changes"));
 }
 
-TlsContext::TlsContext(double handshake_timeout)
-    : context_(ssl::context::tls_server), handshake_timeout_(handshake_timeout) {}
+TlsContext::TlsContext(double handshake_timeout) : handshake_timeout_(handshake_timeout) {}
 
 std::shared_ptr<TlsContext> TlsContext::load(const Config& config, const std::vector<std::string>& tls_listeners) {
-  if (config.string("tls.cert_file").empty()) {
-    throw ConfigError(fmt::format("listen: {} is a TLS listener, but tls.cert_file is not set ({})",
-                                  tls_listeners.empty() ? std::string("tls://") : tls_listeners.front(),
-                                  config.describe("listen")));
-  }
   std::shared_ptr<TlsContext> context(new TlsContext(config.seconds("tls.handshake_timeout")));
-  context->load_files(config);
-  context->apply_settings(config);
+  context->load_certificates(config, tls_listeners);
   context->load_ticket_keys(config);
+  context->serve(config, tls_listeners);
   context->load_ocsp_response(config);
-  context->warn_if_expired(config);
+  context->warn_if_expired();
   return context;
 }
 
-void TlsContext::load_files(const Config& config) {
-  const std::string key_key = config.string("tls.key_file").empty() ? "tls.cert_file" : "tls.key_file";
-  check_readable(config, "tls.cert_file");
-  check_readable(config, key_key);
-  error_code error;
-  // The key first: loading the certificate after a key that does not belong to it drops the key,
-  // which check_private_key below then reports as a mismatch.
-  context_.use_private_key_file(config.string(key_key), ssl::context::pem, error);
-  if (error) throw ConfigError(fmt::format("{}: not a PEM private key: {}", config.describe(key_key), openssl_error(error)));
-  context_.use_certificate_chain_file(config.string("tls.cert_file"), error);
-  if (error)
-    throw ConfigError(fmt::format("{}: not a PEM certificate chain: {}", config.describe("tls.cert_file"), openssl_error(error)));
-  if (SSL_CTX_check_private_key(context_.native_handle()) != 1) {
-    ERR_clear_error();
-    throw ConfigError(fmt::format("{}: the key does not match the certificate in {}", config.describe(key_key),
-                                  config.describe("tls.cert_file")));
+void TlsContext::load_certificates(const Config& config, const std::vector<std::string>& tls_listeners) {
+  for (const CertificateSource& source : certificate_sources(config, tls_listeners)) {
+    Certificate certificate = load_certificate(source);
+    for (const std::string& text : source.listeners) {
+      const std::string listener = normalised(text);
+      if (std::find(tls_listeners.begin(), tls_listeners.end(), listener) == tls_listeners.end())
+        throw ConfigError(fmt::format("{}: tls.certificates: listen: \"{}\" is not one of the TLS listeners ({}); write it "
+                                      "as in `listen`",
+                                      source.where, text, fmt::join(tls_listeners, ", ")));
+      certificate.listeners.push_back(listener);
+    }
+    certificates_.push_back(std::move(certificate));
   }
+}
+
+// A context per distinct list of certificates the TLS listeners serve (usually one), its sites
+// grouping the certificates that carry the same names.
+void TlsContext::serve(const Config& config, const std::vector<std::string>& tls_listeners) {
+  for (const std::string& listener : tls_listeners) {
+    std::vector<const Certificate*> list;
+    for (const Certificate& certificate : certificates_)
+      if (certificate.listeners.empty() ||
+          std::find(certificate.listeners.begin(), certificate.listeners.end(), listener) != certificate.listeners.end())
+        list.push_back(&certificate);
+    if (list.empty())
+      throw ConfigError(fmt::format("listen: {} is a TLS listener, but every entry of tls.certificates names other listeners "
+                                    "(listen) ({})",
+                                    listener, config.describe("tls.certificates")));
+    const auto same = std::find_if(served_.begin(), served_.end(), [&](const auto& served) { return served->list == list; });
+    if (same != served_.end()) {
+      served_by_listener_.emplace_back(listener, static_cast<std::size_t>(same - served_.begin()));
+      continue;
+    }
+    auto served = std::make_unique<Served>();
+    served->list = list;
+    for (const Certificate* certificate : list) {
+      auto site = std::find_if(served->sites.begin(), served->sites.end(),
+                               [&](const Site& known) { return known.names == certificate->names; });
+      if (site == served->sites.end()) {
+        site = served->sites.insert(served->sites.end(), Site{certificate->names, {}, site_id_context(certificate->names)});
+      }
+      for (const Certificate* other : site->certificates)
+        if (EVP_PKEY_get_base_id(other->key.get()) == EVP_PKEY_get_base_id(certificate->key.get()))
+          throw ConfigError(fmt::format("{}: this certificate has the names and the key type ({}) of {}: only one of them "
+                                        "could ever be sent (a pair for the same names has one ECDSA and one RSA key)",
+                                        certificate->described, key_type(certificate->key.get()), other->described));
+      site->certificates.push_back(certificate);
+    }
+    configure(config, *served);
+    served_by_listener_.emplace_back(listener, served_.size());
+    served_.push_back(std::move(served));
+  }
+}
+
+// One context: the first site's certificates, the client CA list and every setting of the block.
+void TlsContext::configure(const Config& config, Served& served) {
+  SSL_CTX* native = served.context.native_handle();
+  for (const Certificate* certificate : served.sites.front().certificates)
+    if (SSL_CTX_use_cert_and_key(native, certificate->leaf.get(), certificate->key.get(), certificate->chain.get(), 1) != 1)
+      throw ConfigError(fmt::format("{}: OpenSSL refuses the certificate: {}", certificate->described, openssl_error()));
+  load_client_ca(config, native);
+  apply_settings(config, native);
+  const Site& first = served.sites.front();
+  SSL_CTX_set_session_id_context(native, first.id_context.data(), static_cast<unsigned>(first.id_context.size()));
+  if (served.sites.size() > 1) SSL_CTX_set_client_hello_cb(native, choose_site, &served);
+  SSL_CTX_set_timeout(native, static_cast<long>(ticket_lifetime_));
+  SSL_CTX_set_ex_data(native, context_index(), this);
+  if (SSL_CTX_set_tlsext_ticket_key_evp_cb(native, ticket_key_callback) != 1) {
+    ERR_clear_error();
+    throw Error("cannot set the TLS ticket key callback");
+  }
+}
+
+void TlsContext::load_client_ca(const Config& config, SSL_CTX* native) {
   const std::string& verify = config.string("tls.verify_client");
   const std::string& ca_file = config.string("tls.ca_file");
   if (verify != "none" && ca_file.empty())
@@ -267,16 +500,32 @@ void TlsContext::load_files(const Config& config) {
                                   config.describe("tls.verify_client")));
   if (ca_file.empty()) return;
   check_readable(config, "tls.ca_file");
-  context_.load_verify_file(ca_file, error);
-  if (error) throw ConfigError(fmt::format("{}: not PEM CA certificates: {}", config.describe("tls.ca_file"), openssl_error(error)));
+  if (SSL_CTX_load_verify_locations(native, ca_file.c_str(), nullptr) != 1)
+    throw ConfigError(fmt::format("{}: not PEM CA certificates: {}", config.describe("tls.ca_file"), openssl_error()));
   if (STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(ca_file.c_str()))
-    SSL_CTX_set_client_CA_list(context_.native_handle(), names);  // tells clients which certificate to send
+    SSL_CTX_set_client_CA_list(native, names);  // tells clients which certificate to send
 }
 
-void TlsContext::apply_settings(const Config& config) {
-  SSL_CTX* native = context_.native_handle();
-  context_.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
-                       ssl::context::single_dh_use);
+const TlsContext::Site& TlsContext::Served::site_for(std::string_view name) const {
+  if (name.empty()) return sites.front();
+  for (const bool wildcard : {false, true})
+    for (const Site& site : sites)
+      if (site.serves(name, wildcard)) return site;
+  return sites.front();
+}
+
+bool TlsContext::Site::serves(std::string_view name, bool wildcard) const {
+  std::string wanted(name);
+  if (wildcard) {
+    const std::size_t dot = name.find('.');
+    if (dot == std::string_view::npos) return false;
+    wanted = "*" + std::string(name.substr(dot));
+  }
+  return std::binary_search(names.begin(), names.end(), wanted);
+}
+
+void TlsContext::apply_settings(const Config& config, SSL_CTX* native) {
+  SSL_CTX_set_options(native, SSL_OP_ALL | SSL_OP_NO_SSLv2 | SSL_OP_NO_SSLv3 | SSL_OP_SINGLE_DH_USE);
   const Profile chosen = profile(config.string("tls.profile"));
   const bool min_set = config.origin("tls.min_protocol").kind != Origin::Kind::built_in;
   SSL_CTX_set_min_proto_version(native, protocol_version(min_set ? config.string("tls.min_protocol") : chosen.min_protocol));
@@ -292,13 +541,11 @@ void TlsContext::apply_settings(const Config& config) {
     throw ConfigError(fmt::format("{}: not a valid TLS 1.3 cipher suite list", config.describe("tls.ciphersuites")));
   }
   const std::string& verify = config.string("tls.verify_client");
-  if (verify == "optional") context_.set_verify_mode(ssl::verify_peer);
-  else if (verify == "required") context_.set_verify_mode(ssl::verify_peer | ssl::verify_fail_if_no_peer_cert);
-  // Resumption: the server-side cache (TLS 1.2 ids) needs a context id once clients are verified;
-  // tickets use the keys of load_ticket_keys, made here, before any fork, so every PreFork child
-  // and Multiplex worker accepts the tickets of the others.
-  static const unsigned char id_context[] = "netserver";
-  SSL_CTX_set_session_id_context(native, id_context, sizeof id_context - 1);
+  if (verify == "optional") SSL_CTX_set_verify(native, SSL_VERIFY_PEER, nullptr);
+  else if (verify == "required") SSL_CTX_set_verify(native, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+  // Resumption: the server-side cache (TLS 1.2 ids) needs a context id once clients are verified
+  // (configure sets the site's); tickets use the keys of load_ticket_keys, made before any fork,
+  // so every PreFork child and Multiplex worker accepts the tickets of the others.
   if (!config.boolean("tls.session_tickets")) SSL_CTX_set_options(native, SSL_OP_NO_TICKET);
   // The transport drives OpenSSL on the socket itself: a write returns after each record, may be
   // retried from a moved buffer (the session's queue grows), and idle sessions keep no record
@@ -314,7 +561,7 @@ void TlsContext::apply_settings(const Config& config) {
   // truncation from an end frames its messages (HTTP's Content-Length) as it would on plaintext.
   SSL_CTX_set_options(native, SSL_OP_IGNORE_UNEXPECTED_EOF);
   SSL_CTX_set_tlsext_servername_callback(native, check_server_name);
-  set_alpn(config.list("tls.alpn"));
+  set_alpn(native, config.list("tls.alpn"));
 }
 
 // Session tickets are sealed with our keys, not OpenSSL's per-context random ones: keys every
@@ -323,9 +570,7 @@ void TlsContext::apply_settings(const Config& config) {
 // (the period it derives from), then decrypts for one more lifetime, the longest a ticket it
 // made stays valid.
 void TlsContext::load_ticket_keys(const Config& config) {
-  SSL_CTX* native = context_.native_handle();
   ticket_lifetime_ = config.seconds("tls.ticket_lifetime");
-  SSL_CTX_set_timeout(native, static_cast<long>(ticket_lifetime_));
   for (const std::string& path : config.list("tls.ticket_key_files")) {
     std::ifstream file(path, std::ios::binary);
     if (!file)
@@ -343,11 +588,6 @@ void TlsContext::load_ticket_keys(const Config& config) {
   if (RAND_bytes(ticket_secret_, sizeof ticket_secret_) != 1) {
     ERR_clear_error();
     throw Error("cannot make the TLS ticket secret: OpenSSL's random generator failed");
-  }
-  SSL_CTX_set_ex_data(native, context_index(), this);
-  if (SSL_CTX_set_tlsext_ticket_key_evp_cb(native, ticket_key_callback) != 1) {
-    ERR_clear_error();
-    throw Error("cannot set the TLS ticket key callback");
   }
 }
 
@@ -450,16 +690,16 @@ void TlsContext::load_ocsp_response(const Config& config) {
     return;
   }
   ocsp_response_ = der;
-  SSL_CTX_set_tlsext_status_cb(context_.native_handle(), ocsp_callback);
-  SSL_CTX_set_tlsext_status_arg(context_.native_handle(), this);
+  for (const auto& served : served_) {
+    SSL_CTX_set_tlsext_status_cb(served->context.native_handle(), ocsp_callback);
+    SSL_CTX_set_tlsext_status_arg(served->context.native_handle(), this);
+  }
 }
 
-// Why the response cannot be stapled for our certificate ("" when it can); sets ocsp_next_update_.
+// Why the response cannot be stapled for our (first) certificate ("" when it can); sets ocsp_next_update_.
 std::string TlsContext::ocsp_problem(const std::string& der) {
-  SSL_CTX* native = context_.native_handle();
-  X509* certificate = SSL_CTX_get0_certificate(native);
-  STACK_OF(X509)* chain = nullptr;
-  SSL_CTX_get0_chain_certs(native, &chain);
+  X509* certificate = certificates_.front().leaf.get();
+  STACK_OF(X509)* chain = certificates_.front().chain.get();
   X509* issuer = nullptr;
   for (int i = 0; chain && i < sk_X509_num(chain); ++i)
     if (X509_check_issued(sk_X509_value(chain, i), certificate) == X509_V_OK) issuer = sk_X509_value(chain, i);
@@ -498,7 +738,7 @@ std::string TlsContext::ocsp_problem(const std::string& der) {
 }
 
 int TlsContext::staple_ocsp(SSL* ssl) {
-  if (ocsp_response_.empty()) return SSL_TLSEXT_ERR_NOACK;
+  if (ocsp_response_.empty() || SSL_get_certificate(ssl) != certificates_.front().leaf.get()) return SSL_TLSEXT_ERR_NOACK;
   if (ocsp_next_update_ != 0 && static_cast<long long>(std::time(nullptr)) > ocsp_next_update_) {
     log::warning("{}: the OCSP response went stale (its next update has passed); it is no longer stapled: renew the "
                  "file, then HUP", ocsp_file_);
@@ -515,30 +755,34 @@ int TlsContext::staple_ocsp(SSL* ssl) {
   return SSL_TLSEXT_ERR_OK;
 }
 
-void TlsContext::set_alpn(const std::vector<std::string>& protocols) {
+void TlsContext::set_alpn(SSL_CTX* native, const std::vector<std::string>& protocols) {
   if (protocols.empty()) return;
+  alpn_wire_.clear();
   for (const std::string& protocol : protocols) alpn_wire_ += static_cast<char>(protocol.size()) + protocol;
-  SSL_CTX_set_alpn_select_cb(context_.native_handle(), select_alpn, &alpn_wire_);
+  SSL_CTX_set_alpn_select_cb(native, select_alpn, &alpn_wire_);
 }
 
-void TlsContext::warn_if_expired(const Config& config) {
-  X509* certificate = SSL_CTX_get0_certificate(context_.native_handle());
-  if (!certificate) return;
+void TlsContext::warn_if_expired() {
   const auto date = [](const ASN1_TIME* time) { return print_to_string([&](BIO* bio) { ASN1_TIME_print(bio, time); }); };
-  if (X509_cmp_current_time(X509_get0_notAfter(certificate)) < 0)
-    log::warning("{}: the certificate expired on {}; clients that check it will refuse to connect",
-                 config.describe("tls.cert_file"), date(X509_get0_notAfter(certificate)));
-  else if (X509_cmp_current_time(X509_get0_notBefore(certificate)) > 0)
-    log::warning("{}: the certificate is not valid before {}", config.describe("tls.cert_file"),
-                 date(X509_get0_notBefore(certificate)));
+  for (const Certificate& certificate : certificates_) {
+    X509* leaf = certificate.leaf.get();
+    if (X509_cmp_current_time(X509_get0_notAfter(leaf)) < 0)
+      log::warning("{}: the certificate expired on {}; clients that check it will refuse to connect", certificate.described,
+                   date(X509_get0_notAfter(leaf)));
+    else if (X509_cmp_current_time(X509_get0_notBefore(leaf)) > 0)
+      log::warning("{}: the certificate is not valid before {}", certificate.described, date(X509_get0_notBefore(leaf)));
+  }
 }
 
-TlsContext* TlsContext::installed() { return installed_context().get(); }
+std::shared_ptr<Transport> TlsContext::make_transport(Transport::Socket socket, std::size_t listener) {
+  return std::make_shared<TlsTransport>(std::move(socket), served_.at(listener)->context.native_handle(), handshake_timeout_);
+}
 
-void TlsContext::install(std::shared_ptr<TlsContext> context) { installed_context() = std::move(context); }
-
-std::shared_ptr<Transport> TlsContext::make_transport(Transport::Socket socket) {
-  return std::make_shared<TlsTransport>(std::move(socket), context_.native_handle(), handshake_timeout_);
+std::size_t TlsContext::served_for(const std::string& listen_text) const {
+  const std::string wanted = normalised(listen_text);
+  for (const auto& [listener, index] : served_by_listener_)
+    if (listener == wanted) return index;
+  return 0;  // a listener the configuration does not name (systemd's): the first list
 }
 
 }  // namespace netserver

@@ -213,6 +213,47 @@ TEST_CASE("dump is YAML that loads back to the same configuration", "[config]") 
   }
 }
 
+// A `records` key (tls.certificates): a list of mappings whose fields the option names, each entry
+// remembering where it was written; the command line takes the same list as YAML flow text.
+TEST_CASE("a list of mappings loads with its fields and each entry's place", "[config]") {
+  Fixture f;
+  const Config config = f.load("tls:\n  certificates:\n    - cert_file: a.pem\n      key_file: a.key\n"
+                               "    - {cert_file: b.pem, listen: [tls://127.0.0.1:1, tls://127.0.0.1:2]}\n");
+  const std::vector<Record>& entries = config.records("tls.certificates");
+  REQUIRE(entries.size() == 2);
+  CHECK(entries[0].text("cert_file") == "a.pem");
+  CHECK(entries[0].text("key_file") == "a.key");
+  CHECK(entries[0].text("listen").empty());
+  CHECK(entries[0].where == f.file() + ":3:7");
+  CHECK(entries[1].fields.at("listen") == std::vector<std::string>{"tls://127.0.0.1:1", "tls://127.0.0.1:2"});
+  CHECK(entries[1].where == f.file() + ":5:7");
+  CHECK(config.origin("tls.certificates").where == f.file() + ":3:5");
+
+  const Config cli = f.load("", {"--tls.certificates=[{cert_file: c.pem, key_file: c.key}]"});
+  REQUIRE(cli.records("tls.certificates").size() == 1);
+  CHECK(cli.records("tls.certificates")[0].text("key_file") == "c.key");
+  CHECK(cli.records("tls.certificates")[0].where.empty());
+
+  CHECK_THAT(f.error_of("tls:\n  certificates:\n    - {cert_file: a.pem, kee_file: a.key}\n"),
+             Contains(f.file() + ":3:26: tls.certificates: unknown field 'kee_file'") && Contains("cert_file, key_file, listen"));
+  CHECK_THAT(f.error_of("tls:\n  certificates:\n    - a.pem\n"), Contains(f.file() + ":3:7: tls.certificates: expected"));
+  CHECK_THAT(f.error_of("tls:\n  certificates:\n    - {key_file: a.key}\n"), Contains("an entry without cert_file"));
+  CHECK_THAT(f.error_of("tls:\n  certificates:\n    - {cert_file: {x: 1}}\n"), Contains("field 'cert_file': expected a text"));
+  CHECK_THAT(f.error_of("", {"--tls.certificates=[{cert_file: a.pem"}), Contains("command line: --tls.certificates=") && Contains("YAML flow style"));
+}
+
+TEST_CASE("a list of mappings dumps to YAML that loads back", "[config]") {
+  Fixture f;
+  const Config config = f.load("tls:\n  certificates:\n    - {cert_file: \"a b.pem\", key_file: a.key}\n    - {cert_file: b.pem}\n");
+  const std::string dumped = config.dump();
+  CHECK_THAT(dumped, Contains("certificates: [{cert_file: "));
+  const Config again = f.load(dumped);
+  REQUIRE(again.records("tls.certificates").size() == 2);
+  CHECK(again.records("tls.certificates")[0].text("cert_file") == "a b.pem");
+  CHECK(again.records("tls.certificates")[0].text("key_file") == "a.key");
+  CHECK(again.records("tls.certificates")[1].text("cert_file") == "b.pem");
+}
+
 TEST_CASE("listen addresses parse into their parts", "[config][listen]") {
   ListenAddress a;
   std::string problem;

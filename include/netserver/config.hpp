@@ -61,6 +61,7 @@ class Config {
   std::int64_t bytes(std::string_view key) const;                     ///< a bytes key
   const std::string& string(std::string_view key) const;              ///< a string key
   const std::vector<std::string>& list(std::string_view key) const;   ///< a string_list key
+  const std::vector<Record>& records(std::string_view key) const;     ///< a records key
   const Value& value(std::string_view key) const;                     ///< any key
   const Origin& origin(std::string_view key) const;                   ///< where the value came from
   /// "prefork.max_servers = 12 (conf.yaml:5:3)", for consistency errors between keys.

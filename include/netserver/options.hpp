@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <limits>
+#include <map>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -33,10 +34,22 @@ enum class ValueType {
   bytes,        ///< size, optional binary unit: 65536, 64K, 1MiB
   string,       ///< text, trimmed; restricted to `choices` when those are given
   string_list,  ///< list of texts: a YAML sequence, or comma-separated on the command line
+  records,      ///< list of mappings with named fields (tls.certificates): YAML, also on the command line
+};
+
+/// One entry of a `records` key: its fields by name, each a list of texts (a scalar field holds
+/// one), and where it was written, for errors about it.
+struct Record {
+  std::map<std::string, std::vector<std::string>, std::less<>> fields;  ///< field name -> its texts
+  std::string where;  ///< "conf.yaml:7:5" (empty when given on the command line)
+  /// The field's only text, or "" when it is not set.
+  std::string text(std::string_view field) const;
+  /// Equal fields (where they were written does not count, as a Value's origin does not).
+  bool operator==(const Record& other) const { return fields == other.fields; }
 };
 
 /// A configuration value. seconds are held as double, bytes as int64.
-using Value = std::variant<bool, std::int64_t, double, std::string, std::vector<std::string>>;
+using Value = std::variant<bool, std::int64_t, double, std::string, std::vector<std::string>, std::vector<Record>>;
 
 /// One key of the schema.
 struct Option {
@@ -49,6 +62,8 @@ struct Option {
   std::vector<std::string> choices;  ///< allowed strings (empty: any)
   /// Extra validation of a converted value: returns "" when fine, else what is wrong with it.
   std::function<std::string(const Value&)> check;
+  /// The field names a `records` entry may use (the first is required).
+  std::vector<std::string> fields;
   /// A secret (a key, a password): --check-config's dump, describe() and errors show "***".
   bool secret = false;
 
@@ -65,6 +80,9 @@ struct Option {
   static Option text(std::string key, std::string fallback, std::string help);
   /// A list of texts (a YAML sequence, or comma-separated on the command line).
   static Option list(std::string key, std::vector<std::string> fallback, std::string help);
+  /// A list of mappings whose keys are `fields` (the first one required in every entry), each
+  /// field a text or a list of texts; empty by default.
+  static Option records(std::string key, std::vector<std::string> fields, std::string help);
   /// Restricts a text option to these values.
   Option&& with_choices(std::vector<std::string> allowed) &&;
   /// Adds a validation function.
