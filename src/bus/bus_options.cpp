@@ -67,9 +67,14 @@ std::string check_secret_file(const Value& value) {
 
 void add_bus_options(Options& options, const std::string& program) {
   options.add(Option::text("bus", "",
-                           "rooms across processes and machines through Redis pub/sub: redis://[:PASSWORD@]HOST:PORT "
-                           "or redis+unix:///path (empty: rooms stay in this process)")
+                           "rooms across processes and machines through Redis pub/sub: redis://[:PASSWORD@]HOST:PORT, "
+                           "redis+unix:///path or redis-sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTER_NAME "
+                           "(the master found through its Sentinels; empty: rooms stay in this process)")
                   .with_check(check_address));
+  options.add(Option::text("bus_sentinel_password", "",
+                           "password of the Sentinels of a redis-sentinel:// bus (their requirepass; the master's is in "
+                           "the address; empty: no AUTH)")
+                  .as_secret());
   options.add(Option::text("bus_prefix", program, "prefix of the bus's Redis channels and keys: programs with the same prefix on one Redis "
                            "share their rooms")
                   .with_check(check_prefix));
@@ -94,6 +99,7 @@ std::optional<BusSettings> bus_settings(const Config& config) {
   if (text.empty()) return std::nullopt;
   BusSettings settings;
   if (!parse_redis_address(text, settings.address).empty()) return std::nullopt;  // validated when loaded
+  settings.sentinel_password = config.string("bus_sentinel_password");
   settings.prefix = config.string("bus_prefix");
   settings.connect_timeout = config.seconds("bus_connect_timeout");
   settings.probe_interval = config.seconds("bus_probe_interval");
@@ -116,6 +122,9 @@ namespace netserver::bus {
 
 void check_bus_combinations(const Config& config) {
   if (config.string("bus").empty()) return;
+  if (!config.string("bus_sentinel_password").empty() && !config.string("bus").starts_with("redis-sentinel://"))
+    throw ConfigError(fmt::format("{}: only a redis-sentinel:// bus has Sentinels (the bus is {})",
+                                  config.describe("bus_sentinel_password"), config.describe("bus")));
   if (!config.string("bus_secret").empty() && !config.string("bus_secret_file").empty())
     throw ConfigError(fmt::format("{} and {}: give the bus secret once", config.describe("bus_secret"),
                                   config.describe("bus_secret_file")));

@@ -89,11 +89,134 @@ std::string RedisBus::key(std::string_view kind, std::string_view room) const {
 void RedisBus::connect() {
   if (state_ != State::up) engine_metrics().bus_up.set(0);  // a process with a bus says whether it is up
   if (state_ != State::starting) state_ = State::connecting;
-  ready_count_ = 0;
-  subscriber_ = std::make_unique<RedisConnection>(io_, settings_.address, settings_.connect_timeout, "subscriber");
-  publisher_ = std::make_unique<RedisConnection>(io_, settings_.address, settings_.connect_timeout, "publisher");
-  subscriber_->on_push([this](const redisReply& reply) { on_push(reply); });
   const std::uint64_t generation = ++generation_;
+  if (!settings_.address.is_sentinel()) {
+    master_ = settings_.address;
+    return open_master(generation);
+  }
+  sentinels_tried_ = 0;
+  sentinel_errors_.clear();
+  ask_sentinel(generation);
+}
+
+// A connection is dropped from the loop, never inside its own callbacks.
+void RedisBus::retire(std::unique_ptr<RedisConnection>& connection) {
+  if (!connection) return;
+  retired_.push_back(std::move(connection));
+  std::weak_ptr<bool> alive = alive_;
+  asio::post(io_, [this, alive] {
+    if (!alive.expired()) retired_.clear();
+  });
+}
+
+std::string RedisBus::where() const {
+  if (!settings_.address.is_sentinel() || master_.host.empty()) return settings_.address.display();
+  return fmt::format("{} (master {})", settings_.address.display(), master_.display());
+}
+
+// --- Sentinels ---------------------------------------------------------------------------------
+
+// Asks the next Sentinel where the master is (SENTINEL get-master-addr-by-name), on a connection
+// that then stays subscribed to +switch-master. Also called from the probe while the bus is up
+// and has lost that watch: the answer then only confirms the master (or starts a reconnect).
+void RedisBus::ask_sentinel(std::uint64_t generation) {
+  const std::vector<RedisEndpoint>& all = settings_.address.sentinels;
+  const RedisEndpoint& at = all[sentinel_next_ % all.size()];
+  RedisAddress address;
+  address.host = at.host;
+  address.port = at.port;
+  address.password = settings_.sentinel_password;
+  retire(sentinel_);
+  sentinel_ = std::make_unique<RedisConnection>(io_, std::move(address), settings_.connect_timeout, "sentinel");
+  RedisConnection* asked = sentinel_.get();
+  asked->on_push([this](const redisReply& reply) { on_sentinel_push(reply); });
+  asked->open(
+      [this, generation, asked] {
+        if (generation != generation_ || asked != sentinel_.get()) return;
+        asked->command({"SENTINEL", "get-master-addr-by-name", settings_.address.master_name},
+                       [this, generation, asked](const redisReply& reply) {
+                         if (generation == generation_ && asked == sentinel_.get()) sentinel_answered(*asked, reply);
+                       });
+      },
+      [this, generation, asked](const std::string& error) {
+        if (generation == generation_ && asked == sentinel_.get()) sentinel_failed(fmt::format("{}: {}", asked->describe(), error));
+      });
+}
+
+void RedisBus::sentinel_answered(RedisConnection& sentinel, const redisReply& reply) {
+  if (reply.type == REDIS_REPLY_ERROR) return sentinel_failed(fmt::format("{}: {}", sentinel.describe(), text_of(reply)));
+  int port = 0;
+  if (reply.type == REDIS_REPLY_ARRAY && reply.elements == 2 && reply.element[0]->type == REDIS_REPLY_STRING &&
+      reply.element[1]->type == REDIS_REPLY_STRING) {
+    const std::string_view digits = text_of(*reply.element[1]);
+    const auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), port);
+    if (error != std::errc() || end != digits.data() + digits.size() || port < 1 || port > 65535) port = 0;
+  }
+  if (port == 0)
+    return sentinel_failed(fmt::format("{}: knows no master named \"{}\"", sentinel.describe(), settings_.address.master_name));
+  RedisAddress master = settings_.address.master_at(std::string(text_of(*reply.element[0])), port);
+  if (state_ == State::up && (master.host != master_.host || master.port != master_.port))
+    return went_down(fmt::format("{} names {} as master \"{}\" now", sentinel.describe(), master.display(),
+                                 settings_.address.master_name));
+  sentinel.subscription("SUBSCRIBE", "+switch-master");
+  if (state_ == State::up) return;  // the watch is back; the master stays
+  master_ = std::move(master);
+  open_master(generation_);
+}
+
+// While connecting, the next Sentinel is asked, and when none answers the attempt fails like a
+// refused connection (backoff, then all of them again). While up, the lost watch is reopened at
+// the next probe, on the next Sentinel; the probe keeps watching the master meanwhile.
+void RedisBus::sentinel_failed(const std::string& why) {
+  retire(sentinel_);
+  ++sentinel_next_;
+  if (state_ == State::up) {
+    if (!watch_lost_logged_) log::warning("bus: {}; failovers are noticed when the master stops answering until a Sentinel answers", why);
+    else log::debug("bus: {}", why);
+    watch_lost_logged_ = true;
+    return;
+  }
+  sentinel_errors_ += (sentinel_errors_.empty() ? "" : "; ") + why;
+  if (++sentinels_tried_ < settings_.address.sentinels.size()) return ask_sentinel(generation_);
+  went_down(fmt::format("no Sentinel of {} named the master: {}", settings_.address.display(), sentinel_errors_));
+}
+
+// "+switch-master NAME OLD-IP OLD-PORT NEW-IP NEW-PORT": a failover ended; the bus reconnects,
+// through the Sentinels, unless it is on the new master already.
+void RedisBus::on_sentinel_push(const redisReply& reply) {
+  if (reply.type != REDIS_REPLY_ARRAY || reply.elements < 3) return;
+  const std::string_view kind = text_of(*reply.element[0]);
+  if (kind == "subscribe") {
+    if (watch_lost_logged_) log::info("bus: watching for failovers through the Sentinels again");
+    watch_lost_logged_ = false;
+    return;
+  }
+  if (kind != "message") return;
+  std::vector<std::string_view> words;
+  std::string_view rest = text_of(*reply.element[2]);
+  while (!rest.empty()) {
+    const std::size_t space = rest.find(' ');
+    if (space != 0) words.push_back(rest.substr(0, space));
+    if (space == std::string_view::npos) break;
+    rest.remove_prefix(space + 1);
+  }
+  if (words.size() != 5 || words[0] != settings_.address.master_name || state_ == State::waiting) return;
+  if (words[3] == master_.host && words[4] == std::to_string(master_.port)) return;
+  went_down(fmt::format("Sentinel: master \"{}\" moved from {}:{} to {}:{} (+switch-master)", words[0], words[1], words[2],
+                        words[3], words[4]));
+}
+
+// --- the master ----------------------------------------------------------------------------------
+
+void RedisBus::open_master(std::uint64_t generation) {
+  ready_count_ = 0;
+  subscriber_ = std::make_unique<RedisConnection>(io_, master_, settings_.connect_timeout, "subscriber");
+  publisher_ = std::make_unique<RedisConnection>(io_, master_, settings_.connect_timeout, "publisher");
+  if (settings_.address.is_sentinel()) {
+    subscriber_->require_master();
+    publisher_->require_master();
+  }
+  subscriber_->on_push([this](const redisReply& reply) { on_push(reply); });
   for (auto* connection : {subscriber_.get(), publisher_.get()}) {
     const std::string role = connection == subscriber_.get() ? "subscriber" : "publisher";
     connection->open([this] { connection_ready(); },
@@ -111,7 +234,7 @@ void RedisBus::connection_ready() {
 }
 
 void RedisBus::connection_failed(const std::string& role, const std::string& error) {
-  const std::string why = fmt::format("{} connection to {}: {}", role, settings_.address.display(), error);
+  const std::string why = fmt::format("{} connection to {}: {}", role, where(), error);
   went_down(why);
 }
 
@@ -122,12 +245,7 @@ void RedisBus::went_down(const std::string& why) {
   const bool was_up = state_ == State::up;
   const bool first_failure = state_ == State::starting || was_up;
   engine_metrics().bus_up.set(0);
-  for (auto* connection : {&subscriber_, &publisher_})
-    if (*connection) retired_.push_back(std::move(*connection));
-  std::weak_ptr<bool> alive = alive_;
-  asio::post(io_, [this, alive] {
-    if (!alive.expired()) retired_.clear();
-  });
+  for (auto* connection : {&subscriber_, &publisher_, &sentinel_}) retire(*connection);
   probe_timer_.cancel();
   heartbeat_timer_.cancel();
   confirm_timer_.cancel();
@@ -191,10 +309,10 @@ void RedisBus::became_up() {
   if (recovered)
     log::notice("bus: reconnected to {} after {:.1f} s; {} message(s) reached only this process meanwhile, and {} "
                 "published before the outage was noticed may be lost",
-                settings_.address.display(), outage, local_only_, maybe_lost_);
+                where(), outage, local_only_, maybe_lost_);
   else
     log::notice("bus: connected to {} as {} (prefix \"{}\"; {} message(s) before reached only this process)",
-                settings_.address.display(), identity_, settings_.prefix, local_only_);
+                where(), identity_, settings_.prefix, local_only_);
   failures_ = 0;
   local_only_ = 0;
   maybe_lost_ = 0;
@@ -446,7 +564,8 @@ void RedisBus::probe() {
   if (state_ != State::up) return;
   if (probe_outstanding_ && !paused)
     return went_down(fmt::format("subscriber {}: silent: a liveness probe published {:.1f} s ago never came back",
-                                 settings_.address.display(), settings_.probe_interval));
+                                 where(), settings_.probe_interval));
+  if (settings_.address.is_sentinel() && !sentinel_) ask_sentinel(generation_);  // the +switch-master watch was lost
   probe_outstanding_ = true;
   publisher_->command({"PUBLISH", probe_channel_, std::to_string(publish_sequence_)});  // confirms all before it
   start_probe();

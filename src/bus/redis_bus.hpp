@@ -2,7 +2,9 @@
 // The Redis bus of one process: one subscriber and one publisher connection, reconnected forever
 // with capped exponential backoff, every room resubscribed after a reconnect, and a liveness probe
 // (a message published to a channel the subscriber listens to: PING does not work on a
-// subscribed hiredis 0.14 connection) that catches a silent subscriber.
+// subscribed hiredis 0.14 connection) that catches a silent subscriber. With redis-sentinel://
+// each connection attempt first asks the Sentinels where the master is, both connections check
+// ROLE, and one Sentinel connection stays subscribed to +switch-master while the bus is up.
 
 #include <sys/types.h>
 
@@ -27,6 +29,7 @@ namespace netserver::bus {
 /// How the bus behaves; from the `bus*` configuration keys.
 struct BusSettings {
   RedisAddress address;
+  std::string sentinel_password; ///< AUTH for the Sentinels of a redis-sentinel:// address; empty: none
   std::string prefix;            ///< channel and key prefix ("chat": channels "chat:room:NAME")
   double connect_timeout = 2;    ///< seconds for connect + AUTH + PING
   double probe_interval = 5;     ///< seconds between liveness probes (and the time one may take)
@@ -118,6 +121,13 @@ class RedisBus {
   };
 
   void connect();
+  void open_master(std::uint64_t generation);
+  void ask_sentinel(std::uint64_t generation);
+  void sentinel_answered(RedisConnection& sentinel, const redisReply& reply);
+  void sentinel_failed(const std::string& why);
+  void on_sentinel_push(const redisReply& reply);
+  void retire(std::unique_ptr<RedisConnection>& connection);
+  std::string where() const;
   void connection_ready();
   void connection_failed(const std::string& role, const std::string& error);
   void went_down(const std::string& why);
@@ -153,6 +163,13 @@ class RedisBus {
   State state_ = State::starting;
   std::unique_ptr<RedisConnection> subscriber_;
   std::unique_ptr<RedisConnection> publisher_;
+  // redis-sentinel://: the Sentinel being asked or, once the bus is up, watched for +switch-master
+  std::unique_ptr<RedisConnection> sentinel_;
+  std::size_t sentinel_next_ = 0;    // the Sentinel to ask next: one that answers stays first
+  std::size_t sentinels_tried_ = 0;  // in this connection attempt
+  std::string sentinel_errors_;      // why each Sentinel tried in this attempt did not answer
+  bool watch_lost_logged_ = false;   // the +switch-master watch is gone and that was said
+  RedisAddress master_;              // where the connections go: the address, or the master a Sentinel named
   std::vector<std::unique_ptr<RedisConnection>> retired_;  // failed connections, freed from the loop
   int ready_count_ = 0;
   std::uint64_t generation_ = 0;            // of the current pair of connections
