@@ -1085,3 +1085,55 @@ TEST_CASE("the master SIGKILLed mid-chat: the Sentinels promote the replica and 
   CHECK(multiplex.count_in_log("closed 127.0.0.1") == 0);
   CHECK(prefork.count_in_log("closed 127.0.0.1") == 0);
 }
+
+// --- bus_history (issue 24) ----------------------------------------------------------------------
+
+namespace {
+
+// The lines of `lines` that `speaker` said, in the order received.
+std::vector<std::string> said_by(const std::vector<std::string>& lines, const Chatter& speaker) {
+  std::vector<std::string> kept;
+  const std::string mark = "Client " + speaker.name + " said: ";
+  for (const std::string& line : lines)
+    if (line.rfind(mark, 0) == 0) kept.push_back(line.substr(mark.size()));
+  return kept;
+}
+
+}  // namespace
+
+TEST_CASE("bus_history: Redis stopped 10 s: what was said meanwhile arrives after SIGCONT in order exactly once",
+          "[bus][history][failover]") {
+  Redis redis;
+  const std::string history = "bus_history: 1000\n";
+  ServerProcess one(binary("chat_server"), bus_yaml(redis.url(), history));
+  ServerProcess two(binary("chat_server"), bus_yaml(redis.url(), history + prefork_block));
+  Chatter a = enter(one.port());
+  Chatter b = enter(one.port());
+  Chatter c = enter(two.port());
+  settle({&a, &b, &c}, 3);
+  check_crosses(a, {&b, &c}, "before the stop");
+  check_crosses(c, {&a, &b}, "before the stop too");
+
+  redis.signal(SIGSTOP);
+  std::vector<std::string> said;
+  for (int i = 0; i < 10; ++i) {  // one line each a second, for 10 s
+    said.push_back("stopped-" + std::to_string(i));
+    a.client.send(said.back() + "\r\n");
+    c.client.send(said.back() + "\r\n");
+    std::this_thread::sleep_for(1s);
+  }
+  CHECK(one.count_in_log("silent: a liveness probe") >= 1);
+  CHECK(two.count_in_log("silent: a liveness probe") >= 1);
+  redis.signal(SIGCONT);
+  CHECK(one.wait_for_log("bus: reconnected", 10s));
+  CHECK(two.wait_for_log("bus: reconnected", 10s));
+  const std::vector<std::string> heard_a = drain(a, 2s), heard_b = drain(b, 2s), heard_c = drain(c, 2s);
+  CHECK(said_by(heard_c, a) == said);  // across processes: after SIGCONT, in order, once each
+  CHECK(said_by(heard_a, c) == said);
+  CHECK(said_by(heard_b, c) == said);
+  CHECK(said_by(heard_b, a) == said);  // in a's process: at once (local delivery never waits), and not again
+  CHECK(one.wait_for_log("message(s) kept while Redis did not answer"));
+  settle({&a, &b, &c}, 3);
+  check_one_order({&a, &b, &c}, 3);
+  CHECK_THAT(redis.cli({"XLEN", "chat:history:chat"}), !Contains("(integer) 0"));
+}

@@ -85,6 +85,9 @@ void add_bus_options(Options& options, const std::string& program) {
   options.add(Option::duration("bus_presence_ttl", 60, 0.2, 86400,
                                "seconds a member stays listed without a heartbeat (a killed process's members vanish then)"));
   options.add(Option::duration("bus_heartbeat", 25, 0.05, 86400, "seconds between presence refreshes (below bus_presence_ttl)"));
+  options.add(Option::integer("bus_history", 0, 0, 10000000,
+                              "messages kept per room in a Redis Stream (XADD MAXLEN ~): after a reconnect each process "
+                              "delivers what it missed, in order, exactly once; 0: pub/sub only, at most once"));
   options.add(Option::text("bus_secret", "",
                            "shared key: every message and presence entry on the bus carries an HMAC-SHA256 with it, and "
                            "what lacks a valid one is dropped (at least 16 bytes; empty: none)")
@@ -108,6 +111,7 @@ std::optional<BusSettings> bus_settings(const Config& config) {
   settings.presence_ttl = config.seconds("bus_presence_ttl");
   settings.heartbeat = config.seconds("bus_heartbeat");
   settings.secret = config.string("bus_secret");
+  settings.history = config.integer("bus_history");
   if (const std::string& file = config.string("bus_secret_file"); !file.empty()) {
     std::string problem;
     settings.secret = read_secret_file(file, problem);

@@ -38,9 +38,29 @@ std::string make_identity() {
   return fmt::format("{}:{}:{:016x}", host_name().substr(0, 200), ::getpid(), nonce);
 }
 
+// bus_history: the message goes into the room's stream (trimmed to about bus_history entries) and,
+// in the same atomic step, to the room's channel prefixed with its stream ID, so that pub/sub
+// order is stream order and every copy names its place in the history.
+constexpr const char* history_script =
+    "local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[2]) "
+    "redis.call('PUBLISH', KEYS[2], id .. ' ' .. ARGV[2]) return id";
+
+// Stream IDs are "MILLISECONDS-SEQUENCE"; true when `a` comes after `b`.
+bool later_id(std::string_view a, std::string_view b) {
+  auto parts = [](std::string_view id) {
+    std::uint64_t ms = 0, seq = 0;
+    const std::size_t dash = id.find('-');
+    std::from_chars(id.data(), id.data() + std::min(dash, id.size()), ms);
+    if (dash != std::string_view::npos) std::from_chars(id.data() + dash + 1, id.data() + id.size(), seq);
+    return std::pair{ms, seq};
+  };
+  return parts(a) > parts(b);
+}
+
 // Errors a retry will not cure by itself: said loudly on every attempt.
 bool is_refusal(const std::string& error) {
-  return error.find("AUTH") != std::string::npos || error.find("WRONGPASS") != std::string::npos ||
+  return error.find("AUTH refused") != std::string::npos || error.find("NOAUTH") != std::string::npos ||
+         error.find("WRONGPASS") != std::string::npos ||
          error.find("NOPERM") != std::string::npos || error.find("invalid password") != std::string::npos;
 }
 
@@ -250,7 +270,11 @@ void RedisBus::went_down(const std::string& why) {
   heartbeat_timer_.cancel();
   confirm_timer_.cancel();
   confirm_armed_ = false;
-  for (auto& [name, channel] : channels_) channel.state = Subscription::none;
+  for (auto& [name, channel] : channels_) {
+    channel.state = Subscription::none;
+    channel.catching_up = false;  // what it held is read again from the stream
+    channel.held.clear();
+  }
   if (was_up || state_ == State::starting) {
     down_since_ = Clock::now();
     local_only_ = 0;
@@ -264,12 +288,17 @@ void RedisBus::went_down(const std::string& why) {
   const std::uint64_t lost = unconfirmed.size() + unconfirmed_overflow_;
   unconfirmed_overflow_ = 0;
   stalled_ = false;
-  maybe_lost_ += lost;
-  const std::string lost_text =
-      lost == 0 ? std::string()
-                : fmt::format("; {} message(s) published since Redis last answered may not have reached the other processes "
-                              "(delivered to this process's members)",
-                              lost);
+  const bool history = settings_.history > 0;
+  if (!history) maybe_lost_ += lost;
+  std::string lost_text;
+  if (lost != 0 && history)
+    lost_text = fmt::format("; {} message(s) published since Redis last answered are sent again when it answers (each "
+                            "delivered once: the others drop a second copy)",
+                            lost);
+  else if (lost != 0)
+    lost_text = fmt::format("; {} message(s) published since Redis last answered may not have reached the other processes "
+                            "(delivered to this process's members)",
+                            lost);
   ++failures_;
   if (is_refusal(why)) {
     log::error("bus: {}; serving this process's clients only, retrying{}", why, lost_text);
@@ -279,8 +308,13 @@ void RedisBus::went_down(const std::string& why) {
     log::info("bus: still down (attempt {}): {}", failures_, why);
   }
   state_ = State::waiting;
-  for (Unconfirmed& message : unconfirmed)  // once down: what a delivery publishes stays here
+  for (Unconfirmed& message : unconfirmed) {  // once down: what a delivery publishes stays here
     if (!message.delivered_here) deliver_here(message);
+    if (!history) continue;
+    if (auto room = channels_.find(key("room", message.room)); room != channels_.end())
+      room->second.own_delivered_through = message.sequence;
+    kept_.push_back(std::move(message));
+  }
   if (first_failure)
     for (auto& [name, channel] : channels_)
       if (channel.listener) channel.listener->went_down();
@@ -318,6 +352,7 @@ void RedisBus::became_up() {
   maybe_lost_ = 0;
   for (auto& [name, channel] : channels_)
     if (channel.wanted) subscribe(channel);
+  send_kept();
   for (auto& [name, channel] : channels_)
     if (channel.listener) channel.listener->came_up();
   probe_outstanding_ = false;
@@ -340,6 +375,8 @@ void RedisBus::detach(const std::string& room) {
   if (it == channels_.end()) return;
   Channel& channel = it->second;
   channel.wanted = false;
+  channel.last_id.clear();  // bus_history: whoever joins next hears the room from then on, not its past
+  channel.last_sequence.clear();
   if (channel.state == Subscription::subscribed && subscriber_->subscription("UNSUBSCRIBE", it->first))
     channel.state = Subscription::unsubscribing;
 }
@@ -380,7 +417,86 @@ void RedisBus::on_subscription(std::string_view kind, const std::string& name) {
     if (subscriber_->subscription("UNSUBSCRIBE", name)) channel.state = Subscription::unsubscribing;
     return;
   }
+  if (settings_.history > 0) catch_up(name, channel);
   if (channel.listener) channel.listener->subscribed();
+}
+
+// --- history (bus_history) ---------------------------------------------------------------------
+
+// Subscribed (again): what the room's stream holds after the last message delivered here is read
+// and delivered first; pub/sub copies arriving meanwhile are held, then delivered unless read
+// already (the stream ID decides). A room never heard before learns where its stream ends.
+void RedisBus::catch_up(const std::string& name, Channel& channel) {
+  const bool latest_only = channel.last_id.empty();
+  std::vector<std::string> argv =
+      latest_only ? std::vector<std::string>{"XREVRANGE", key("history", channel.room), "+", "-", "COUNT", "1"}
+                  : std::vector<std::string>{"XRANGE", key("history", channel.room), "(" + channel.last_id, "+", "COUNT",
+                                             std::to_string(settings_.history)};
+  const std::uint64_t generation = generation_;
+  channel.catching_up = publisher_->command(argv, [this, generation, name, latest_only](const redisReply& reply) {
+    if (generation == generation_) caught_up(name, reply, latest_only);
+  });
+}
+
+void RedisBus::caught_up(const std::string& name, const redisReply& reply, bool latest_only) {
+  auto it = channels_.find(name);
+  if (it == channels_.end() || !it->second.catching_up) return;
+  Channel& channel = it->second;
+  channel.catching_up = false;
+  std::vector<std::pair<std::string, std::string>> held = std::move(channel.held);
+  channel.held.clear();
+  if (reply.type == REDIS_REPLY_ERROR) log::warning("bus: reading the history of {}: {}", name, text_of(reply));
+  std::string latest;
+  const std::size_t count = reply.type == REDIS_REPLY_ARRAY ? reply.elements : 0;
+  for (std::size_t i = 0; i < count; ++i) {
+    const redisReply& entry = *reply.element[i];
+    if (entry.type != REDIS_REPLY_ARRAY || entry.elements != 2 || entry.element[1]->type != REDIS_REPLY_ARRAY) continue;
+    const std::string id(text_of(*entry.element[0]));
+    const redisReply& fields = *entry.element[1];
+    for (std::size_t f = 0; f + 1 < fields.elements; f += 2)
+      if (text_of(*fields.element[f]) == "e" && !latest_only) accept(name, channel, text_of(*fields.element[f + 1]), &id);
+    latest = id;
+  }
+  if (!latest_only && count == static_cast<std::size_t>(settings_.history))
+    log::warning("bus: {}: {} message(s) read back from its history, its whole length (bus_history): older ones this "
+                 "process missed are lost",
+                 name, count);
+  for (const auto& [id, bytes] : held) accept(name, channel, bytes, &id);
+  if (latest_only && !latest.empty() && (channel.last_id.empty() || later_id(latest, channel.last_id))) channel.last_id = latest;
+}
+
+// Down with bus_history: the message is delivered here by the room and kept to be sent when
+// Redis answers again (bounded by bus_history; beyond, the oldest are forgotten and counted).
+void RedisBus::keep_for_later(const std::string& room, std::uint64_t session, std::string_view payload) {
+  const std::uint64_t sequence = ++publish_sequence_;
+  if (auto heard = channels_.find(key("room", room)); heard != channels_.end()) heard->second.own_delivered_through = sequence;
+  if (kept_.size() >= static_cast<std::size_t>(settings_.history)) {
+    kept_.pop_front();
+    ++kept_overflow_;
+  }
+  kept_.push_back(Unconfirmed{room, sequence, session, std::string(payload), Clock::now(), true});
+}
+
+void RedisBus::send_kept() {
+  if (kept_.empty() && kept_overflow_ == 0) return;
+  std::size_t sent = 0;
+  for (const Unconfirmed& message : kept_)
+    if (send(message.room, Envelope{identity_, message.session, message.sequence, {}, message.payload})) ++sent;
+  log::notice("bus: sent {} message(s) kept while Redis did not answer{}", sent,
+              kept_overflow_ == 0 ? std::string()
+                                  : fmt::format("; {} older one(s) were forgotten (more than bus_history)", kept_overflow_));
+  kept_.clear();
+  kept_overflow_ = 0;
+}
+
+// One message onto the bus: PUBLISH, or with bus_history the stream and the channel at once.
+bool RedisBus::send(const std::string& room, const Envelope& message) {
+  const std::string channel = key("room", room);
+  Envelope envelope = message;
+  if (!settings_.secret.empty()) envelope.tag = bus_tag(settings_.secret, channel, envelope.signed_bytes());
+  if (settings_.history == 0) return publisher_->command({"PUBLISH", channel, envelope.encode()});
+  return publisher_->command({"EVAL", history_script, "2", key("history", room), channel, std::to_string(settings_.history),
+                              envelope.encode()});
 }
 
 // The subscriber hands a message over and goes on reading: delivering only queues bytes on the
@@ -398,13 +514,38 @@ void RedisBus::on_message(const std::string& name, std::string_view payload) {
   }
   auto it = channels_.find(name);
   if (it == channels_.end() || it->second.state != Subscription::subscribed || !it->second.listener) return;
-  std::optional<Envelope> envelope = Envelope::decode(payload);
+  if (settings_.history == 0) return accept(name, it->second, payload, nullptr);
+  const std::size_t space = payload.find(' ');
+  if (space == std::string_view::npos) return count_dropped(name, "without a stream ID (bus_history)");
+  const std::string id(payload.substr(0, space));
+  if (it->second.catching_up) {
+    it->second.held.emplace_back(id, std::string(payload.substr(space + 1)));
+    return;
+  }
+  accept(name, it->second, payload.substr(space + 1), &id);
+}
+
+// A message of `channel` from Redis; `id` is its stream ID with bus_history (nullptr without):
+// one delivered already (read from the stream and heard on the channel, or sent again after an
+// outage) is dropped here.
+void RedisBus::accept(const std::string& name, Channel& channel, std::string_view bytes, const std::string* id) {
+  if (id != nullptr && !channel.last_id.empty() && !later_id(*id, channel.last_id)) return;
+  std::optional<Envelope> envelope = Envelope::decode(bytes);
   if (!envelope) return count_dropped(name, "in an unknown format");
   if (!settings_.secret.empty() && !same_tag(envelope->tag, bus_tag(settings_.secret, name, envelope->signed_bytes())))
     return count_dropped(name, "without a valid bus_secret tag");
+  if (id != nullptr) {
+    channel.last_id = *id;
+    auto [last, fresh] = channel.last_sequence.try_emplace(envelope->origin, 0);
+    if (!fresh && envelope->sequence <= last->second) return;  // a copy sent again
+    last->second = envelope->sequence;
+    if (channel.last_sequence.size() > 4096) channel.last_sequence.erase(channel.last_sequence.begin());  // bounded
+    if (envelope->origin == identity_ && envelope->sequence <= channel.own_delivered_through) return;
+  }
   if (envelope->origin == identity_ && !echoed(envelope->sequence)) return;
+  if (!channel.listener) return;
   engine_metrics().bus_received.add();
-  it->second.listener->delivered(*envelope);
+  channel.listener->delivered(*envelope);
 }
 
 void RedisBus::count_dropped(const std::string& channel, std::string_view why) {
@@ -503,11 +644,13 @@ void RedisBus::confirm_overdue() {
 // --- publishing --------------------------------------------------------------------------------
 
 bool RedisBus::publish(const std::string& room, std::uint64_t session, std::string_view payload) {
-  if (state_ != State::up) return false;
+  if (state_ != State::up) {
+    if (settings_.history > 0 && ever_up_) keep_for_later(room, session, payload);  // an outage, not the start
+    return false;
+  }
   const std::string channel = key("room", room);
   Envelope envelope{identity_, session, publish_sequence_ + 1, {}, std::string(payload)};
-  if (!settings_.secret.empty()) envelope.tag = bus_tag(settings_.secret, channel, envelope.signed_bytes());
-  if (!publisher_->command({"PUBLISH", channel, envelope.encode()})) return false;
+  if (!send(room, envelope)) return false;
   ++publish_sequence_;
   engine_metrics().bus_published.add();
   // Only a message to a channel this process hears comes back; one to a room whose subscription

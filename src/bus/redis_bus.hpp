@@ -38,6 +38,7 @@ struct BusSettings {
   double presence_ttl = 60;      ///< seconds a member's presence entry lives without a heartbeat
   double heartbeat = 25;         ///< seconds between presence refreshes
   std::string secret;            ///< bus_secret (or bus_secret_file's content); empty: none
+  std::int64_t history = 0;      ///< bus_history: messages kept per room in a Redis Stream; 0: pub/sub only
   /// Seconds an own message may stay un-echoed by Redis before this process delivers it (and
   /// what it publishes next) to its own members at once: min(1, probe_interval).
   double confirm_grace() const { return probe_interval < 1 ? probe_interval : 1.0; }
@@ -118,6 +119,12 @@ class RedisBus {
     BusListener* listener = nullptr;
     bool wanted = false;
     Subscription state = Subscription::none;
+    // bus_history: the room's stream as this process has delivered it
+    std::string last_id;                       // stream ID of the last message delivered here
+    bool catching_up = false;                  // a read of the stream after (re)subscribing is on its way
+    std::vector<std::pair<std::string, std::string>> held;  // (ID, envelope) from pub/sub meanwhile
+    std::map<std::string, std::uint64_t, std::less<>> last_sequence;  // by origin: a copy sent again is dropped
+    std::uint64_t own_delivered_through = 0;   // own messages up to this sequence were delivered here already
   };
 
   void connect();
@@ -136,6 +143,12 @@ class RedisBus {
   void on_push(const redisReply& reply);
   void on_subscription(std::string_view kind, const std::string& channel);
   void on_message(const std::string& channel, std::string_view payload);
+  void accept(const std::string& name, Channel& channel, std::string_view bytes, const std::string* id);
+  void catch_up(const std::string& name, Channel& channel);
+  void caught_up(const std::string& name, const redisReply& reply, bool latest_only);
+  void keep_for_later(const std::string& room, std::uint64_t session, std::string_view payload);
+  void send_kept();
+  bool send(const std::string& room, const Envelope& envelope);
   // Own messages not yet back from Redis (issue 19, defect 15): see publish().
   struct Unconfirmed {
     std::string room;
@@ -180,6 +193,8 @@ class RedisBus {
   boost::asio::steady_timer confirm_timer_;
   bool confirm_armed_ = false;
   std::deque<Unconfirmed> unconfirmed_;     // in publish order
+  std::deque<Unconfirmed> kept_;            // bus_history: delivered here while down, sent when Redis answers
+  std::uint64_t kept_overflow_ = 0;         // forgotten from kept_ (bounded by bus_history)
   std::uint64_t unconfirmed_overflow_ = 0;  // forgotten from unconfirmed_ (it is bounded), this outage
   bool stalled_ = false;                    // own messages overdue: what is published is delivered here at once
   std::uint64_t publish_sequence_ = 0;
