@@ -680,6 +680,7 @@ bool RedisBus::command(const std::vector<std::string>& argv, RedisConnection::Re
 // Before the first connection attempt has ended the bus is not down yet: such messages (from
 // sessions still waiting for their subscription) are counted without a warning.
 void RedisBus::count_local_only() {
+  if (settings_.history > 0 && ever_up_) return;  // kept, and sent when Redis answers (keep_for_later)
   if (local_only_++ == 0 && state_ != State::starting)
     log::warning("bus: down; messages reach only this process's members until {} answers again",
                  settings_.address.display());
