@@ -1160,3 +1160,30 @@ TEST_CASE("bus_history: the master SIGKILLed mid-chat: what was said meanwhile a
           "[bus][sentinel][history][failover]") {
   master_killed_mid_chat(true);
 }
+
+TEST_CASE("bus_history: Redis restarted with AOF: the history survives and nothing is delivered twice",
+          "[bus][history][failover]") {
+  Redis redis({"--appendonly", "yes", "--appendfsync", "always"});
+  const std::string history = "bus_history: 1000\n";
+  ServerProcess one(binary("chat_server"), bus_yaml(redis.url(), history));
+  ServerProcess two(binary("chat_server"), bus_yaml(redis.url(), history + prefork_block));
+  Chatter a = enter(one.port());
+  Chatter c = enter(two.port());
+  settle({&a, &c}, 2);
+  for (const std::string text : {"before-0", "before-1", "before-2"}) check_crosses(a, {&c}, text);
+
+  redis.kill();
+  REQUIRE(one.wait_for_log("serving this process's clients only", 5s));
+  REQUIRE(two.wait_for_log("serving this process's clients only", 5s));
+  const std::vector<std::string> said{"while-down-0", "while-down-1", "while-down-2"};
+  for (const std::string& text : said) a.client.send(text + "\r\n");
+  std::this_thread::sleep_for(0.5s);
+  redis.start();  // the same directory: the append-only file is read back
+  CHECK(one.wait_for_log("bus: reconnected", 10s));
+  CHECK(two.wait_for_log("bus: reconnected", 10s));
+  CHECK(said_by(drain(c, 2s), a) == said);  // what was said while down, once; what was heard before, not again
+  const std::string stream = redis.cli({"XRANGE", "chat:history:chat", "-", "+"});
+  CHECK_THAT(stream, Contains("before-0") && Contains("before-2") && Contains("while-down-2"));
+  settle({&a, &c}, 2);
+  check_one_order({&a, &c}, 3);
+}
