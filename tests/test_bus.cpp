@@ -1047,6 +1047,28 @@ TEST_CASE("SENTINEL FAILOVER mid-chat: every process follows and the chat goes o
   CHECK(prefork.count_in_log("closed 127.0.0.1") == 0);
 }
 
+TEST_CASE("the Sentinel watched for +switch-master killed: the watch moves to the next one and follows a failover",
+          "[bus][sentinel][failover]") {
+  RedisSet set;
+  ServerProcess server(binary("chat_server"), bus_yaml(set.url()));
+  ServerProcess other(binary("chat_server"), bus_yaml(set.url()));
+  Chatter a = enter(server.port());
+  Chatter b = enter(other.port());
+  settle({&a, &b}, 2);
+  set.sentinel(0).kill();  // the first named, so the one both processes asked and watch
+  CHECK(server.wait_for_log("failovers are noticed when the master stops answering until a Sentinel answers"));
+  CHECK(server.wait_for_log("watching for failovers through the Sentinels again"));
+  CHECK(other.wait_for_log("watching for failovers through the Sentinels again"));
+  CHECK_THAT(set.sentinel_cli(1, {"SENTINEL", "FAILOVER", RedisSet::name}), Contains("OK"));
+  REQUIRE(eventually([&] { return set.promoted(1); }, 20s));
+  CHECK(server.wait_for_log("(+switch-master)"));  // heard on the new watch
+  CHECK(other.wait_for_log("(+switch-master)"));
+  REQUIRE(eventually([&] { return all_follow(set, 1, {&a, &b}); }, 20s));
+  settle({&a, &b}, 2);
+  check_crosses(a, {&b}, "watched anew");
+  check_crosses(b, {&a}, "and back");
+}
+
 // --- bus_history (issue 24) ----------------------------------------------------------------------
 
 namespace {

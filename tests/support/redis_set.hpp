@@ -165,11 +165,11 @@ class RedisSet {
       if (answer.find("\n" + std::to_string(nodes_[i]->port())) != std::string::npos) return i;
     return -1;
   }
-  /// True once node `i` says it is the master and every Sentinel names it.
+  /// True once node `i` says it is the master and every running Sentinel names it.
   bool promoted(int i) const {
     if (nodes_[i]->cli({"ROLE"}, password_).rfind("master", 0) != 0) return false;
     for (int s = 0; s < 3; ++s)
-      if (sentinel_cli(s, {"SENTINEL", "get-master-addr-by-name", name}).find("\n" + std::to_string(nodes_[i]->port())) ==
+      if (sentinels_[s]->running() &&sentinel_cli(s, {"SENTINEL", "get-master-addr-by-name", name}).find("\n" + std::to_string(nodes_[i]->port())) ==
           std::string::npos)
         return false;
     return true;
