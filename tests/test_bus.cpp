@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <csignal>
 #include <fstream>
+#include <iostream>
 #include <map>
 #include <set>
 #include <sstream>
@@ -25,88 +26,12 @@
 #include "fanout_scenario.hpp"
 #include "harness.hpp"
 #include "metrics_checks.hpp"
+#include "redis_set.hpp"
 
 using namespace harness;
 using Catch::Matchers::Contains;
 
 namespace {
-
-std::string read_text(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
-// A real redis-server of our own on a free port (or a given one, to restart on the same port);
-// stopped by its pid when destroyed. `wrapper` runs it elsewhere (ip netns exec NS).
-class Redis {
- public:
-  explicit Redis(std::vector<std::string> options = {}, int port = 0, std::vector<std::string> wrapper = {},
-                 std::string bind = "127.0.0.1")
-      : options_(std::move(options)), wrapper_(std::move(wrapper)), bind_(std::move(bind)), port_(port ? port : free_port()) {
-    start();
-  }
-  ~Redis() { stop(); }
-  Redis(const Redis&) = delete;
-  Redis& operator=(const Redis&) = delete;
-
-  void start() {
-    const std::string log = (dir_.path() / ("redis-" + std::to_string(++starts_) + ".log")).string();
-    std::vector<std::string> args = wrapper_;
-    for (const std::string& word : {std::string("redis-server"), std::string("--port"), std::to_string(port_),
-                                    std::string("--bind"), bind_, std::string("--save"), std::string(""),
-                                    std::string("--appendonly"), std::string("no"), std::string("--logfile"), log,
-                                    std::string("--dir"), dir_.path().string()})
-      args.push_back(word);
-    args.insert(args.end(), options_.begin(), options_.end());
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      std::vector<char*> argv;
-      for (std::string& word : args) argv.push_back(word.data());
-      argv.push_back(nullptr);
-      ::execvp(argv[0], argv.data());
-      ::_exit(127);
-    }
-    if (!eventually([&] { return read_text(log).find("eady to accept connections") != std::string::npos; }, 10s))
-      throw std::runtime_error("redis-server did not start:\n" + read_text(log));
-  }
-  void signal(int number) const { ::kill(pid_, number); }
-  // SIGKILL and reap.
-  void kill() {
-    if (pid_ <= 0) return;
-    ::kill(pid_, SIGKILL);
-    ::waitpid(pid_, nullptr, 0);
-    pid_ = -1;
-  }
-  void stop() {
-    if (pid_ <= 0) return;
-    ::kill(pid_, SIGCONT);
-    ::kill(pid_, SIGTERM);
-    if (!eventually([&] { return ::waitpid(pid_, nullptr, WNOHANG) == pid_; }, 5s)) kill();
-    pid_ = -1;
-  }
-  int port() const { return port_; }
-  std::string url(const std::string& password = "") const {
-    return "redis://" + (password.empty() ? "" : ":" + password + "@") + "127.0.0.1:" + std::to_string(port_);
-  }
-  // redis-cli against this server; its output.
-  std::string cli(std::vector<std::string> args, const std::string& password = "") const {
-    std::vector<std::string> full{"-h", "127.0.0.1", "-p", std::to_string(port_)};
-    if (!password.empty()) full.insert(full.end(), {"--no-auth-warning", "-a", password});
-    full.insert(full.end(), args.begin(), args.end());
-    return run("/usr/bin/redis-cli", full, 5s).output;
-  }
-
- private:
-  TempDir dir_;
-  std::vector<std::string> options_;
-  std::vector<std::string> wrapper_;
-  std::string bind_;
-  int port_;
-  pid_t pid_ = -1;
-  int starts_ = 0;
-};
 
 // Fast failure handling for tests: probes, backoff, heartbeats and TTLs in fractions of seconds.
 std::string bus_yaml(const std::string& url, const std::string& more = "", const std::string& ttl = "1.5") {
@@ -1001,4 +926,286 @@ TEST_CASE("over the bus a member in another process cannot hold the flooder and 
   CHECK(two.log().find("disconnecting " + outcome.s_name + " (session ") != std::string::npos);
   INFO("largest RSS " << outcome.max_rss_kib << " KiB");
   if (fanout_checks_memory) CHECK(outcome.max_rss_kib < 96 * 1024);
+}
+
+// --- Sentinel failover (issue 24) --------------------------------------------------------------
+
+TEST_CASE("a malformed redis-sentinel address is a config error naming file line and column", "[bus][sentinel]") {
+  TempDir dir;
+  const auto config = dir.write("chat.yaml", "port: 0\nbus: redis-sentinel://127.0.0.1:26379\n");
+  const Outcome bad = run(binary("chat_server"), {"--config", config.string()});
+  CHECK(bad.status == 2);
+  CHECK_THAT(bad.output, Contains("chat.yaml:2:6") && Contains("the master's name is missing"));
+  CHECK_THAT(bad.output, !Contains("listening on"));
+  for (const auto& [url, problem] : std::vector<std::pair<std::string, std::string>>{
+           {"redis-sentinel://:hunter2@127.0.0.1:26379,,127.0.0.1:26380/mymaster", "an empty Sentinel between commas"},
+           {"redis-sentinel://:hunter2@127.0.0.1:26379/", "the master's name after '/' is empty"},
+           {"redis-sentinel://:hunter2@/mymaster", "no Sentinel is given"},
+           {"redis-sentinel://:hunter2@127.0.0.1/mymaster", "Sentinel '127.0.0.1': the port is missing"},
+           {"redis-sentinel://:hunter2@127.0.0.1:26379,127.0.0.1:0/mymaster", "Sentinel '127.0.0.1:0': the port must be"},
+           {"redis-sentinel://:hunter2@127.0.0.1:26379/my master", "'my master' is not a master name"},
+           {"redis-sentinel://user:hunter2@127.0.0.1:26379/mymaster", "a user name is not supported"}}) {
+    const Outcome wrong = run(binary("chat_server"), {"--port=0", "--bus=" + url});
+    CHECK(wrong.status == 2);
+    CHECK_THAT(wrong.output, Contains("--bus=") && Contains(problem) && Contains("redis-sentinel://:***@") && !Contains("hunter2"));
+  }
+  // The Sentinels' password: only with Sentinels, and never shown.
+  CHECK(run(binary("chat_server"), {"--port=0", "--bus=redis://127.0.0.1:6379", "--bus_sentinel_password=x"}).status == 2);
+  const Outcome shown = run(binary("chat_server"), {"--check-config", "--bus=redis-sentinel://:hunter2@127.0.0.1:26379,[::1]:26380/m",
+                                                     "--bus_sentinel_password=sentinel-secret"});
+  CHECK(shown.status == 0);
+  CHECK_THAT(shown.output, Contains("redis-sentinel://:***@127.0.0.1:26379,[::1]:26380/m") && Contains("bus_sentinel_password") &&
+                               !Contains("hunter2") && !Contains("sentinel-secret"));
+}
+
+namespace {
+
+const std::string room_channel = "chat:room:chat";
+
+// Every process serving one of `chatters` listens to the room on node `master` of `set` and none
+// on the other node (a dead node counts as none): they all followed the failover.
+bool all_follow(const RedisSet& set, int master, const std::vector<Chatter*>& chatters) {
+  std::set<long> pids;
+  for (const Chatter* chatter : chatters) pids.insert(chatter->pid);
+  const int other = set.subscribers(1 - master, room_channel);
+  return set.subscribers(master, room_channel) == static_cast<int>(pids.size()) && other <= 0;
+}
+
+// Reads what `chatter` receives until it is quiet for `quiet`.
+std::vector<std::string> drain(Chatter& chatter, Seconds quiet = 1s) {
+  std::vector<std::string> lines;
+  while (auto line = chatter.client.read_line(quiet)) lines.push_back(*line);
+  return lines;
+}
+
+const std::string workers_block = "personality: multiplex\nmultiplex:\n  workers: 2\n";
+
+}  // namespace
+
+TEST_CASE("an unreachable Sentinel set is waited for while serving locally", "[bus][sentinel][failover]") {
+  const std::vector<int> ports{free_port(), free_port(), free_port()};
+  std::string url = "redis-sentinel://";
+  for (int port : ports) url += "127.0.0.1:" + std::to_string(port) + (port == ports.back() ? "" : ",");
+  url += std::string("/") + RedisSet::name;
+  ServerProcess server(binary("chat_server"), bus_yaml(url));
+  ServerProcess other(binary("chat_server"), bus_yaml(url, prefork_block));
+  Chatter a = enter(server.port());
+  Chatter b = enter(server.port());
+  CHECK(server.wait_for_log("no Sentinel of " + url + " named the master"));
+  CHECK(eventually([&] { return server.count_in_log("no Sentinel of") >= 3; }, 10s));  // it keeps trying
+  drain(a, 0.5s);  // the join announcements, in whichever order the sessions were let in
+  drain(b, 0.5s);
+  check_crosses(a, {&b}, "locally meanwhile");
+  RedisSet set("", "", ports);
+  CHECK(server.wait_for_log("bus: connected to " + url + " (master redis://127.0.0.1:" + std::to_string(set.node(0).port()) + ")"));
+  Chatter c = enter(other.port());
+  settle({&a, &b, &c}, 3);
+  check_crosses(c, {&a, &b}, "through the master the Sentinels named");
+}
+
+TEST_CASE("SENTINEL FAILOVER mid-chat: every process follows and the chat goes on in one order", "[bus][sentinel][failover]") {
+  RedisSet set("master-secret", "sentinel-secret");
+  const std::string sentinel = "bus_sentinel_password: sentinel-secret\n";
+  ServerProcess multiplex(binary("chat_server"), bus_yaml(set.url(), sentinel + workers_block));
+  ServerProcess prefork(binary("chat_server"), bus_yaml(set.url(), sentinel + prefork_block));
+  std::vector<Chatter> chatters;
+  for (int i = 0; i < 4; ++i) chatters.push_back(enter(i % 2 ? prefork.port() : multiplex.port()));
+  std::vector<Chatter*> all;
+  for (Chatter& chatter : chatters) all.push_back(&chatter);
+  settle(all, 4);
+  REQUIRE(all_follow(set, 0, all));
+  check_one_order(all, 3);
+
+  // Mid-chat: lines go out while the Sentinels switch the master over.
+  CHECK_THAT(set.sentinel_cli(1, {"SENTINEL", "FAILOVER", RedisSet::name}), Contains("OK"));
+  constexpr int during = 30;
+  for (int i = 0; i < during; ++i) {
+    all[i % all.size()]->client.send("during-" + std::to_string(i) + "\r\n");
+    std::this_thread::sleep_for(50ms);
+  }
+  REQUIRE(eventually([&] { return set.promoted(1); }, 20s));
+  REQUIRE(eventually([&] { return all_follow(set, 1, all); }, 20s));
+  // What was said during the switch reached each member at most once (pub/sub may lose what the
+  // old master took after the others left it; the processes count it in their logs).
+  std::size_t heard = 0;
+  for (Chatter* chatter : all) {
+    std::map<std::string, int> times;
+    for (const std::string& line : drain(*chatter))
+      if (line.find(" said: during-") != std::string::npos) ++times[line];
+    for (const auto& [line, count] : times) CHECK(count == 1);
+    heard += times.size();
+  }
+  std::cerr << "SENTINEL FAILOVER: " << heard << " of " << during * (all.size() - 1)
+            << " deliveries of the lines sent during the switch arrived\n";
+  CHECK(multiplex.wait_for_log("bus: reconnected to " + set.url().substr(0, 17)));
+  CHECK(prefork.wait_for_log("bus: reconnected to "));
+  // After the switch: every line reaches every other member exactly once, in one order.
+  settle(all, 4);
+  check_one_order(all, 4);
+  CHECK_THAT(multiplex.log() + prefork.log(), !Contains("master-secret") && !Contains("sentinel-secret"));
+  CHECK(multiplex.count_in_log("closed 127.0.0.1") == 0);  // no session lost
+  CHECK(prefork.count_in_log("closed 127.0.0.1") == 0);
+}
+
+TEST_CASE("the Sentinel watched for +switch-master killed: the watch moves to the next one and follows a failover",
+          "[bus][sentinel][failover]") {
+  RedisSet set;
+  ServerProcess server(binary("chat_server"), bus_yaml(set.url()));
+  ServerProcess other(binary("chat_server"), bus_yaml(set.url()));
+  Chatter a = enter(server.port());
+  Chatter b = enter(other.port());
+  settle({&a, &b}, 2);
+  set.sentinel(0).kill();  // the first named, so the one both processes asked and watch
+  CHECK(server.wait_for_log("failovers are noticed when the master stops answering until a Sentinel answers"));
+  CHECK(server.wait_for_log("watching for failovers through the Sentinels again"));
+  CHECK(other.wait_for_log("watching for failovers through the Sentinels again"));
+  CHECK_THAT(set.sentinel_cli(1, {"SENTINEL", "FAILOVER", RedisSet::name}), Contains("OK"));
+  REQUIRE(eventually([&] { return set.promoted(1); }, 20s));
+  CHECK(server.wait_for_log("(+switch-master)"));  // heard on the new watch
+  CHECK(other.wait_for_log("(+switch-master)"));
+  REQUIRE(eventually([&] { return all_follow(set, 1, {&a, &b}); }, 20s));
+  settle({&a, &b}, 2);
+  check_crosses(a, {&b}, "watched anew");
+  check_crosses(b, {&a}, "and back");
+}
+
+// --- bus_history (issue 24) ----------------------------------------------------------------------
+
+namespace {
+
+// The lines of `lines` that `speaker` said, in the order received.
+std::vector<std::string> said_by(const std::vector<std::string>& lines, const Chatter& speaker) {
+  std::vector<std::string> kept;
+  const std::string mark = "Client " + speaker.name + " said: ";
+  for (const std::string& line : lines)
+    if (line.rfind(mark, 0) == 0) kept.push_back(line.substr(mark.size()));
+  return kept;
+}
+
+}  // namespace
+
+TEST_CASE("bus_history: Redis stopped 10 s: what was said meanwhile arrives after SIGCONT in order exactly once",
+          "[bus][history][failover]") {
+  Redis redis;
+  const std::string history = "bus_history: 1000\n";
+  ServerProcess one(binary("chat_server"), bus_yaml(redis.url(), history));
+  ServerProcess two(binary("chat_server"), bus_yaml(redis.url(), history + prefork_block));
+  Chatter a = enter(one.port());
+  Chatter b = enter(one.port());
+  Chatter c = enter(two.port());
+  settle({&a, &b, &c}, 3);
+  check_crosses(a, {&b, &c}, "before the stop");
+  check_crosses(c, {&a, &b}, "before the stop too");
+
+  redis.signal(SIGSTOP);
+  std::vector<std::string> said;
+  for (int i = 0; i < 10; ++i) {  // one line each a second, for 10 s
+    said.push_back("stopped-" + std::to_string(i));
+    a.client.send(said.back() + "\r\n");
+    c.client.send(said.back() + "\r\n");
+    std::this_thread::sleep_for(1s);
+  }
+  CHECK(one.count_in_log("silent: a liveness probe") >= 1);
+  CHECK(two.count_in_log("silent: a liveness probe") >= 1);
+  redis.signal(SIGCONT);
+  CHECK(one.wait_for_log("bus: reconnected", 10s));
+  CHECK(two.wait_for_log("bus: reconnected", 10s));
+  const std::vector<std::string> heard_a = drain(a, 2s), heard_b = drain(b, 2s), heard_c = drain(c, 2s);
+  CHECK(said_by(heard_c, a) == said);  // across processes: after SIGCONT, in order, once each
+  CHECK(said_by(heard_a, c) == said);
+  CHECK(said_by(heard_b, c) == said);
+  CHECK(said_by(heard_b, a) == said);  // in a's process: at once (local delivery never waits), and not again
+  CHECK(one.wait_for_log("message(s) kept while Redis did not answer"));
+  settle({&a, &b, &c}, 3);
+  check_one_order({&a, &b, &c}, 3);
+  CHECK_THAT(redis.cli({"XLEN", "chat:history:chat"}), !Contains("(integer) 0"));
+}
+
+namespace {
+
+// The master of a Redis set SIGKILLed while a (Multiplex) speaks every 100 ms: the Sentinels
+// promote the replica, every process follows, the chat resumes. Without bus_history what a said
+// meanwhile reached its own process only (counted); with it, c (PreFork) gets every line once,
+// in order. Prints the time from SIGKILL to the first line crossing processes.
+void master_killed_mid_chat(bool history) {
+  RedisSet set;
+  const std::string more = history ? "bus_history: 1000\n" : "";
+  ServerProcess multiplex(binary("chat_server"), bus_yaml(set.url(), more));
+  ServerProcess prefork(binary("chat_server"), bus_yaml(set.url(), more + prefork_block));
+  Chatter a = enter(multiplex.port());
+  Chatter b = enter(multiplex.port());
+  Chatter c = enter(prefork.port());
+  Chatter d = enter(prefork.port());
+  std::vector<Chatter*> all{&a, &b, &c, &d};
+  settle(all, 4);
+  check_one_order(all, 2);
+
+  const auto killed = std::chrono::steady_clock::now();
+  set.node(0).kill();
+  std::vector<std::string> said, heard_c;
+  while (said_by(heard_c, a).empty() && std::chrono::steady_clock::now() - killed < 30s) {
+    said.push_back("after-kill-" + std::to_string(said.size()));
+    a.client.send(said.back() + "\r\n");
+    while (auto line = c.client.read_line(0.1s)) heard_c.push_back(*line);
+  }
+  REQUIRE(!said_by(heard_c, a).empty());
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - killed).count();
+  std::cerr << "SIGKILL to first delivery across processes" << (history ? " (bus_history)" : "") << ": " << seconds << " s ("
+            << said.size() << " lines sent)\n";
+  REQUIRE(set.master() == 1);
+  REQUIRE(eventually([&] { return all_follow(set, 1, all); }, 20s));
+  for (const std::string& line : drain(c, 1s)) heard_c.push_back(line);
+  for (Chatter* chatter : {&a, &b, &d}) drain(*chatter, 0.5s);
+  if (history) {
+    CHECK(said_by(heard_c, a) == said);  // every line, once, in order
+    CHECK(multiplex.wait_for_log("message(s) kept while Redis did not answer"));
+  } else {
+    CHECK(said_by(heard_c, a).size() < said.size());  // at most once: what was said meanwhile stayed in a's process
+    CHECK(multiplex.wait_for_log("message(s) reached only this process meanwhile"));  // and was counted
+  }
+  CHECK(multiplex.wait_for_log("bus: reconnected to " + set.url() + " (master redis://127.0.0.1:" +
+                               std::to_string(set.node(1).port()) + ")"));
+  CHECK(prefork.wait_for_log("bus: reconnected to "));
+  settle(all, 4);
+  check_one_order(all, 3);
+  CHECK(multiplex.count_in_log("closed 127.0.0.1") == 0);
+  CHECK(prefork.count_in_log("closed 127.0.0.1") == 0);
+}
+
+}  // namespace
+
+TEST_CASE("the master SIGKILLed mid-chat: the Sentinels promote the replica and every process follows", "[bus][sentinel][failover]") {
+  master_killed_mid_chat(false);
+}
+
+TEST_CASE("bus_history: the master SIGKILLed mid-chat: what was said meanwhile arrives once in order",
+          "[bus][sentinel][history][failover]") {
+  master_killed_mid_chat(true);
+}
+
+TEST_CASE("bus_history: Redis restarted with AOF: the history survives and nothing is delivered twice",
+          "[bus][history][failover]") {
+  Redis redis({"--appendonly", "yes", "--appendfsync", "always"});
+  const std::string history = "bus_history: 1000\n";
+  ServerProcess one(binary("chat_server"), bus_yaml(redis.url(), history));
+  ServerProcess two(binary("chat_server"), bus_yaml(redis.url(), history + prefork_block));
+  Chatter a = enter(one.port());
+  Chatter c = enter(two.port());
+  settle({&a, &c}, 2);
+  for (const std::string text : {"before-0", "before-1", "before-2"}) check_crosses(a, {&c}, text);
+
+  redis.kill();
+  REQUIRE(one.wait_for_log("serving this process's clients only", 5s));
+  REQUIRE(two.wait_for_log("serving this process's clients only", 5s));
+  const std::vector<std::string> said{"while-down-0", "while-down-1", "while-down-2"};
+  for (const std::string& text : said) a.client.send(text + "\r\n");
+  std::this_thread::sleep_for(0.5s);
+  redis.start();  // the same directory: the append-only file is read back
+  CHECK(one.wait_for_log("bus: reconnected", 10s));
+  CHECK(two.wait_for_log("bus: reconnected", 10s));
+  CHECK(said_by(drain(c, 2s), a) == said);  // what was said while down, once; what was heard before, not again
+  const std::string stream = redis.cli({"XRANGE", "chat:history:chat", "-", "+"});
+  CHECK_THAT(stream, Contains("before-0") && Contains("before-2") && Contains("while-down-2"));
+  settle({&a, &c}, 2);
+  check_one_order({&a, &c}, 3);
 }

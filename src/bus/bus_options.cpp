@@ -67,9 +67,14 @@ std::string check_secret_file(const Value& value) {
 
 void add_bus_options(Options& options, const std::string& program) {
   options.add(Option::text("bus", "",
-                           "rooms across processes and machines through Redis pub/sub: redis://[:PASSWORD@]HOST:PORT "
-                           "or redis+unix:///path (empty: rooms stay in this process)")
+                           "rooms across processes and machines through Redis pub/sub: redis://[:PASSWORD@]HOST:PORT, "
+                           "redis+unix:///path or redis-sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTER_NAME "
+                           "(the master found through its Sentinels; empty: rooms stay in this process)")
                   .with_check(check_address));
+  options.add(Option::text("bus_sentinel_password", "",
+                           "password of the Sentinels of a redis-sentinel:// bus (their requirepass; the master's is in "
+                           "the address; empty: no AUTH)")
+                  .as_secret());
   options.add(Option::text("bus_prefix", program, "prefix of the bus's Redis channels and keys: programs with the same prefix on one Redis "
                            "share their rooms")
                   .with_check(check_prefix));
@@ -80,6 +85,9 @@ void add_bus_options(Options& options, const std::string& program) {
   options.add(Option::duration("bus_presence_ttl", 60, 0.2, 86400,
                                "seconds a member stays listed without a heartbeat (a killed process's members vanish then)"));
   options.add(Option::duration("bus_heartbeat", 25, 0.05, 86400, "seconds between presence refreshes (below bus_presence_ttl)"));
+  options.add(Option::integer("bus_history", 0, 0, 10000000,
+                              "messages kept per room in a Redis Stream (XADD MAXLEN ~): after a reconnect each process "
+                              "delivers what it missed, in order, exactly once; 0: pub/sub only, at most once"));
   options.add(Option::text("bus_secret", "",
                            "shared key: every message and presence entry on the bus carries an HMAC-SHA256 with it, and "
                            "what lacks a valid one is dropped (at least 16 bytes; empty: none)")
@@ -94,6 +102,7 @@ std::optional<BusSettings> bus_settings(const Config& config) {
   if (text.empty()) return std::nullopt;
   BusSettings settings;
   if (!parse_redis_address(text, settings.address).empty()) return std::nullopt;  // validated when loaded
+  settings.sentinel_password = config.string("bus_sentinel_password");
   settings.prefix = config.string("bus_prefix");
   settings.connect_timeout = config.seconds("bus_connect_timeout");
   settings.probe_interval = config.seconds("bus_probe_interval");
@@ -102,6 +111,7 @@ std::optional<BusSettings> bus_settings(const Config& config) {
   settings.presence_ttl = config.seconds("bus_presence_ttl");
   settings.heartbeat = config.seconds("bus_heartbeat");
   settings.secret = config.string("bus_secret");
+  settings.history = config.integer("bus_history");
   if (const std::string& file = config.string("bus_secret_file"); !file.empty()) {
     std::string problem;
     settings.secret = read_secret_file(file, problem);
@@ -116,6 +126,9 @@ namespace netserver::bus {
 
 void check_bus_combinations(const Config& config) {
   if (config.string("bus").empty()) return;
+  if (!config.string("bus_sentinel_password").empty() && !config.string("bus").starts_with("redis-sentinel://"))
+    throw ConfigError(fmt::format("{}: only a redis-sentinel:// bus has Sentinels (the bus is {})",
+                                  config.describe("bus_sentinel_password"), config.describe("bus")));
   if (!config.string("bus_secret").empty() && !config.string("bus_secret_file").empty())
     throw ConfigError(fmt::format("{} and {}: give the bus secret once", config.describe("bus_secret"),
                                   config.describe("bus_secret_file")));

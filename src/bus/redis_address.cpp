@@ -9,7 +9,8 @@ namespace netserver::bus {
 namespace {
 
 constexpr std::string_view expected =
-    "expected redis://[:PASSWORD@]HOST:PORT or redis+unix://[:PASSWORD@]/path/to/redis.sock";
+    "expected redis://[:PASSWORD@]HOST:PORT, redis+unix://[:PASSWORD@]/path/to/redis.sock or "
+    "redis-sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTER_NAME";
 
 // Takes ":PASSWORD@" (or "PASSWORD@") off the front of `rest`. Redis before ACLs has no user
 // names, so a "user:" part is refused rather than silently ignored.
@@ -25,7 +26,7 @@ std::string take_password(std::string_view& rest, std::string& password) {
   return "";
 }
 
-std::string parse_tcp(std::string_view rest, RedisAddress& out) {
+std::string parse_tcp(std::string_view rest, RedisEndpoint& out) {
   std::string_view host;
   std::string_view port;
   if (rest.starts_with('[')) {
@@ -53,6 +54,29 @@ std::string parse_tcp(std::string_view rest, RedisAddress& out) {
   return "";
 }
 
+// "HOST:PORT[,HOST:PORT...]/MASTER_NAME": the Sentinels, then the master's name.
+std::string parse_sentinels(std::string_view rest, RedisAddress& out) {
+  const std::size_t slash = rest.rfind('/');
+  if (slash == std::string_view::npos) return "the master's name is missing: redis-sentinel://HOST:PORT/MASTER_NAME";
+  const std::string_view name = rest.substr(slash + 1);
+  rest = rest.substr(0, slash);
+  if (name.empty()) return "the master's name after '/' is empty";
+  if (name.find_first_of(" \t\r\n/?#,@") != std::string_view::npos) return fmt::format("'{}' is not a master name", name);
+  if (rest.empty()) return "no Sentinel is given: HOST:PORT before the '/'";
+  for (;;) {
+    const std::size_t comma = rest.find(',');
+    const std::string_view one = rest.substr(0, comma);
+    if (one.empty()) return "an empty Sentinel between commas";
+    RedisEndpoint sentinel;
+    if (std::string problem = parse_tcp(one, sentinel); !problem.empty()) return fmt::format("Sentinel '{}': {}", one, problem);
+    out.sentinels.push_back(std::move(sentinel));
+    if (comma == std::string_view::npos) break;
+    rest.remove_prefix(comma + 1);
+  }
+  out.master_name = std::string(name);
+  return "";
+}
+
 // The text as written, with any password replaced by "***": "redis://:***@host:6379" (config
 // errors go to terminals and logs). Whatever stands before '@' may be a password, even without
 // its ':'.
@@ -67,8 +91,25 @@ std::string redacted(std::string_view text) {
 
 std::string RedisAddress::display() const {
   if (is_unix()) return "redis+unix://" + path;
+  if (is_sentinel()) {
+    std::string text = "redis-sentinel://";
+    for (const RedisEndpoint& sentinel : sentinels) {
+      if (&sentinel != &sentinels.front()) text += ',';
+      text += sentinel.host.find(':') != std::string::npos ? fmt::format("[{}]:{}", sentinel.host, sentinel.port)
+                                                             : fmt::format("{}:{}", sentinel.host, sentinel.port);
+    }
+    return text + "/" + master_name;
+  }
   if (host.find(':') != std::string::npos) return fmt::format("redis://[{}]:{}", host, port);
   return fmt::format("redis://{}:{}", host, port);
+}
+
+RedisAddress RedisAddress::master_at(std::string master_host, int master_port) const {
+  RedisAddress master;
+  master.host = std::move(master_host);
+  master.port = master_port;
+  master.password = password;
+  return master;
 }
 
 std::string parse_redis_address(std::string_view text, RedisAddress& out) {
@@ -84,7 +125,14 @@ std::string parse_redis_address(std::string_view text, RedisAddress& out) {
     rest.remove_prefix(8);
     if (rest.ends_with('/')) rest.remove_suffix(1);
     problem = take_password(rest, parsed.password);
-    if (problem.empty()) problem = parse_tcp(rest, parsed);
+    RedisEndpoint endpoint;
+    if (problem.empty()) problem = parse_tcp(rest, endpoint);
+    parsed.host = std::move(endpoint.host);
+    parsed.port = endpoint.port;
+  } else if (rest.starts_with("redis-sentinel://")) {
+    rest.remove_prefix(17);
+    problem = take_password(rest, parsed.password);
+    if (problem.empty()) problem = parse_sentinels(rest, parsed);
   } else {
     problem = "unknown scheme";
   }

@@ -38,9 +38,29 @@ std::string make_identity() {
   return fmt::format("{}:{}:{:016x}", host_name().substr(0, 200), ::getpid(), nonce);
 }
 
+// bus_history: the message goes into the room's stream (trimmed to about bus_history entries) and,
+// in the same atomic step, to the room's channel prefixed with its stream ID, so that pub/sub
+// order is stream order and every copy names its place in the history.
+constexpr const char* history_script =
+    "local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[2]) "
+    "redis.call('PUBLISH', KEYS[2], id .. ' ' .. ARGV[2]) return id";
+
+// Stream IDs are "MILLISECONDS-SEQUENCE"; true when `a` comes after `b`.
+bool later_id(std::string_view a, std::string_view b) {
+  auto parts = [](std::string_view id) {
+    std::uint64_t ms = 0, seq = 0;
+    const std::size_t dash = id.find('-');
+    std::from_chars(id.data(), id.data() + std::min(dash, id.size()), ms);
+    if (dash != std::string_view::npos) std::from_chars(id.data() + dash + 1, id.data() + id.size(), seq);
+    return std::pair{ms, seq};
+  };
+  return parts(a) > parts(b);
+}
+
 // Errors a retry will not cure by itself: said loudly on every attempt.
 bool is_refusal(const std::string& error) {
-  return error.find("AUTH") != std::string::npos || error.find("WRONGPASS") != std::string::npos ||
+  return error.find("AUTH refused") != std::string::npos || error.find("NOAUTH") != std::string::npos ||
+         error.find("WRONGPASS") != std::string::npos ||
          error.find("NOPERM") != std::string::npos || error.find("invalid password") != std::string::npos;
 }
 
@@ -89,11 +109,134 @@ std::string RedisBus::key(std::string_view kind, std::string_view room) const {
 void RedisBus::connect() {
   if (state_ != State::up) engine_metrics().bus_up.set(0);  // a process with a bus says whether it is up
   if (state_ != State::starting) state_ = State::connecting;
-  ready_count_ = 0;
-  subscriber_ = std::make_unique<RedisConnection>(io_, settings_.address, settings_.connect_timeout, "subscriber");
-  publisher_ = std::make_unique<RedisConnection>(io_, settings_.address, settings_.connect_timeout, "publisher");
-  subscriber_->on_push([this](const redisReply& reply) { on_push(reply); });
   const std::uint64_t generation = ++generation_;
+  if (!settings_.address.is_sentinel()) {
+    master_ = settings_.address;
+    return open_master(generation);
+  }
+  sentinels_tried_ = 0;
+  sentinel_errors_.clear();
+  ask_sentinel(generation);
+}
+
+// A connection is dropped from the loop, never inside its own callbacks.
+void RedisBus::retire(std::unique_ptr<RedisConnection>& connection) {
+  if (!connection) return;
+  retired_.push_back(std::move(connection));
+  std::weak_ptr<bool> alive = alive_;
+  asio::post(io_, [this, alive] {
+    if (!alive.expired()) retired_.clear();
+  });
+}
+
+std::string RedisBus::where() const {
+  if (!settings_.address.is_sentinel() || master_.host.empty()) return settings_.address.display();
+  return fmt::format("{} (master {})", settings_.address.display(), master_.display());
+}
+
+// --- Sentinels ---------------------------------------------------------------------------------
+
+// Asks the next Sentinel where the master is (SENTINEL get-master-addr-by-name), on a connection
+// that then stays subscribed to +switch-master. Also called from the probe while the bus is up
+// and has lost that watch: the answer then only confirms the master (or starts a reconnect).
+void RedisBus::ask_sentinel(std::uint64_t generation) {
+  const std::vector<RedisEndpoint>& all = settings_.address.sentinels;
+  const RedisEndpoint& at = all[sentinel_next_ % all.size()];
+  RedisAddress address;
+  address.host = at.host;
+  address.port = at.port;
+  address.password = settings_.sentinel_password;
+  retire(sentinel_);
+  sentinel_ = std::make_unique<RedisConnection>(io_, std::move(address), settings_.connect_timeout, "sentinel");
+  RedisConnection* asked = sentinel_.get();
+  asked->on_push([this](const redisReply& reply) { on_sentinel_push(reply); });
+  asked->open(
+      [this, generation, asked] {
+        if (generation != generation_ || asked != sentinel_.get()) return;
+        asked->command({"SENTINEL", "get-master-addr-by-name", settings_.address.master_name},
+                       [this, generation, asked](const redisReply& reply) {
+                         if (generation == generation_ && asked == sentinel_.get()) sentinel_answered(*asked, reply);
+                       });
+      },
+      [this, generation, asked](const std::string& error) {
+        if (generation == generation_ && asked == sentinel_.get()) sentinel_failed(fmt::format("{}: {}", asked->describe(), error));
+      });
+}
+
+void RedisBus::sentinel_answered(RedisConnection& sentinel, const redisReply& reply) {
+  if (reply.type == REDIS_REPLY_ERROR) return sentinel_failed(fmt::format("{}: {}", sentinel.describe(), text_of(reply)));
+  int port = 0;
+  if (reply.type == REDIS_REPLY_ARRAY && reply.elements == 2 && reply.element[0]->type == REDIS_REPLY_STRING &&
+      reply.element[1]->type == REDIS_REPLY_STRING) {
+    const std::string_view digits = text_of(*reply.element[1]);
+    const auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), port);
+    if (error != std::errc() || end != digits.data() + digits.size() || port < 1 || port > 65535) port = 0;
+  }
+  if (port == 0)
+    return sentinel_failed(fmt::format("{}: knows no master named \"{}\"", sentinel.describe(), settings_.address.master_name));
+  RedisAddress master = settings_.address.master_at(std::string(text_of(*reply.element[0])), port);
+  if (state_ == State::up && (master.host != master_.host || master.port != master_.port))
+    return went_down(fmt::format("{} names {} as master \"{}\" now", sentinel.describe(), master.display(),
+                                 settings_.address.master_name));
+  sentinel.subscription("SUBSCRIBE", "+switch-master");
+  if (state_ == State::up) return;  // the watch is back; the master stays
+  master_ = std::move(master);
+  open_master(generation_);
+}
+
+// While connecting, the next Sentinel is asked, and when none answers the attempt fails like a
+// refused connection (backoff, then all of them again). While up, the lost watch is reopened at
+// the next probe, on the next Sentinel; the probe keeps watching the master meanwhile.
+void RedisBus::sentinel_failed(const std::string& why) {
+  retire(sentinel_);
+  ++sentinel_next_;
+  if (state_ == State::up) {
+    if (!watch_lost_logged_) log::warning("bus: {}; failovers are noticed when the master stops answering until a Sentinel answers", why);
+    else log::debug("bus: {}", why);
+    watch_lost_logged_ = true;
+    return;
+  }
+  sentinel_errors_ += (sentinel_errors_.empty() ? "" : "; ") + why;
+  if (++sentinels_tried_ < settings_.address.sentinels.size()) return ask_sentinel(generation_);
+  went_down(fmt::format("no Sentinel of {} named the master: {}", settings_.address.display(), sentinel_errors_));
+}
+
+// "+switch-master NAME OLD-IP OLD-PORT NEW-IP NEW-PORT": a failover ended; the bus reconnects,
+// through the Sentinels, unless it is on the new master already.
+void RedisBus::on_sentinel_push(const redisReply& reply) {
+  if (reply.type != REDIS_REPLY_ARRAY || reply.elements < 3) return;
+  const std::string_view kind = text_of(*reply.element[0]);
+  if (kind == "subscribe") {
+    if (watch_lost_logged_) log::info("bus: watching for failovers through the Sentinels again");
+    watch_lost_logged_ = false;
+    return;
+  }
+  if (kind != "message") return;
+  std::vector<std::string_view> words;
+  std::string_view rest = text_of(*reply.element[2]);
+  while (!rest.empty()) {
+    const std::size_t space = rest.find(' ');
+    if (space != 0) words.push_back(rest.substr(0, space));
+    if (space == std::string_view::npos) break;
+    rest.remove_prefix(space + 1);
+  }
+  if (words.size() != 5 || words[0] != settings_.address.master_name || state_ == State::waiting) return;
+  if (words[3] == master_.host && words[4] == std::to_string(master_.port)) return;
+  went_down(fmt::format("Sentinel: master \"{}\" moved from {}:{} to {}:{} (+switch-master)", words[0], words[1], words[2],
+                        words[3], words[4]));
+}
+
+// --- the master ----------------------------------------------------------------------------------
+
+void RedisBus::open_master(std::uint64_t generation) {
+  ready_count_ = 0;
+  subscriber_ = std::make_unique<RedisConnection>(io_, master_, settings_.connect_timeout, "subscriber");
+  publisher_ = std::make_unique<RedisConnection>(io_, master_, settings_.connect_timeout, "publisher");
+  if (settings_.address.is_sentinel()) {
+    subscriber_->require_master();
+    publisher_->require_master();
+  }
+  subscriber_->on_push([this](const redisReply& reply) { on_push(reply); });
   for (auto* connection : {subscriber_.get(), publisher_.get()}) {
     const std::string role = connection == subscriber_.get() ? "subscriber" : "publisher";
     connection->open([this] { connection_ready(); },
@@ -111,7 +254,7 @@ void RedisBus::connection_ready() {
 }
 
 void RedisBus::connection_failed(const std::string& role, const std::string& error) {
-  const std::string why = fmt::format("{} connection to {}: {}", role, settings_.address.display(), error);
+  const std::string why = fmt::format("{} connection to {}: {}", role, where(), error);
   went_down(why);
 }
 
@@ -122,17 +265,16 @@ void RedisBus::went_down(const std::string& why) {
   const bool was_up = state_ == State::up;
   const bool first_failure = state_ == State::starting || was_up;
   engine_metrics().bus_up.set(0);
-  for (auto* connection : {&subscriber_, &publisher_})
-    if (*connection) retired_.push_back(std::move(*connection));
-  std::weak_ptr<bool> alive = alive_;
-  asio::post(io_, [this, alive] {
-    if (!alive.expired()) retired_.clear();
-  });
+  for (auto* connection : {&subscriber_, &publisher_, &sentinel_}) retire(*connection);
   probe_timer_.cancel();
   heartbeat_timer_.cancel();
   confirm_timer_.cancel();
   confirm_armed_ = false;
-  for (auto& [name, channel] : channels_) channel.state = Subscription::none;
+  for (auto& [name, channel] : channels_) {
+    channel.state = Subscription::none;
+    channel.catching_up = false;  // what it held is read again from the stream
+    channel.held.clear();
+  }
   if (was_up || state_ == State::starting) {
     down_since_ = Clock::now();
     local_only_ = 0;
@@ -146,12 +288,17 @@ void RedisBus::went_down(const std::string& why) {
   const std::uint64_t lost = unconfirmed.size() + unconfirmed_overflow_;
   unconfirmed_overflow_ = 0;
   stalled_ = false;
-  maybe_lost_ += lost;
-  const std::string lost_text =
-      lost == 0 ? std::string()
-                : fmt::format("; {} message(s) published since Redis last answered may not have reached the other processes "
-                              "(delivered to this process's members)",
-                              lost);
+  const bool history = settings_.history > 0;
+  if (!history) maybe_lost_ += lost;
+  std::string lost_text;
+  if (lost != 0 && history)
+    lost_text = fmt::format("; {} message(s) published since Redis last answered are sent again when it answers (each "
+                            "delivered once: the others drop a second copy)",
+                            lost);
+  else if (lost != 0)
+    lost_text = fmt::format("; {} message(s) published since Redis last answered may not have reached the other processes "
+                            "(delivered to this process's members)",
+                            lost);
   ++failures_;
   if (is_refusal(why)) {
     log::error("bus: {}; serving this process's clients only, retrying{}", why, lost_text);
@@ -161,8 +308,13 @@ void RedisBus::went_down(const std::string& why) {
     log::info("bus: still down (attempt {}): {}", failures_, why);
   }
   state_ = State::waiting;
-  for (Unconfirmed& message : unconfirmed)  // once down: what a delivery publishes stays here
+  for (Unconfirmed& message : unconfirmed) {  // once down: what a delivery publishes stays here
     if (!message.delivered_here) deliver_here(message);
+    if (!history) continue;
+    if (auto room = channels_.find(key("room", message.room)); room != channels_.end())
+      room->second.own_delivered_through = message.sequence;
+    kept_.push_back(std::move(message));
+  }
   if (first_failure)
     for (auto& [name, channel] : channels_)
       if (channel.listener) channel.listener->went_down();
@@ -191,15 +343,16 @@ void RedisBus::became_up() {
   if (recovered)
     log::notice("bus: reconnected to {} after {:.1f} s; {} message(s) reached only this process meanwhile, and {} "
                 "published before the outage was noticed may be lost",
-                settings_.address.display(), outage, local_only_, maybe_lost_);
+                where(), outage, local_only_, maybe_lost_);
   else
     log::notice("bus: connected to {} as {} (prefix \"{}\"; {} message(s) before reached only this process)",
-                settings_.address.display(), identity_, settings_.prefix, local_only_);
+                where(), identity_, settings_.prefix, local_only_);
   failures_ = 0;
   local_only_ = 0;
   maybe_lost_ = 0;
   for (auto& [name, channel] : channels_)
     if (channel.wanted) subscribe(channel);
+  send_kept();
   for (auto& [name, channel] : channels_)
     if (channel.listener) channel.listener->came_up();
   probe_outstanding_ = false;
@@ -222,6 +375,8 @@ void RedisBus::detach(const std::string& room) {
   if (it == channels_.end()) return;
   Channel& channel = it->second;
   channel.wanted = false;
+  channel.last_id.clear();  // bus_history: whoever joins next hears the room from then on, not its past
+  channel.last_sequence.clear();
   if (channel.state == Subscription::subscribed && subscriber_->subscription("UNSUBSCRIBE", it->first))
     channel.state = Subscription::unsubscribing;
 }
@@ -262,7 +417,86 @@ void RedisBus::on_subscription(std::string_view kind, const std::string& name) {
     if (subscriber_->subscription("UNSUBSCRIBE", name)) channel.state = Subscription::unsubscribing;
     return;
   }
+  if (settings_.history > 0) catch_up(name, channel);
   if (channel.listener) channel.listener->subscribed();
+}
+
+// --- history (bus_history) ---------------------------------------------------------------------
+
+// Subscribed (again): what the room's stream holds after the last message delivered here is read
+// and delivered first; pub/sub copies arriving meanwhile are held, then delivered unless read
+// already (the stream ID decides). A room never heard before learns where its stream ends.
+void RedisBus::catch_up(const std::string& name, Channel& channel) {
+  const bool latest_only = channel.last_id.empty();
+  std::vector<std::string> argv =
+      latest_only ? std::vector<std::string>{"XREVRANGE", key("history", channel.room), "+", "-", "COUNT", "1"}
+                  : std::vector<std::string>{"XRANGE", key("history", channel.room), "(" + channel.last_id, "+", "COUNT",
+                                             std::to_string(settings_.history)};
+  const std::uint64_t generation = generation_;
+  channel.catching_up = publisher_->command(argv, [this, generation, name, latest_only](const redisReply& reply) {
+    if (generation == generation_) caught_up(name, reply, latest_only);
+  });
+}
+
+void RedisBus::caught_up(const std::string& name, const redisReply& reply, bool latest_only) {
+  auto it = channels_.find(name);
+  if (it == channels_.end() || !it->second.catching_up) return;
+  Channel& channel = it->second;
+  channel.catching_up = false;
+  std::vector<std::pair<std::string, std::string>> held = std::move(channel.held);
+  channel.held.clear();
+  if (reply.type == REDIS_REPLY_ERROR) log::warning("bus: reading the history of {}: {}", name, text_of(reply));
+  std::string latest;
+  const std::size_t count = reply.type == REDIS_REPLY_ARRAY ? reply.elements : 0;
+  for (std::size_t i = 0; i < count; ++i) {
+    const redisReply& entry = *reply.element[i];
+    if (entry.type != REDIS_REPLY_ARRAY || entry.elements != 2 || entry.element[1]->type != REDIS_REPLY_ARRAY) continue;
+    const std::string id(text_of(*entry.element[0]));
+    const redisReply& fields = *entry.element[1];
+    for (std::size_t f = 0; f + 1 < fields.elements; f += 2)
+      if (text_of(*fields.element[f]) == "e" && !latest_only) accept(name, channel, text_of(*fields.element[f + 1]), &id);
+    latest = id;
+  }
+  if (!latest_only && count == static_cast<std::size_t>(settings_.history))
+    log::warning("bus: {}: {} message(s) read back from its history, its whole length (bus_history): older ones this "
+                 "process missed are lost",
+                 name, count);
+  for (const auto& [id, bytes] : held) accept(name, channel, bytes, &id);
+  if (latest_only && !latest.empty() && (channel.last_id.empty() || later_id(latest, channel.last_id))) channel.last_id = latest;
+}
+
+// Down with bus_history: the message is delivered here by the room and kept to be sent when
+// Redis answers again (bounded by bus_history; beyond, the oldest are forgotten and counted).
+void RedisBus::keep_for_later(const std::string& room, std::uint64_t session, std::string_view payload) {
+  const std::uint64_t sequence = ++publish_sequence_;
+  if (auto heard = channels_.find(key("room", room)); heard != channels_.end()) heard->second.own_delivered_through = sequence;
+  if (kept_.size() >= static_cast<std::size_t>(settings_.history)) {
+    kept_.pop_front();
+    ++kept_overflow_;
+  }
+  kept_.push_back(Unconfirmed{room, sequence, session, std::string(payload), Clock::now(), true});
+}
+
+void RedisBus::send_kept() {
+  if (kept_.empty() && kept_overflow_ == 0) return;
+  std::size_t sent = 0;
+  for (const Unconfirmed& message : kept_)
+    if (send(message.room, Envelope{identity_, message.session, message.sequence, {}, message.payload})) ++sent;
+  log::notice("bus: sent {} message(s) kept while Redis did not answer{}", sent,
+              kept_overflow_ == 0 ? std::string()
+                                  : fmt::format("; {} older one(s) were forgotten (more than bus_history)", kept_overflow_));
+  kept_.clear();
+  kept_overflow_ = 0;
+}
+
+// One message onto the bus: PUBLISH, or with bus_history the stream and the channel at once.
+bool RedisBus::send(const std::string& room, const Envelope& message) {
+  const std::string channel = key("room", room);
+  Envelope envelope = message;
+  if (!settings_.secret.empty()) envelope.tag = bus_tag(settings_.secret, channel, envelope.signed_bytes());
+  if (settings_.history == 0) return publisher_->command({"PUBLISH", channel, envelope.encode()});
+  return publisher_->command({"EVAL", history_script, "2", key("history", room), channel, std::to_string(settings_.history),
+                              envelope.encode()});
 }
 
 // The subscriber hands a message over and goes on reading: delivering only queues bytes on the
@@ -280,13 +514,38 @@ void RedisBus::on_message(const std::string& name, std::string_view payload) {
   }
   auto it = channels_.find(name);
   if (it == channels_.end() || it->second.state != Subscription::subscribed || !it->second.listener) return;
-  std::optional<Envelope> envelope = Envelope::decode(payload);
+  if (settings_.history == 0) return accept(name, it->second, payload, nullptr);
+  const std::size_t space = payload.find(' ');
+  if (space == std::string_view::npos) return count_dropped(name, "without a stream ID (bus_history)");
+  const std::string id(payload.substr(0, space));
+  if (it->second.catching_up) {
+    it->second.held.emplace_back(id, std::string(payload.substr(space + 1)));
+    return;
+  }
+  accept(name, it->second, payload.substr(space + 1), &id);
+}
+
+// A message of `channel` from Redis; `id` is its stream ID with bus_history (nullptr without):
+// one delivered already (read from the stream and heard on the channel, or sent again after an
+// outage) is dropped here.
+void RedisBus::accept(const std::string& name, Channel& channel, std::string_view bytes, const std::string* id) {
+  if (id != nullptr && !channel.last_id.empty() && !later_id(*id, channel.last_id)) return;
+  std::optional<Envelope> envelope = Envelope::decode(bytes);
   if (!envelope) return count_dropped(name, "in an unknown format");
   if (!settings_.secret.empty() && !same_tag(envelope->tag, bus_tag(settings_.secret, name, envelope->signed_bytes())))
     return count_dropped(name, "without a valid bus_secret tag");
+  if (id != nullptr) {
+    channel.last_id = *id;
+    auto [last, fresh] = channel.last_sequence.try_emplace(envelope->origin, 0);
+    if (!fresh && envelope->sequence <= last->second) return;  // a copy sent again
+    last->second = envelope->sequence;
+    if (channel.last_sequence.size() > 4096) channel.last_sequence.erase(channel.last_sequence.begin());  // bounded
+    if (envelope->origin == identity_ && envelope->sequence <= channel.own_delivered_through) return;
+  }
   if (envelope->origin == identity_ && !echoed(envelope->sequence)) return;
+  if (!channel.listener) return;
   engine_metrics().bus_received.add();
-  it->second.listener->delivered(*envelope);
+  channel.listener->delivered(*envelope);
 }
 
 void RedisBus::count_dropped(const std::string& channel, std::string_view why) {
@@ -385,11 +644,13 @@ void RedisBus::confirm_overdue() {
 // --- publishing --------------------------------------------------------------------------------
 
 bool RedisBus::publish(const std::string& room, std::uint64_t session, std::string_view payload) {
-  if (state_ != State::up) return false;
+  if (state_ != State::up) {
+    if (settings_.history > 0 && ever_up_) keep_for_later(room, session, payload);  // an outage, not the start
+    return false;
+  }
   const std::string channel = key("room", room);
   Envelope envelope{identity_, session, publish_sequence_ + 1, {}, std::string(payload)};
-  if (!settings_.secret.empty()) envelope.tag = bus_tag(settings_.secret, channel, envelope.signed_bytes());
-  if (!publisher_->command({"PUBLISH", channel, envelope.encode()})) return false;
+  if (!send(room, envelope)) return false;
   ++publish_sequence_;
   engine_metrics().bus_published.add();
   // Only a message to a channel this process hears comes back; one to a room whose subscription
@@ -419,6 +680,7 @@ bool RedisBus::command(const std::vector<std::string>& argv, RedisConnection::Re
 // Before the first connection attempt has ended the bus is not down yet: such messages (from
 // sessions still waiting for their subscription) are counted without a warning.
 void RedisBus::count_local_only() {
+  if (settings_.history > 0 && ever_up_) return;  // kept, and sent when Redis answers (keep_for_later)
   if (local_only_++ == 0 && state_ != State::starting)
     log::warning("bus: down; messages reach only this process's members until {} answers again",
                  settings_.address.display());
@@ -446,7 +708,8 @@ void RedisBus::probe() {
   if (state_ != State::up) return;
   if (probe_outstanding_ && !paused)
     return went_down(fmt::format("subscriber {}: silent: a liveness probe published {:.1f} s ago never came back",
-                                 settings_.address.display(), settings_.probe_interval));
+                                 where(), settings_.probe_interval));
+  if (settings_.address.is_sentinel() && !sentinel_) ask_sentinel(generation_);  // the +switch-master watch was lost
   probe_outstanding_ = true;
   publisher_->command({"PUBLISH", probe_channel_, std::to_string(publish_sequence_)});  // confirms all before it
   start_probe();

@@ -2,7 +2,9 @@
 // The Redis bus of one process: one subscriber and one publisher connection, reconnected forever
 // with capped exponential backoff, every room resubscribed after a reconnect, and a liveness probe
 // (a message published to a channel the subscriber listens to: PING does not work on a
-// subscribed hiredis 0.14 connection) that catches a silent subscriber.
+// subscribed hiredis 0.14 connection) that catches a silent subscriber. With redis-sentinel://
+// each connection attempt first asks the Sentinels where the master is, both connections check
+// ROLE, and one Sentinel connection stays subscribed to +switch-master while the bus is up.
 
 #include <sys/types.h>
 
@@ -27,6 +29,7 @@ namespace netserver::bus {
 /// How the bus behaves; from the `bus*` configuration keys.
 struct BusSettings {
   RedisAddress address;
+  std::string sentinel_password; ///< AUTH for the Sentinels of a redis-sentinel:// address; empty: none
   std::string prefix;            ///< channel and key prefix ("chat": channels "chat:room:NAME")
   double connect_timeout = 2;    ///< seconds for connect + AUTH + PING
   double probe_interval = 5;     ///< seconds between liveness probes (and the time one may take)
@@ -35,6 +38,7 @@ struct BusSettings {
   double presence_ttl = 60;      ///< seconds a member's presence entry lives without a heartbeat
   double heartbeat = 25;         ///< seconds between presence refreshes
   std::string secret;            ///< bus_secret (or bus_secret_file's content); empty: none
+  std::int64_t history = 0;      ///< bus_history: messages kept per room in a Redis Stream; 0: pub/sub only
   /// Seconds an own message may stay un-echoed by Redis before this process delivers it (and
   /// what it publishes next) to its own members at once: min(1, probe_interval).
   double confirm_grace() const { return probe_interval < 1 ? probe_interval : 1.0; }
@@ -115,9 +119,22 @@ class RedisBus {
     BusListener* listener = nullptr;
     bool wanted = false;
     Subscription state = Subscription::none;
+    // bus_history: the room's stream as this process has delivered it
+    std::string last_id;                       // stream ID of the last message delivered here
+    bool catching_up = false;                  // a read of the stream after (re)subscribing is on its way
+    std::vector<std::pair<std::string, std::string>> held;  // (ID, envelope) from pub/sub meanwhile
+    std::map<std::string, std::uint64_t, std::less<>> last_sequence;  // by origin: a copy sent again is dropped
+    std::uint64_t own_delivered_through = 0;   // own messages up to this sequence were delivered here already
   };
 
   void connect();
+  void open_master(std::uint64_t generation);
+  void ask_sentinel(std::uint64_t generation);
+  void sentinel_answered(RedisConnection& sentinel, const redisReply& reply);
+  void sentinel_failed(const std::string& why);
+  void on_sentinel_push(const redisReply& reply);
+  void retire(std::unique_ptr<RedisConnection>& connection);
+  std::string where() const;
   void connection_ready();
   void connection_failed(const std::string& role, const std::string& error);
   void went_down(const std::string& why);
@@ -126,6 +143,12 @@ class RedisBus {
   void on_push(const redisReply& reply);
   void on_subscription(std::string_view kind, const std::string& channel);
   void on_message(const std::string& channel, std::string_view payload);
+  void accept(const std::string& name, Channel& channel, std::string_view bytes, const std::string* id);
+  void catch_up(const std::string& name, Channel& channel);
+  void caught_up(const std::string& name, const redisReply& reply, bool latest_only);
+  void keep_for_later(const std::string& room, std::uint64_t session, std::string_view payload);
+  void send_kept();
+  bool send(const std::string& room, const Envelope& envelope);
   // Own messages not yet back from Redis (issue 19, defect 15): see publish().
   struct Unconfirmed {
     std::string room;
@@ -153,6 +176,13 @@ class RedisBus {
   State state_ = State::starting;
   std::unique_ptr<RedisConnection> subscriber_;
   std::unique_ptr<RedisConnection> publisher_;
+  // redis-sentinel://: the Sentinel being asked or, once the bus is up, watched for +switch-master
+  std::unique_ptr<RedisConnection> sentinel_;
+  std::size_t sentinel_next_ = 0;    // the Sentinel to ask next: one that answers stays first
+  std::size_t sentinels_tried_ = 0;  // in this connection attempt
+  std::string sentinel_errors_;      // why each Sentinel tried in this attempt did not answer
+  bool watch_lost_logged_ = false;   // the +switch-master watch is gone and that was said
+  RedisAddress master_;              // where the connections go: the address, or the master a Sentinel named
   std::vector<std::unique_ptr<RedisConnection>> retired_;  // failed connections, freed from the loop
   int ready_count_ = 0;
   std::uint64_t generation_ = 0;            // of the current pair of connections
@@ -163,6 +193,8 @@ class RedisBus {
   boost::asio::steady_timer confirm_timer_;
   bool confirm_armed_ = false;
   std::deque<Unconfirmed> unconfirmed_;     // in publish order
+  std::deque<Unconfirmed> kept_;            // bus_history: delivered here while down, sent when Redis answers
+  std::uint64_t kept_overflow_ = 0;         // forgotten from kept_ (bounded by bus_history)
   std::uint64_t unconfirmed_overflow_ = 0;  // forgotten from unconfirmed_ (it is bounded), this outage
   bool stalled_ = false;                    // own messages overdue: what is published is delivered here at once
   std::uint64_t publish_sequence_ = 0;

@@ -211,10 +211,29 @@ void RedisConnection::handshake() {
   command({"PING"}, [this, check](const redisReply& reply) {
     check("PING")(reply);
     if (reply.type == REDIS_REPLY_ERROR || failed_) return;
-    deadline_.cancel();
-    open_ = true;
-    if (ready_) ready_();
+    if (require_master_) return check_role();
+    handshake_done();
   });
+}
+
+// ROLE's first element is "master", "slave" or "sentinel"; only a master is used. A replica
+// answering where the master was means a failover happened: the owner asks the Sentinels again.
+void RedisConnection::check_role() {
+  command({"ROLE"}, [this](const redisReply& reply) {
+    if (failed_) return;
+    if (reply.type == REDIS_REPLY_ERROR)
+      return report_failure(fmt::format("ROLE refused: {}", std::string(reply.str, reply.len)));
+    const redisReply* first = reply.type == REDIS_REPLY_ARRAY && reply.elements > 0 ? reply.element[0] : nullptr;
+    const std::string role = first != nullptr && first->str != nullptr ? std::string(first->str, first->len) : "?";
+    if (role != "master") return report_failure(fmt::format("ROLE says '{}', not master: a replica is never written to", role));
+    handshake_done();
+  });
+}
+
+void RedisConnection::handshake_done() {
+  deadline_.cancel();
+  open_ = true;
+  if (ready_) ready_();
 }
 
 bool RedisConnection::command(const std::vector<std::string>& argv, Reply reply) {

@@ -39,6 +39,9 @@ class RedisConnection {
   /// once the PING is answered; `failed` runs once, with what went wrong, if the handshake fails
   /// or times out or, after `ready`, the connection is lost. Call once.
   void open(std::function<void()> ready, std::function<void(const std::string&)> failed);
+  /// Before open(): the handshake asks ROLE after PING, and a server that is not a master (a
+  /// replica, a Sentinel) fails the connection: the bus never writes to a replica.
+  void require_master() { require_master_ = true; }
   /// True between `ready` and a failure.
   bool is_open() const { return open_; }
   /// Sends a command (binary-safe arguments); false when the connection is not open.
@@ -73,6 +76,8 @@ class RedisConnection {
   std::string connecting_to() const { return address_.is_unix() ? address_.path : ip_; }
   void attach();
   void handshake();
+  void check_role();
+  void handshake_done();
   void fail(const std::string& error);
   void report_failure(const std::string& error);
   void flush_soon();
@@ -91,6 +96,7 @@ class RedisConnection {
   bool open_ = false;
   bool closing_ = false;                  // we are freeing the context ourselves
   bool failed_ = false;
+  bool require_master_ = false;
   bool flush_posted_ = false;             // a flush_now() is posted for this turn of the loop
   std::function<void()> ready_;
   std::function<void(const std::string&)> failed_callback_;
