@@ -1063,21 +1063,26 @@ TEST_CASE("operations.md's signal table names every signal the server blocks or 
     for (const std::string& name : words_of(names)) documented.insert(name);
   }
   ServerProcess server(binary("echo_server"), "host: 127.0.0.1\nport: 0\n");
-  const std::string status = read_text("/proc/" + std::to_string(server.pid()) + "/status");
-  std::set<std::string> handled;  // held for the loop (blocked, read through signalfd/asio), caught or ignored
-  for (const char* field : {"SigBlk", "SigCgt", "SigIgn"})
-    for (const std::string& name : signals_in(status, field)) handled.insert(name);
-  // glibc's own signals below SIGRTMIN (32 and 33: thread cancellation and set*id across threads)
-  // are caught once a process has threads, as every serving process has (the stall watcher).
-  for (int internal = 32; internal < SIGRTMIN; ++internal) handled.erase("signal " + std::to_string(internal));
+  // What the server holds, caught or ignores. Read until it matches (or 10 s): the listeners are
+  // logged before the loop's signals are set up, so a first look may come too early.
+  const auto handled_now = [&] {
+    const std::string status = read_text("/proc/" + std::to_string(server.pid()) + "/status");
+    std::set<std::string> handled;  // held for the loop (blocked, read through signalfd/asio), caught or ignored
+    for (const char* field : {"SigBlk", "SigCgt", "SigIgn"})
+      for (const std::string& name : signals_in(status, field)) handled.insert(name);
+    // glibc's own signals below SIGRTMIN (32 and 33: thread cancellation and set*id across threads)
+    // are caught once a process has threads (the stall watcher's, in a process serving many clients).
+    for (int internal = 32; internal < SIGRTMIN; ++internal) handled.erase("signal " + std::to_string(internal));
 #ifdef __SANITIZE_ADDRESS__
-  for (int fault : {SIGSEGV, SIGBUS, SIGFPE, SIGILL}) handled.erase("signal " + std::to_string(fault));  // the sanitizer's
+    for (int fault : {SIGSEGV, SIGBUS, SIGFPE, SIGILL}) handled.erase("signal " + std::to_string(fault));  // the sanitizer's
 #endif
-  // What this test itself ignores the server inherits: neither side is asked about it.
-  for (const std::string& name : signals_in(read_text("/proc/self/status"), "SigIgn")) {
-    handled.erase(name);
-    documented.erase(name);
-  }
+    // What this test itself ignores the server inherits: neither side is asked about it.
+    for (const std::string& name : signals_in(read_text("/proc/self/status"), "SigIgn")) handled.erase(name);
+    return handled;
+  };
+  for (const std::string& name : signals_in(read_text("/proc/self/status"), "SigIgn")) documented.erase(name);
+  std::set<std::string> handled;
+  eventually([&] { return (handled = handled_now()) == documented; });
   CHECK(server.stop() == 0);
   CHECK(documented.size() >= 5);
   CHECK(documented == handled);
