@@ -43,6 +43,16 @@ std::size_t count_of(const std::string& text, const std::string& needle) {
   return count;
 }
 
+// The status port of a probe once `images` images of it have counted their workload (the
+// status listener answers from before that: a scrape then would see part of it).
+int probe_port(const ServerProcess& server, std::size_t images = 1) {
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (server.count_in_log("probe: the workload of pid ") < images && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(20ms);
+  REQUIRE(server.count_in_log("probe: the workload of pid ") >= images);
+  return status_port(server);
+}
+
 // Sends `request` on a fresh connection; everything the server sent until it closed.
 std::string exchange(int port, const std::string& request, Seconds wait = 5s) {
   Client client(port);
@@ -55,21 +65,21 @@ std::string exchange(int port, const std::string& request, Seconds wait = 5s) {
 TEST_CASE("status listener: curl gets /metrics and /status and /status.json with their types and the exact sums",
           "[metrics]") {
   ServerProcess server(binary("metrics_probe"), status_yaml());
-  const Response metrics = curl(url(status_port(server), "/metrics"));
+  const Response metrics = curl(url(probe_port(server), "/metrics"));
   CHECK(metrics.status == 200);
   CHECK_THAT(metrics.headers, Contains("Content-Type: text/plain; version=0.0.4; charset=utf-8"));
   CHECK(promtool_problems(metrics.body) == "");
   check_workload(samples_of(metrics.body), 1);
   CHECK(samples_of(metrics.body).at(R"(netserver_build_info{version="0.2.0",personality="multiplex"})") == 1);
 
-  const Response status = curl(url(status_port(server), "/status"));
+  const Response status = curl(url(probe_port(server), "/status"));
   CHECK(status.status == 200);
   CHECK_THAT(status.headers, Contains("Content-Type: text/plain; charset=utf-8"));
   CHECK_THAT(status.body, Contains("2 process(es), 3 session(s) open, 5 served"));
   CHECK_THAT(status.body, Contains(std::to_string(server.pid()) + " multiplex"));
   CHECK(std::regex_search(status.body, std::regex(R"(\n +\d+ helper "child" +idle +2 +1 )")));
 
-  const Response json = curl(url(status_port(server), "/status.json"));
+  const Response json = curl(url(probe_port(server), "/status.json"));
   CHECK(json.status == 200);
   CHECK_THAT(json.headers, Contains("Content-Type: application/json"));
   TempDir dir;
@@ -81,7 +91,7 @@ TEST_CASE("status listener: curl gets /metrics and /status and /status.json with
   INFO(parsed.output);
   CHECK(parsed.status == 0);
 
-  const std::string head = exchange(status_port(server), "HEAD /metrics HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n");
+  const std::string head = exchange(probe_port(server), "HEAD /metrics HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n");
   CHECK_THAT(head, StartsWith("HTTP/1.1 200 OK") && EndsWith("\r\n\r\n"));  // no body
   std::smatch length;
   REQUIRE(std::regex_search(head, length, std::regex(R"(Content-Length: (\d+))")));
@@ -91,15 +101,15 @@ TEST_CASE("status listener: curl gets /metrics and /status and /status.json with
 TEST_CASE("status listener: keep-alive reuses one connection and Connection: close or HTTP/1.0 close it", "[metrics]") {
   ServerProcess server(binary("metrics_probe"), status_yaml());
   const Outcome twice = run("/usr/bin/curl", {"-sS", "-v", "-o", "/dev/null", "-o", "/dev/null",
-                                              url(status_port(server), "/metrics"), url(status_port(server), "/status")});
+                                              url(probe_port(server), "/metrics"), url(probe_port(server), "/status")});
   CHECK(twice.status == 0);
   CHECK_THAT(twice.output, Contains("Re-using existing connection"));
 
-  Client kept(status_port(server));  // two requests, the second after the first was answered, on one connection
+  Client kept(probe_port(server));  // two requests, the second after the first was answered, on one connection
   REQUIRE(kept.send("GET /status HTTP/1.1\r\nHost: probe\r\n\r\n"));
   CHECK_THAT(kept.read_line().value_or(""), StartsWith("HTTP/1.1 200 OK"));
   CHECK_FALSE(kept.closed_by_peer(0.3s));
-  Client second(status_port(server));
+  Client second(probe_port(server));
   REQUIRE(second.send("GET /status HTTP/1.1\r\nHost: probe\r\n\r\n"));
   CHECK_THAT(second.read_line().value_or(""), StartsWith("HTTP/1.1 200 OK"));
   std::this_thread::sleep_for(100ms);
@@ -107,13 +117,13 @@ TEST_CASE("status listener: keep-alive reuses one connection and Connection: clo
   const std::string rest = second.read_all();  // returns at the server's close
   CHECK_THAT(rest, Contains("HTTP/1.1 200 OK") && Contains("Connection: close"));
 
-  const std::string old = exchange(status_port(server), "GET /metrics HTTP/1.0\r\n\r\n");
+  const std::string old = exchange(probe_port(server), "GET /metrics HTTP/1.0\r\n\r\n");
   CHECK_THAT(old, StartsWith("HTTP/1.1 200 OK") && Contains("Connection: close") && Contains("netserver_sessions_open 3"));
 }
 
 TEST_CASE("status listener: pipelined requests are answered in order", "[metrics]") {
   ServerProcess server(binary("metrics_probe"), status_yaml());
-  const std::string answers = exchange(status_port(server),
+  const std::string answers = exchange(probe_port(server),
                                        "GET /status.json HTTP/1.1\r\nHost: p\r\n\r\n"
                                        "HEAD /metrics HTTP/1.1\r\nHost: p\r\n\r\n"
                                        "GET /metrics HTTP/1.1\r\nHost: p\r\n\r\n"
@@ -140,7 +150,7 @@ TEST_CASE("status listener: a client pipelining more answers than max_output hol
   std::string requests;
   for (int i = 0; i < 4999; ++i) requests += "GET /metrics HTTP/1.1\r\nHost: p\r\n\r\n";
   requests += "GET /metrics HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n";
-  Client client(status_port(server));
+  Client client(probe_port(server));
   REQUIRE(client.send(requests));
   std::this_thread::sleep_for(1s);
   const std::string answers = client.read_all(60s);
@@ -171,30 +181,30 @@ TEST_CASE("status listener: a bad request gets its status and is closed while th
   };
   for (const auto& [request, expected] : cases) {
     INFO(request.substr(0, 60));
-    Client client(status_port(server));
+    Client client(probe_port(server));
     REQUIRE(client.send(request));
     const std::string answer = client.read_all(5s);
     CHECK_THAT(answer, StartsWith("HTTP/1.1 " + expected + " ") && Contains("Connection: close"));
     if (expected == "405") CHECK_THAT(answer, Contains("Allow: GET, HEAD"));
   }
-  CHECK(curl(url(status_port(server), "/metrics")).status == 200);
+  CHECK(curl(url(probe_port(server), "/metrics")).status == 200);
 }
 
 TEST_CASE("status listener: a slow request is answered 408 and closed while others are served", "[metrics]") {
   ServerProcess server(binary("metrics_probe"), status_yaml());  // the request timeout: 5 s
-  Client slow(status_port(server));
+  Client slow(probe_port(server));
   REQUIRE(slow.send("GET /metr"));
-  CHECK(curl(url(status_port(server), "/status")).status == 200);  // meanwhile
+  CHECK(curl(url(probe_port(server), "/status")).status == 200);  // meanwhile
   const std::string answer = slow.read_all(8s);
   CHECK_THAT(answer, StartsWith("HTTP/1.1 408 "));
   CHECK(slow.closed_by_peer(1s));
-  Client idle(status_port(server));  // an idle connection without any byte is only closed, later
+  Client idle(probe_port(server));  // an idle connection without any byte is only closed, later
   CHECK(idle.silent_for(0.8s));
 }
 
 TEST_CASE("status listener: Prometheus scrapes it and its query API returns the exact values", "[metrics]") {
   ServerProcess server(binary("metrics_probe"), status_yaml());
-  Prometheus prometheus(status_port(server));
+  Prometheus prometheus(probe_port(server));
   const auto value_is = [&](const std::string& query, double expected) {
     return eventually([&] { return prometheus.query(query) == expected; }, 30s);
   };
@@ -211,12 +221,12 @@ TEST_CASE("status listener: Prometheus scrapes it and its query API returns the 
 
 TEST_CASE("status listener: after a HUP every counter is carried over and none went back", "[metrics]") {
   ServerProcess server(binary("metrics_probe"), status_yaml());
-  const auto before = samples_of(curl(url(status_port(server), "/metrics")).body);
+  const auto before = samples_of(curl(url(probe_port(server), "/metrics")).body);
   check_workload(before, 1);
   server.signal(SIGHUP);
   REQUIRE(server.wait_for_log("(restarted)"));
   REQUIRE(server.wait_for_log("of the previous image"));  // the new image serves the status listener alone
-  const auto after = samples_of(curl(url(status_port(server), "/metrics")).body);
+  const auto after = samples_of(curl(url(probe_port(server, 2), "/metrics")).body);
   check_workload(after, 2);
   for (const auto& [series, value] : before)
     if (series.find("_total") != std::string::npos && !series.starts_with("process_")) {
@@ -261,6 +271,7 @@ TEST_CASE("status listener: a unix-socket peer may ask", "[metrics]") {
   const std::string path = (dir.path() / "status.sock").string();
   ServerProcess server(binary("metrics_probe"),
                        "listen: [\"127.0.0.1:0\"]\nstatus:\n  listen: [\"unix:" + path + "\"]\n");
+  REQUIRE(server.wait_for_log("probe: the workload of pid "));
   const Outcome outcome = run("/usr/bin/curl", {"-sS", "--unix-socket", path, "http://status/metrics"});
   CHECK(outcome.status == 0);
   CHECK_THAT(outcome.output, Contains("netserver_sessions_open 3"));
