@@ -94,8 +94,11 @@ void RedisConnection::open(std::function<void()> ready, std::function<void(const
   failed_callback_ = std::move(failed);
   deadline_.expires_after(std::chrono::duration_cast<std::chrono::steady_clock::duration>(
       std::chrono::duration<double>(connect_timeout_)));
-  deadline_.async_wait([this](const error_code& error) {
-    if (!error) fail(fmt::format("no answer within {} s (connect, AUTH, PING)", connect_timeout_));
+  // Destroying the timer does not take back a completion already queued (the deadline expired in
+  // the same turn as the owner retired this connection): the handler checks that it still exists.
+  std::weak_ptr<bool> alive = alive_;
+  deadline_.async_wait([this, alive](const error_code& error) {
+    if (!error && !alive.expired()) fail(fmt::format("no answer within {} s (connect, AUTH, PING)", connect_timeout_));
   });
   if (address_.is_unix()) return connect_to("");
   error_code not_numeric;
